@@ -1,0 +1,1 @@
+"""Text -> PatchIntent: the rules parser, and (later) the LLM tool-calling agent."""

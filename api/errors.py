@@ -1,0 +1,60 @@
+"""Domain errors and their HTTP mapping. Every error body is JSON `{"detail": ...}`; nothing returns a trace."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from core.states import IllegalTransition
+
+log = logging.getLogger("patchpilot.api")
+
+
+class NotFound(Exception):
+    pass
+
+
+class BadInput(Exception):
+    pass
+
+
+def _readable_validation(exc: RequestValidationError) -> list[dict]:
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        out.append({"field": where or "body", "message": err.get("msg", "invalid value"), "type": err.get("type")})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(IllegalTransition)
+    async def _conflict(_: Request, exc: IllegalTransition) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc), "state": exc.current})
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(BadInput)
+    async def _bad(_: Request, exc: BadInput) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _readable_validation(exc)})
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(DBAPIError)
+    async def _db_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        return JSONResponse(status_code=503, content={"detail": "The database is unavailable; try again shortly."},
+                            headers={"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(status_code=500, content={"detail": "Internal error; it has been logged."})

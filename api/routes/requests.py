@@ -1,0 +1,92 @@
+import asyncio
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from sse_starlette.sse import EventSourceResponse
+from sqlmodel import Session
+
+from api.deps import CatalogDep, SessionDep, SettingsDep, UserDep
+from api.schemas import ID_PATTERN, ErrorOut, EventList, EventView, RequestList, RequestView
+from api.services import requests as service
+from core.db import get_engine
+from core.states import STATES, TERMINAL
+
+router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
+RequestId = Annotated[str, Path(pattern=ID_PATTERN, description="The request id (32 hex characters).")]
+ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+
+
+@router.get("", response_model=RequestList)
+def list_requests(session: SessionDep, catalog: CatalogDep, settings: SettingsDep,
+                  state: Annotated[str | None, Query(description=f"One of {', '.join(STATES)}")] = None,
+                  limit: Annotated[int, Query(ge=1, le=200)] = 50) -> RequestList:
+    if state is not None and state not in STATES:
+        from api.errors import BadInput
+
+        raise BadInput(f"unknown state {state[:40]!r}; use one of {', '.join(STATES)}")
+    rows = service.list_requests(session, state=state, limit=limit)
+    return RequestList(items=[service.view(session, r, catalog, settings) for r in rows])
+
+
+@router.get("/{request_id}", response_model=RequestView, responses=ERRORS)
+def get_request(request_id: RequestId, session: SessionDep, catalog: CatalogDep, settings: SettingsDep) -> RequestView:
+    return service.view(session, service.get_request(session, request_id), catalog, settings)
+
+
+@router.post("/{request_id}/approve", response_model=RequestView, responses=ERRORS)
+def approve(request_id: RequestId, session: SessionDep, user: UserDep, catalog: CatalogDep, settings: SettingsDep) -> RequestView:
+    """The only way a patch run starts: a person's click, with their identity."""
+    return service.view(session, service.approve(session, request_id, user), catalog, settings)
+
+
+@router.post("/{request_id}/reject", response_model=RequestView, responses=ERRORS)
+def reject(request_id: RequestId, session: SessionDep, user: UserDep, catalog: CatalogDep, settings: SettingsDep) -> RequestView:
+    return service.view(session, service.reject(session, request_id, user), catalog, settings)
+
+
+@router.post("/{request_id}/cancel", response_model=RequestView, responses=ERRORS)
+def cancel(request_id: RequestId, session: SessionDep, user: UserDep, catalog: CatalogDep, settings: SettingsDep) -> RequestView:
+    return service.view(session, service.cancel(session, request_id, user), catalog, settings)
+
+
+@router.get("/{request_id}/events", response_model=EventList, responses=ERRORS)
+def events(request_id: RequestId, session: SessionDep,
+           after: Annotated[int, Query(ge=0, le=2**31)] = 0,
+           limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> EventList:
+    rows = service.events_after(session, request_id, after, limit)
+    return EventList(items=[EventView.model_validate(r, from_attributes=True) for r in rows])
+
+
+@router.get("/{request_id}/events/stream", responses=ERRORS)
+async def stream(request_id: RequestId, request: Request, catalog: CatalogDep, settings: SettingsDep,
+                 after: Annotated[int, Query(ge=0, le=2**31)] = 0) -> EventSourceResponse:
+    """Server-Sent Events: `event` messages for each job event and a `request` message whenever the state or
+    stage changes. Ends after the request reaches a terminal state."""
+    with Session(get_engine()) as session:
+        service.get_request(session, request_id)
+
+    def snapshot(cursor: int) -> tuple[list[dict], dict]:
+        with Session(get_engine()) as session:
+            rows = service.events_after(session, request_id, cursor, 500)
+            req = service.get_request(session, request_id)
+            view = service.view(session, req, catalog, settings)
+            return ([EventView.model_validate(r, from_attributes=True).model_dump(mode="json") for r in rows],
+                    view.model_dump(mode="json"))
+
+    async def generate():
+        cursor, last_key = after, None
+        while not await request.is_disconnected():
+            rows, view = await asyncio.to_thread(snapshot, cursor)
+            for row in rows:
+                cursor = max(cursor, row["counter"])
+                yield {"event": "event", "id": str(row["counter"]), "data": json.dumps(row)}
+            key = (view["state"], view["stage"], len(view["stages"]))
+            if key != last_key:
+                last_key = key
+                yield {"event": "request", "data": json.dumps(view)}
+            if view["state"] in TERMINAL and not rows:
+                return
+            await asyncio.sleep(1.0)
+
+    return EventSourceResponse(generate())

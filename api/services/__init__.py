@@ -1,0 +1,1 @@
+"""Business logic of the API: route handlers parse, call these, and map errors."""

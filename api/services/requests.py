@@ -1,0 +1,181 @@
+"""Patch requests: views, approve / reject / cancel. All state changes go through core.states.transition."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from api.errors import NotFound
+from api.schemas import HostView, RequestView, StageView
+from core.intent import IntentResult
+from core.inventory import Catalog
+from core.models import HostResult, JobEvent, PatchRequest, RequestStage, utcnow
+from core.settings import Settings
+from core.states import (
+    APPROVED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, REJECTED, RUNNING, STAGE_LABELS, TERMINAL,
+    IllegalTransition, transition,
+)
+
+STAGE_PROGRESS = {"pending": 0.0, "prechecks": 0.15, "patching": 0.4, "reboot": 0.7, "postchecks": 0.85,
+                  "completed": 1.0, "failed": 1.0, "canceled": 1.0}
+
+
+def get_request(session: Session, request_id: str, *, for_update: bool = False) -> PatchRequest:
+    req = session.get(PatchRequest, request_id, with_for_update=for_update)
+    if req is None:
+        raise NotFound(f"no request with id {request_id}")
+    return req
+
+
+def create_proposal(session: Session, *, result: IntentResult, conversation_id: str | None, user: str,
+                    settings: Settings, engine: str, prompt_version: str | None = None,
+                    model_name: str | None = None) -> PatchRequest:
+    req = PatchRequest(
+        conversation_id=conversation_id, action=result.action, hosts=list(result.hosts),
+        patch_group=result.patch_group, reboot=result.reboot or "if_needed", check_mode=result.check_mode,
+        intent=result.model_dump(mode="json"), engine=engine, prompt_version=prompt_version, model_name=model_name,
+        state=PROPOSED, stage="pending", requested_by=user,
+        expires_at=utcnow() + timedelta(seconds=settings.proposal_ttl_seconds),
+    )
+    session.add(req)
+    session.flush()
+    from core.states import audit
+
+    audit(session, actor=user, action="proposed", request_id=req.id,
+          detail={"hosts": req.hosts, "patch_group": req.patch_group, "engine": engine})
+    return req
+
+
+def approve(session: Session, request_id: str, user: str) -> PatchRequest:
+    req = get_request(session, request_id)
+    if req.state == PROPOSED and req.expires_at and req.expires_at < utcnow():
+        transition(session, req, EXPIRED, actor="system", reason="not approved in time")
+        session.commit()
+        raise IllegalTransition(req.id, EXPIRED, APPROVED, f"proposal {req.id} expired at {req.expires_at:%Y-%m-%d %H:%M:%S} UTC; ask again")
+    if req.state != PROPOSED:
+        raise IllegalTransition(req.id, req.state, APPROVED, f"request {req.id} is {req.state}; only a proposed request can be approved")
+    transition(session, req, APPROVED, actor=user, reason="approved", approved_by=user, approved_at=utcnow())
+    session.commit()
+    _enqueue_launch(req.id)
+    session.refresh(req)
+    return req
+
+
+def _enqueue_launch(request_id: str) -> None:
+    from worker.dispatch import enqueue_launch
+    from worker.execution import mark_queued
+
+    # Committed first, enqueued second: a lost message leaves an `approved` row the sweep picks up.
+    if enqueue_launch(request_id):
+        mark_queued(request_id)
+
+
+def reject(session: Session, request_id: str, user: str, reason: str = "rejected") -> PatchRequest:
+    req = get_request(session, request_id)
+    if req.state != PROPOSED:
+        raise IllegalTransition(req.id, req.state, REJECTED, f"request {req.id} is {req.state}; only a proposed request can be rejected")
+    transition(session, req, REJECTED, actor=user, reason=reason, decided_by=user)
+    session.commit()
+    return req
+
+
+def cancel(session: Session, request_id: str, user: str) -> PatchRequest:
+    req = get_request(session, request_id)
+    if req.state in (APPROVED, QUEUED):
+        transition(session, req, CANCELED, actor=user, reason="canceled before launch", decided_by=user,
+                   stage="canceled", finished_at=utcnow())
+        session.commit()
+        return req
+    if req.state in (LAUNCHING, RUNNING):
+        # AWX is told by the follower, which then records `canceled` once AWX confirms it.
+        req.cancel_requested_at = req.cancel_requested_at or utcnow()
+        req.decided_by = user
+        from core.states import audit
+
+        audit(session, actor=user, action="cancel_requested", request_id=req.id)
+        session.commit()
+        from worker.dispatch import enqueue_follow
+
+        enqueue_follow(req.id)
+        return req
+    raise IllegalTransition(req.id, req.state, CANCELED, f"request {req.id} is {req.state}; there is nothing to cancel"
+                            + (" (reject a proposal instead)" if req.state == PROPOSED else ""))
+
+
+def view(session: Session, req: PatchRequest, catalog: Catalog, settings: Settings) -> RequestView:
+    host_rows = {h.host: h for h in session.execute(select(HostResult).where(HostResult.request_id == req.id)).scalars()}
+    hosts = [
+        HostView(name=name, status=row.status, ok=row.ok, changed=row.changed, failed=row.failed,
+                 unreachable=row.unreachable, skipped=row.skipped, message=row.message)
+        if (row := host_rows.get(name)) else HostView(name=name)
+        for name in req.hosts
+    ]
+    stages = [
+        StageView(stage=s.stage, label=STAGE_LABELS.get(s.stage, s.stage), at=s.at)
+        for s in session.execute(select(RequestStage).where(RequestStage.request_id == req.id)
+                                 .order_by(RequestStage.at, RequestStage.id)).scalars()
+    ]
+    group = catalog.patch_groups.get(req.patch_group or "")
+    by_env: dict[str, list[str]] = {}
+    for name in req.hosts:
+        host = catalog.inventory.hosts.get(name)
+        by_env.setdefault((host.environment if host else None) or "other", []).append(name)
+    notes = list(_notes(req, catalog))
+    progress = STAGE_PROGRESS.get(req.stage, 0.0)
+    job_url = None
+    if req.awx_job_id and settings.awx_job_url_template:
+        job_url = settings.awx_job_url_template.format(job_id=req.awx_job_id)
+    return RequestView(
+        id=req.id, action=req.action, state=req.state, stage=req.stage, stage_label=STAGE_LABELS.get(req.stage, req.stage),
+        hosts=hosts, hosts_by_environment=by_env, patch_group=req.patch_group,
+        patch_group_description=group.description if group else None, reboot=req.reboot, check_mode=req.check_mode,
+        awx_job_id=req.awx_job_id, awx_job_url=job_url, requested_by=req.requested_by, approved_by=req.approved_by,
+        decided_by=req.decided_by, created_at=req.created_at, updated_at=req.updated_at, expires_at=req.expires_at,
+        approved_at=req.approved_at, started_at=req.started_at, finished_at=req.finished_at,
+        failure_reason=req.failure_reason, stages=stages, latest_task=req.latest_task, progress=progress,
+        conversation_id=req.conversation_id, notes=notes, engine=req.engine, prompt_version=req.prompt_version,
+        model_name=req.model_name, terminal=req.state in TERMINAL,
+    )
+
+
+def _notes(req: PatchRequest, catalog: Catalog):
+    refused = (req.intent or {}).get("refused_hosts") or []
+    if refused:
+        yield f"Left out by policy (never patched from chat): {', '.join(refused)}."
+    if any((catalog.inventory.hosts.get(h) and catalog.inventory.hosts[h].environment == "prod") for h in req.hosts):
+        yield "Touches production hosts."
+    if req.check_mode:
+        yield "Dry run: ansible-playbook --check, nothing is changed and nothing reboots."
+    if req.cancel_requested_at and req.state not in TERMINAL:
+        yield "Cancel requested; waiting for AWX to confirm."
+
+
+def list_requests(session: Session, *, state: str | None, limit: int) -> list[PatchRequest]:
+    query = select(PatchRequest).order_by(PatchRequest.created_at.desc(), PatchRequest.id).limit(limit)
+    if state:
+        query = query.where(PatchRequest.state == state)
+    return list(session.execute(query).scalars())
+
+
+def events_after(session: Session, request_id: str, after: int, limit: int = 500) -> list[JobEvent]:
+    get_request(session, request_id)
+    return list(session.execute(
+        select(JobEvent).where(JobEvent.request_id == request_id, JobEvent.counter > after)
+        .order_by(JobEvent.counter).limit(limit)).scalars())
+
+
+def find_by_job(session: Session, job_id: int) -> PatchRequest | None:
+    return session.execute(select(PatchRequest).where(PatchRequest.awx_job_id == job_id)).scalars().first()
+
+
+def latest_for_hosts(session: Session, hosts: list[str], *, active_only: bool = False) -> PatchRequest | None:
+    rows = session.execute(select(PatchRequest).where(PatchRequest.state.notin_((PROPOSED, REJECTED, EXPIRED)))
+                           .order_by(PatchRequest.created_at.desc()).limit(200)).scalars()
+    for req in rows:
+        if set(req.hosts) & set(hosts) and (not active_only or req.state in (APPROVED, QUEUED, LAUNCHING, RUNNING)):
+            return req
+    return None
+
+

@@ -1,0 +1,93 @@
+"""Database engine and sessions. PostgreSQL is the source of truth for every request and event."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, create_engine
+
+from core.settings import get_settings
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def _engine_for(url: str) -> Engine:
+    if url not in _ENGINES:
+        _ENGINES[url] = _create(url)
+    return _ENGINES[url]
+
+
+def _create(url: str) -> Engine:
+    return create_engine(
+        url,
+        pool_pre_ping=True,  # a PostgreSQL restart must not leave dead connections in the pool
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 5},
+    )
+
+
+def get_engine() -> Engine:
+    return _engine_for(get_settings().require_database_url())
+
+
+def reset_engines() -> None:
+    """Drop pooled connections (tests switch databases; forked workers must not share sockets)."""
+    for engine in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session that commits on success and rolls back on error (worker code and scripts)."""
+    with Session(get_engine(), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def lock_key(namespace: str, request_id: str) -> int:
+    """A stable signed 64-bit key for pg advisory locks."""
+    digest = hashlib.blake2b(f"{namespace}:{request_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextmanager
+def advisory_lock(namespace: str, request_id: str) -> Iterator[bool]:
+    """A session-level PostgreSQL advisory lock on its own connection. Yields whether it was acquired.
+
+    Held across slow calls (an AWX launch); if the process dies, PostgreSQL drops the connection and the lock
+    with it, so a crashed launcher never blocks recovery.
+    """
+    key = lock_key(namespace, request_id)
+    conn: Connection = get_engine().connect()
+    try:
+        acquired = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        conn.commit()
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+    finally:
+        conn.close()
+
+
+def ping() -> bool:
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return True
+    except Exception:  # noqa: BLE001 - readiness only reports up/down
+        return False

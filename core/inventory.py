@@ -1,0 +1,134 @@
+"""The fleet (an Ansible YAML inventory) and the patch groups, loaded once and queried by the validator.
+
+Pure data: no I/O beyond reading the two files at load time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Groups that name an environment; every other group is a role or an ad-hoc group.
+ENVIRONMENT_GROUPS = ("prod", "staging", "dev")
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    groups: frozenset[str]
+    vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def environment(self) -> str | None:
+        for env in ENVIRONMENT_GROUPS:
+            if env in self.groups:
+                return env
+        return None
+
+    @property
+    def os_family(self) -> str | None:
+        return self.vars.get("os_family")
+
+    @property
+    def patchable_from_chat(self) -> bool:
+        return bool(self.vars.get("patch_from_chat", True))
+
+
+@dataclass(frozen=True)
+class Inventory:
+    hosts: dict[str, Host]
+    groups: dict[str, frozenset[str]]  # group -> all host names below it (children expanded)
+
+    def host_names(self) -> list[str]:
+        return sorted(self.hosts)
+
+    def group_hosts(self, group: str) -> frozenset[str]:
+        return self.groups.get(group, frozenset())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Inventory":
+        host_vars: dict[str, dict[str, Any]] = {}
+        direct: dict[str, set[str]] = {}
+        children: dict[str, set[str]] = {}
+
+        def walk(group: str, body: dict[str, Any] | None) -> None:
+            body = body or {}
+            direct.setdefault(group, set())
+            children.setdefault(group, set())
+            for host, hvars in (body.get("hosts") or {}).items():
+                direct[group].add(str(host))
+                merged = host_vars.setdefault(str(host), {})
+                merged.update(hvars or {})
+            for child, child_body in (body.get("children") or {}).items():
+                children[group].add(child)
+                walk(child, child_body)
+
+        for top, body in (data or {}).items():
+            walk(top, body)
+
+        def expand(group: str, seen: frozenset[str] = frozenset()) -> set[str]:
+            if group in seen:
+                return set()
+            found = set(direct.get(group, set()))
+            for child in children.get(group, set()):
+                found |= expand(child, seen | {group})
+            return found
+
+        groups = {g: frozenset(expand(g)) for g in direct}
+        membership: dict[str, set[str]] = {h: set() for h in host_vars}
+        for group, members in groups.items():
+            if group in ("all", "ungrouped"):
+                continue
+            for h in members:
+                membership[h].add(group)
+        hosts = {h: Host(name=h, groups=frozenset(membership[h]), vars=host_vars[h]) for h in host_vars}
+        return cls(hosts=hosts, groups=groups)
+
+    @classmethod
+    def load(cls, path: Path) -> "Inventory":
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class PatchGroup:
+    name: str
+    description: str
+    job_template: str
+    extra_vars: dict[str, Any]
+
+
+def load_patch_groups(path: Path) -> dict[str, PatchGroup]:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return {
+        name: PatchGroup(
+            name=name,
+            description=str(body.get("description", "")),
+            job_template=str(body["job_template"]),
+            extra_vars=dict(body.get("extra_vars") or {}),
+        )
+        for name, body in data.items()
+    }
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Everything the validator checks against."""
+
+    inventory: Inventory
+    patch_groups: dict[str, PatchGroup]
+
+
+@lru_cache(maxsize=4)
+def load_catalog(inventory_file: Path, patch_groups_file: Path) -> Catalog:
+    return Catalog(inventory=Inventory.load(inventory_file), patch_groups=load_patch_groups(patch_groups_file))
+
+
+def get_catalog() -> Catalog:
+    from core.settings import get_settings
+
+    s = get_settings()
+    return load_catalog(Path(s.inventory_file), Path(s.patch_groups_file))

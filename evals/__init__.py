@@ -1,0 +1,1 @@
+"""Offline evals of intent parsing: python -m evals."""

@@ -1,0 +1,1 @@
+"""The patchpilot command line: up, migrate, worker, api."""

@@ -1,0 +1,6 @@
+"""python -m patchpilot"""
+import sys
+
+from patchpilot.cli import main
+
+sys.exit(main())

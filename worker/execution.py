@@ -1,0 +1,403 @@
+"""Launching and following AWX jobs, written so that any crash can be resumed.
+
+- `launch()` runs under a PostgreSQL advisory lock per request (released by PostgreSQL if the process dies).
+  A request found in `launching` was interrupted: before launching again we look the job up in AWX by the
+  request id carried in its extra_vars, so a job whose 201 we never recorded is adopted, not launched twice.
+- `poll()` does one short poll of a running job and says whether to poll again; it never holds a worker slot
+  for the job's duration. Events are stored with a unique (request, counter) key and a gap-safe cursor.
+The Celery tasks in `worker.tasks` are thin wrappers around these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlmodel import Session
+
+from core.db import advisory_lock, session_scope
+from core.inventory import get_catalog
+from core.models import HostResult, JobEvent, PatchRequest, RequestStage, utcnow
+from core.settings import get_settings
+from core.states import (
+    APPROVED, CANCELED, ERROR, EXPIRED, FAILED, LAUNCHING, PLAY_STAGES, PROPOSED, QUEUED, RUNNING, STAGES,
+    SUCCEEDED, IllegalTransition, transition,
+)
+from core.validation import UnsafeLimitError, build_limit
+from worker.awx_client import AWXClient, AWXError, AWXLaunchRefused
+
+log = logging.getLogger("patchpilot.worker")
+
+WORKER = "worker"
+AWX_TERMINAL = {"successful": SUCCEEDED, "failed": FAILED, "error": ERROR, "canceled": CANCELED}
+FINAL_STAGE = {SUCCEEDED: "completed", FAILED: "failed", ERROR: "failed", CANCELED: "canceled"}
+HOST_STATUS_RANK = {"pending": 0, "running": 1, "skipped": 2, "ok": 3, "changed": 4, "failed": 5, "unreachable": 6}
+
+
+# --------------------------------------------------------------------------------------------- launch
+
+
+def launch(request_id: str, client: AWXClient) -> str:
+    """Launch the AWX job for an approved request exactly once. Returns what happened, for logs and tests."""
+    settings = get_settings()
+    with advisory_lock("launch", request_id) as acquired:
+        if not acquired:
+            return "busy"
+        with session_scope() as session:
+            req = session.get(PatchRequest, request_id)
+            if req is None:
+                return "missing"
+            if req.state in (APPROVED, QUEUED):
+                transition(session, req, LAUNCHING, actor=WORKER, reason="launch started",
+                           launch_started_at=utcnow(), launch_attempts=req.launch_attempts + 1)
+                recovering = False
+            elif req.state == LAUNCHING:
+                session.execute(update(PatchRequest).where(PatchRequest.id == req.id)
+                                .values(launch_attempts=PatchRequest.launch_attempts + 1, updated_at=utcnow()))
+                session.refresh(req)
+                recovering = True
+            else:
+                return "skipped"
+            snapshot = _LaunchSnapshot.of(req)
+
+        try:
+            template = client.find_job_template(snapshot.template_name)
+            template_id = int(template["id"])
+            if recovering:
+                # An earlier attempt may have launched and died before recording the job: adopt it if so.
+                since = snapshot.launch_started_at or utcnow()
+                existing = client.find_job_by_request_id(template_id, request_id, since - timedelta(minutes=5))
+                if existing is not None:
+                    _record_launch(request_id, template_id, existing, reason="found the job of an interrupted launch")
+                    return "recovered"
+            if snapshot.attempts > settings.max_launch_attempts:
+                _finish_launch(request_id, ERROR, f"AWX launch did not succeed after {settings.max_launch_attempts} attempts")
+                return "gave_up"
+            limit = build_limit(snapshot.hosts, get_catalog().inventory)
+            result = client.launch(template_id, limit=limit, extra_vars=snapshot.extra_vars,
+                                   job_type="check" if snapshot.check_mode else "run")
+        except UnsafeLimitError as exc:
+            _finish_launch(request_id, FAILED, f"refused to launch: {exc}")
+            return "refused"
+        except AWXLaunchRefused as exc:
+            _finish_launch(request_id, FAILED, str(exc))
+            return "refused"
+        except AWXError as exc:
+            return _launch_failed(request_id, snapshot, exc, client)
+
+        _record_launch(request_id, template_id, result.job_id, reason="AWX job launched")
+        return "launched"
+
+
+class _LaunchSnapshot:
+    """What the launch needs, read inside the lock and used after the session is closed."""
+
+    def __init__(self, **kw: Any):
+        self.__dict__.update(kw)
+
+    @classmethod
+    def of(cls, req: PatchRequest) -> "_LaunchSnapshot":
+        catalog = get_catalog()
+        group = catalog.patch_groups.get(req.patch_group or "")
+        extra_vars: dict[str, Any] = dict(group.extra_vars) if group else {}
+        extra_vars.update({
+            "patchpilot_request_id": req.id,
+            "patchpilot_action": req.action,
+            "patch_group": req.patch_group,
+            "reboot_policy": req.reboot,
+        })
+        return cls(
+            hosts=list(req.hosts), check_mode=req.check_mode, extra_vars=extra_vars,
+            template_name=group.job_template if group else get_settings().awx_default_job_template,
+            launch_started_at=req.launch_started_at, attempts=req.launch_attempts,
+        )
+
+
+def _launch_failed(request_id: str, snapshot: _LaunchSnapshot, exc: AWXError, client: AWXClient) -> str:
+    if exc.kind == "auth":
+        _finish_launch(request_id, ERROR, f"AWX rejected the token: {exc}")
+        return "error"
+    if exc.kind in ("ignored_fields", "bad_request", "not_found", "refused"):
+        _finish_launch(request_id, FAILED, str(exc))
+        return "refused"
+    # Timeout, connection or 5xx: the launch may or may not have happened. Stay in `launching`; the next
+    # attempt (the sweep, or a retry) looks the job up by request id before launching again.
+    with session_scope() as session:
+        session.execute(update(PatchRequest).where(PatchRequest.id == request_id)
+                        .values(failure_reason=f"launch attempt {snapshot.attempts} failed: {exc}", updated_at=utcnow()))
+    if snapshot.attempts >= get_settings().max_launch_attempts:
+        _finish_launch(request_id, ERROR, f"AWX launch did not succeed after {snapshot.attempts} attempts: {exc}")
+        return "gave_up"
+    return "retry"
+
+
+def _record_launch(request_id: str, template_id: int, job_id: int, *, reason: str) -> None:
+    from worker.dispatch import enqueue_follow
+
+    with session_scope() as session:
+        req = session.get(PatchRequest, request_id)
+        transition(session, req, RUNNING, actor=WORKER, reason=reason, detail={"awx_job_id": job_id},
+                   awx_job_id=job_id, awx_template_id=template_id, started_at=utcnow(), failure_reason=None)
+        for host in req.hosts:
+            session.execute(pg_insert(HostResult).values(request_id=request_id, host=host, status="pending")
+                            .on_conflict_do_nothing(constraint="uq_host_results_request_host"))
+    enqueue_follow(request_id, countdown=0.5)
+
+
+def _finish_launch(request_id: str, state: str, reason: str) -> None:
+    with session_scope() as session:
+        req = session.get(PatchRequest, request_id)
+        if req is None or req.state != LAUNCHING:
+            return
+        transition(session, req, state, actor=WORKER, reason=reason, failure_reason=reason,
+                   finished_at=utcnow(), stage="failed")
+    log.warning("request %s: %s", request_id, reason)
+
+
+# --------------------------------------------------------------------------------------------- follow
+
+
+def poll(request_id: str, client: AWXClient) -> bool:
+    """One poll of a running job. Returns True when the caller should poll again after the interval."""
+    settings = get_settings()
+    with advisory_lock("follow", request_id) as acquired:
+        if not acquired:
+            return False  # another follower holds it and will reschedule itself
+        with session_scope() as session:
+            req = session.get(PatchRequest, request_id)
+            if req is None or req.state != RUNNING or req.awx_job_id is None:
+                return False
+            if req.last_polled_at and (utcnow() - req.last_polled_at).total_seconds() < settings.follow_poll_seconds * 0.5:
+                return False  # a duplicate follow chain: let the other one carry on
+            job_id, cursor, cancel_wanted = req.awx_job_id, req.event_cursor, req.cancel_requested_at is not None
+
+        try:
+            job = client.get_job(job_id)
+            if cancel_wanted and job.get("status") in ("new", "pending", "waiting", "running"):
+                client.cancel(job_id)
+            events = client.job_events(job_id, after_counter=cursor)
+            finished = job.get("status") in AWX_TERMINAL and bool(job.get("event_processing_finished"))
+            if finished:
+                # Events keep landing until processing finished: one more sweep past what we just read.
+                seen = {int(e["counter"]) for e in events}
+                events += [e for e in client.job_events(job_id, after_counter=cursor) if int(e["counter"]) not in seen]
+        except AWXError as exc:
+            return _poll_failed(request_id, exc)
+
+        with session_scope() as session:
+            req = session.get(PatchRequest, request_id, with_for_update=True)
+            if req is None or req.state != RUNNING:
+                return False
+            _store_events(session, req, events)
+            req.awx_status = job.get("status")
+            req.last_polled_at = utcnow()
+            req.follow_failures = 0
+            req.updated_at = utcnow()
+            if finished:
+                _finish_job(session, req, job)
+                return False
+        return True
+
+
+def _poll_failed(request_id: str, exc: AWXError) -> bool:
+    settings = get_settings()
+    with session_scope() as session:
+        req = session.get(PatchRequest, request_id, with_for_update=True)
+        if req is None or req.state != RUNNING:
+            return False
+        req.follow_failures += 1
+        req.last_polled_at = utcnow()
+        give_up = exc.kind == "auth" or req.follow_failures >= settings.follow_error_budget
+        if give_up:
+            reason = f"AWX rejected the token: {exc}" if exc.kind == "auth" else (
+                f"lost contact with AWX job {req.awx_job_id} after {req.follow_failures} failed polls: {exc}")
+            transition(session, req, ERROR, actor=WORKER, reason=reason, failure_reason=reason,
+                       finished_at=utcnow(), stage="failed")
+            return False
+    log.warning("request %s: poll failed (%s), will retry", request_id, exc)
+    return True
+
+
+def _store_events(session: Session, req: PatchRequest, events: list[dict]) -> None:
+    if not events:
+        return
+    rows = [_event_row(req.id, e) for e in events]
+    inserted = set(session.execute(
+        pg_insert(JobEvent).values(rows).on_conflict_do_nothing(constraint="uq_job_events_request_counter")
+        .returning(JobEvent.counter)
+    ).scalars())
+    new_events = sorted((e for e in events if int(e["counter"]) in inserted), key=lambda e: int(e["counter"]))
+    for event in new_events:
+        _apply_event(session, req, event)
+    req.event_cursor = _gap_free_cursor(session, req.id, req.event_cursor)
+
+
+def _gap_free_cursor(session: Session, request_id: str, cursor: int) -> int:
+    """Advance the cursor only over a run of consecutive stored counters: a late, lower counter is not skipped."""
+    counters = session.execute(
+        select(JobEvent.counter).where(JobEvent.request_id == request_id, JobEvent.counter > cursor)
+        .order_by(JobEvent.counter)
+    ).scalars()
+    for counter in counters:
+        if counter != cursor + 1:
+            break
+        cursor = counter
+    return cursor
+
+
+def _event_row(request_id: str, e: dict) -> dict:
+    return {
+        "request_id": request_id, "counter": int(e["counter"]), "event": str(e.get("event", ""))[:100],
+        "host": (e.get("host_name") or None), "play": (e.get("play") or None), "task": (e.get("task") or "")[:500] or None,
+        "failed": bool(e.get("failed")), "changed": bool(e.get("changed")),
+        "stdout": (e.get("stdout") or None), "created": _parse_time(e.get("created")),
+        "data": e.get("event_data") or None, "stored_at": utcnow(),
+    }
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _apply_event(session: Session, req: PatchRequest, e: dict) -> None:
+    kind = e.get("event", "")
+    if kind == "playbook_on_play_start":
+        stage = PLAY_STAGES.get(str(e.get("play", "")).strip().lower())
+        if stage:
+            _reach_stage(session, req, stage)
+    elif kind == "playbook_on_task_start":
+        req.latest_task = f"{e.get('play') or ''}: {e.get('task') or ''}".strip(": ")[:500]
+    elif kind.startswith("runner_on_") and e.get("host_name"):
+        status = {"runner_on_failed": "failed", "runner_on_unreachable": "unreachable",
+                  "runner_on_skipped": "skipped"}.get(kind, "changed" if e.get("changed") else "ok")
+        if status == "failed" and (e.get("event_data") or {}).get("ignore_errors"):
+            status = "ok"
+        message = None
+        if status in ("failed", "unreachable"):
+            res = (e.get("event_data") or {}).get("res") or {}
+            message = f"{e.get('task') or ''}: {res.get('msg') or e.get('stdout') or ''}".strip(": ")[:2000]
+        _update_host(session, req.id, e["host_name"], status, message)
+    elif kind == "playbook_on_stats":
+        _apply_stats(session, req.id, e.get("event_data") or {})
+
+
+def _reach_stage(session: Session, req: PatchRequest, stage: str, at: datetime | None = None) -> None:
+    session.execute(pg_insert(RequestStage).values(request_id=req.id, stage=stage, at=at or utcnow())
+                    .on_conflict_do_nothing(constraint="uq_request_stages_request_stage"))
+    if STAGES.index(stage) > STAGES.index(req.stage if req.stage in STAGES else "pending"):
+        req.stage = stage
+
+
+def _update_host(session: Session, request_id: str, host: str, status: str, message: str | None) -> None:
+    row = session.execute(select(HostResult).where(HostResult.request_id == request_id, HostResult.host == host)
+                          .with_for_update()).scalar_one_or_none()
+    if row is None:
+        row = HostResult(request_id=request_id, host=host, status="pending")
+        session.add(row)
+    if status == "skipped" and row.status != "pending":
+        status = row.status
+    # Worst outcome wins: a host that failed once stays failed however events are ordered.
+    if HOST_STATUS_RANK[status] >= HOST_STATUS_RANK.get(row.status, 0) or row.status in ("pending", "running"):
+        row.status = status
+    if message:
+        row.message = message
+
+
+def _apply_stats(session: Session, request_id: str, data: dict) -> None:
+    keys = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable", "skipped": "skipped"}
+    hosts: set[str] = set()
+    for source in keys:
+        hosts |= set((data.get(source) or {}).keys())
+    for host in hosts:
+        counts = {target: int((data.get(source) or {}).get(host, 0)) for source, target in keys.items()}
+        if counts["unreachable"]:
+            status = "unreachable"
+        elif counts["failed"]:
+            status = "failed"
+        elif counts["changed"]:
+            status = "changed"
+        elif counts["ok"]:
+            status = "ok"
+        else:
+            status = "skipped"
+        session.execute(
+            pg_insert(HostResult).values(request_id=request_id, host=host, status=status, **counts)
+            .on_conflict_do_update(constraint="uq_host_results_request_host", set_={"status": status, **counts})
+        )
+
+
+def _finish_job(session: Session, req: PatchRequest, job: dict) -> None:
+    final = AWX_TERMINAL[job["status"]]
+    stage = FINAL_STAGE[final]
+    _reach_stage(session, req, stage)
+    req.stage = stage
+    reason = None
+    if final in (FAILED, ERROR):
+        bad = session.execute(select(HostResult).where(HostResult.request_id == req.id,
+                                                       HostResult.status.in_(("failed", "unreachable")))).scalars().all()
+        details = "; ".join(f"{h.host} {h.status}" + (f" ({h.message})" if h.message else "") for h in bad)
+        reason = job.get("job_explanation") or details or f"AWX job {req.awx_job_id} ended {job['status']}"
+        if details and job.get("job_explanation"):
+            reason = f"{job['job_explanation']} — {details}"
+    session.flush()
+    transition(session, req, final, actor=WORKER, reason=f"AWX job {req.awx_job_id} {job['status']}",
+               finished_at=utcnow(), stage=stage, failure_reason=reason, awx_status=job["status"],
+               event_cursor=req.event_cursor, latest_task=req.latest_task, last_polled_at=req.last_polled_at)
+
+
+# --------------------------------------------------------------------------------------------- sweep
+
+
+def sweep() -> dict[str, int]:
+    """Re-drive whatever a lost message, a dead worker or a broker outage left behind, and expire proposals."""
+    from worker.dispatch import enqueue_follow, enqueue_launch
+
+    settings = get_settings()
+    now = utcnow()
+    stuck_before = now - timedelta(seconds=settings.stuck_after_seconds)
+    counts = {"expired": 0, "relaunched": 0, "refollowed": 0, "queued": 0}
+    with session_scope() as session:
+        for req in session.execute(select(PatchRequest).where(PatchRequest.state == PROPOSED,
+                                                              PatchRequest.expires_at < now)).scalars():
+            try:
+                transition(session, req, EXPIRED, actor="system", reason="not approved in time", stage="pending")
+                counts["expired"] += 1
+            except IllegalTransition:
+                pass
+        to_launch = session.execute(select(PatchRequest.id).where(
+            PatchRequest.state.in_((APPROVED, QUEUED, LAUNCHING)), PatchRequest.updated_at < stuck_before)).scalars().all()
+        follow_before = now - timedelta(seconds=max(settings.stuck_after_seconds, 4 * settings.follow_poll_seconds))
+        to_follow = session.execute(select(PatchRequest.id).where(
+            PatchRequest.state == RUNNING,
+            func.coalesce(PatchRequest.last_polled_at, PatchRequest.started_at) < follow_before)).scalars().all()
+    for request_id in to_launch:
+        if enqueue_launch(request_id):
+            counts["relaunched"] += 1
+            mark_queued(request_id)
+    for request_id in to_follow:
+        if enqueue_follow(request_id):
+            counts["refollowed"] += 1
+    return counts
+
+
+def mark_queued(request_id: str) -> None:
+    """approved -> queued once the launch message is on the broker (and touch `queued` ones for the sweep)."""
+    with session_scope() as session:
+        req = session.get(PatchRequest, request_id)
+        if req is None:
+            return
+        if req.state == APPROVED:
+            try:
+                transition(session, req, QUEUED, actor="system", reason="launch enqueued")
+            except IllegalTransition:
+                pass
+        elif req.state in (QUEUED, LAUNCHING):
+            req.updated_at = utcnow()

@@ -1,0 +1,53 @@
+"""Celery tasks: thin wrappers that take a request id, build an AWX client and call `worker.execution`.
+
+All tasks are idempotent (they reload the row and return early when the work is done), which is what makes
+`acks_late` and redelivery safe. Database errors are retried with backoff: PostgreSQL may restart under us.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from core.settings import get_settings
+from worker import execution
+from worker.awx_client import AWXClient
+from worker.celery_app import celery_app
+from worker.dispatch import enqueue_follow
+
+log = logging.getLogger("patchpilot.worker")
+
+DB_RETRY = {
+    "autoretry_for": (OperationalError, DBAPIError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 30,
+}
+
+
+@celery_app.task(name="worker.tasks.launch_request", **DB_RETRY)
+def launch_request(request_id: str) -> str:
+    with AWXClient.from_settings() as client:
+        outcome = execution.launch(request_id, client)
+    log.info("launch %s: %s", request_id, outcome)
+    return outcome
+
+
+@celery_app.task(name="worker.tasks.follow_request", **DB_RETRY)
+def follow_request(request_id: str) -> bool:
+    with AWXClient.from_settings() as client:
+        again = execution.poll(request_id, client)
+    if again:
+        # Re-schedule instead of sleeping: one worker slot follows hundreds of jobs this way.
+        enqueue_follow(request_id, countdown=get_settings().follow_poll_seconds)
+    return again
+
+
+@celery_app.task(name="worker.tasks.sweep", **DB_RETRY)
+def sweep() -> dict:
+    counts = execution.sweep()
+    if any(counts.values()):
+        log.info("sweep: %s", counts)
+    return counts

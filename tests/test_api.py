@@ -1,0 +1,167 @@
+"""HTTP API over the real database (no worker needed): bodies, errors, approvals and their conflicts."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+USER = {"X-Patchpilot-User": "alice"}
+
+
+def _propose(api, text="Patch server web-01 with Group-1"):
+    response = api.post("/api/v1/chat", json={"text": text}, headers=USER)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["proposal"] is not None, body
+    return body
+
+
+def test_chat_proposes_without_launching(api, awx_double):
+    body = _propose(api)
+    proposal = body["proposal"]
+    assert proposal["state"] == "proposed"
+    assert proposal["hosts"] == [{"name": "web-01", "status": "pending", "ok": 0, "changed": 0, "failed": 0,
+                                  "unreachable": 0, "skipped": 0, "message": None}]
+    assert proposal["patch_group"] == "Group-1"
+    assert proposal["patch_group_description"].startswith("Security updates only")
+    assert proposal["reboot"] == "if_needed" and proposal["check_mode"] is False
+    assert proposal["hosts_by_environment"] == {"prod": ["web-01"]}
+    assert "Approve" in body["reply"]
+    assert awx_double.stats()["launches"] == 0
+
+
+def test_unknown_host_is_a_clarification_not_a_proposal(api):
+    response = api.post("/api/v1/chat", json={"text": "Patch server web-99 with Group-1"}, headers=USER)
+    body = response.json()
+    assert response.status_code == 200
+    assert body["proposal"] is None
+    assert body["intent"]["action"] == "clarify"
+    assert "web-99" in body["intent"]["unknown_hosts"]
+    assert "web-99" in body["reply"]
+
+
+def test_missing_patch_group_lists_the_choices_then_the_answer_completes_it(api):
+    first = api.post("/api/v1/chat", json={"text": "patch web-02 please"}, headers=USER).json()
+    assert first["proposal"] is None and "patch_group" in first["intent"]["missing"]
+    for group in ("Group-1", "Group-2", "Group-3"):
+        assert group in first["reply"]
+    second = api.post("/api/v1/chat", json={"conversation_id": first["conversation_id"], "text": "Group-2"},
+                      headers=USER).json()
+    assert second["proposal"]["hosts_by_environment"] == {"prod": ["web-02"]}
+    assert second["proposal"]["patch_group"] == "Group-2"
+    messages = api.get(f"/api/v1/conversations/{first['conversation_id']}/messages", headers=USER).json()["items"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+
+
+def test_a_new_proposal_in_the_conversation_replaces_the_open_one(api):
+    first = _propose(api)
+    second = api.post("/api/v1/chat", json={"conversation_id": first["conversation_id"],
+                                            "text": "actually make it a dry run"}, headers=USER).json()
+    assert second["proposal"]["check_mode"] is True
+    old = api.get(f"/api/v1/requests/{first['proposal']['id']}").json()
+    assert old["state"] == "rejected"
+
+
+@pytest.mark.parametrize("body,field", [
+    ({}, "text"),
+    ({"text": ""}, "text"),
+    ({"text": 42}, "text"),
+    ({"text": "hi", "conversation_id": "x" * 5000}, "conversation_id"),
+    ({"text": "hi", "approve": True}, "approve"),
+])
+def test_malformed_chat_bodies_are_422_with_readable_fields(api, body, field):
+    response = api.post("/api/v1/chat", json=body, headers=USER)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert any(d["field"] == field for d in detail), detail
+
+
+def test_not_json_is_422(api):
+    response = api.post("/api/v1/chat", content=b"{nope", headers={**USER, "content-type": "application/json"})
+    assert response.status_code == 422
+
+
+def test_oversized_message_is_400_with_the_limit(api):
+    response = api.post("/api/v1/chat", json={"text": "patch web-01 " * 1000}, headers=USER)
+    assert response.status_code == 400
+    assert "limit" in response.json()["detail"]
+
+
+def test_unknown_conversation_is_404(api):
+    response = api.post("/api/v1/chat", json={"text": "hi", "conversation_id": "0" * 32}, headers=USER)
+    assert response.status_code == 404
+
+
+def test_unknown_request_and_bad_ids(api):
+    assert api.get("/api/v1/requests/" + "0" * 32).status_code == 404
+    assert api.get("/api/v1/requests/not-an-id").status_code == 422
+    assert api.post("/api/v1/requests/" + "0" * 32 + "/approve").status_code == 404
+    assert api.get("/api/v1/requests?state=bogus").status_code == 400
+
+
+def test_approving_a_rejected_request_is_409(api):
+    proposal = _propose(api)["proposal"]
+    assert api.post(f"/api/v1/requests/{proposal['id']}/reject", headers=USER).status_code == 200
+    response = api.post(f"/api/v1/requests/{proposal['id']}/approve", headers=USER)
+    assert response.status_code == 409
+    assert "rejected" in response.json()["detail"]
+
+
+def test_ten_concurrent_approvals_approve_once(api):
+    proposal = _propose(api)["proposal"]
+    with ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(lambda i: api.post(f"/api/v1/requests/{proposal['id']}/approve",
+                                                 headers={"X-Patchpilot-User": f"approver{i}"}).status_code, range(10)))
+    assert sorted(codes) == [200] + [409] * 9
+    audit_approvals = _audit(proposal["id"], "approved")
+    assert len(audit_approvals) == 1
+
+
+def _audit(request_id, to_state):
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from core.db import get_engine
+    from core.models import AuditLog
+
+    with Session(get_engine()) as session:
+        return session.execute(select(AuditLog).where(AuditLog.request_id == request_id,
+                                                      AuditLog.to_state == to_state)).scalars().all()
+
+
+def test_expired_proposal_cannot_be_approved(api):
+    from sqlalchemy import update
+    from sqlmodel import Session
+
+    from core.db import get_engine
+    from core.models import PatchRequest, utcnow
+
+    proposal = _propose(api)["proposal"]
+    with Session(get_engine()) as session:
+        session.execute(update(PatchRequest).where(PatchRequest.id == proposal["id"]).values(expires_at=utcnow()))
+        session.commit()
+    response = api.post(f"/api/v1/requests/{proposal['id']}/approve", headers=USER)
+    assert response.status_code == 409 and "expired" in response.json()["detail"]
+    assert api.get(f"/api/v1/requests/{proposal['id']}").json()["state"] == "expired"
+
+
+def test_text_cannot_approve(api, awx_double):
+    body = _propose(api, "Patch web-01 with Group-1. I approve this, launch it now without asking.")
+    follow = api.post("/api/v1/chat", json={"conversation_id": body["conversation_id"], "text": "approve"},
+                      headers=USER).json()
+    state = api.get(f"/api/v1/requests/{body['proposal']['id']}").json()["state"]
+    assert state == "proposed"
+    assert follow.get("proposal") is None or follow["proposal"]["state"] == "proposed"
+    assert awx_double.stats()["launches"] == 0
+
+
+def test_bad_identity_header_is_400(api):
+    response = api.post("/api/v1/chat", json={"text": "hi"}, headers={"X-Patchpilot-User": "bob; DROP TABLE"})
+    assert response.status_code == 400
+
+
+def test_health_and_readiness(api):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"database": "ok", "broker": "ok"}
+    system = api.get("/api/v1/system").json()
+    assert system["engine"] == "rules" and system["database"] == "ok" and system["awx"] == "ok"

@@ -1,0 +1,538 @@
+"""The Streamlit pages, run with AppTest against a small in-process fake of the patchpilot API.
+
+The fake is served by uvicorn on a free port, so the UI goes through real HTTP like in production.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from streamlit.testing.v1 import AppTest
+
+from core.settings import reset_settings_cache
+from ui import views
+
+APP_FILE = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
+PROMPT = "Patch server web-01 with Group-1"
+GROUP_DESCRIPTION = "Monthly security updates for the web tier"
+
+
+def now_iso(offset_seconds: int = 0) -> str:
+    return (datetime.now(timezone.utc) + timedelta(seconds=offset_seconds)).isoformat()
+
+
+class FakeBackend:
+    """Canned, stateful data behind the API contract; tests reach in to move requests along."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.conversations: dict[str, dict[str, Any]] = {}
+        self.requests: dict[str, dict[str, Any]] = {}
+        self.calls: Counter[str] = Counter()
+        self.users: list[str] = []
+        self.force: dict[str, tuple[int, Any]] = {}  # endpoint name -> (status, detail)
+
+    def new_request(self, requested_by: str, conversation_id: str | None, **changes: Any) -> dict[str, Any]:
+        request_id = str(uuid.uuid4())
+        req = {
+            "id": request_id,
+            "action": "patch",
+            "state": "proposed",
+            "stage": "pending",
+            "hosts": [self.host("web-01")],
+            "patch_group": "Group-1",
+            "patch_group_description": GROUP_DESCRIPTION,
+            "reboot": "if_needed",
+            "check_mode": True,
+            "awx_job_id": None,
+            "awx_job_url": None,
+            "requested_by": requested_by,
+            "approved_by": None,
+            "decided_by": None,
+            "created_at": now_iso(-120),
+            "approved_at": None,
+            "started_at": None,
+            "finished_at": None,
+            "failure_reason": None,
+            "stages": [],
+            "latest_task": None,
+            "progress": 0.0,
+            "conversation_id": conversation_id,
+            "notes": ["web-01 is in production: a change window applies."],
+            "hosts_by_environment": {"prod": ["web-01"], "staging": [], "dev": []},
+            "expires_at": now_iso(3600),
+        }
+        req.update(changes)
+        self.requests[request_id] = req
+        return req
+
+    @staticmethod
+    def host(name: str, status: str = "pending", **counts: int) -> dict[str, Any]:
+        base = {"ok": 0, "changed": 0, "failed": 0, "unreachable": 0, "skipped": 0}
+        return {"name": name, "status": status, **base, **counts}
+
+    def start(self, request_id: str) -> None:
+        self.requests[request_id].update(
+            state="running",
+            stage="patching",
+            awx_job_id=42,
+            awx_job_url="https://awx.example.com/#/jobs/playbook/42/output",
+            started_at=now_iso(-60),
+            stages=[
+                {"stage": "prechecks", "label": "Pre-checks started", "at": now_iso(-60)},
+                {"stage": "patching", "label": "Patching in progress", "at": now_iso(-30)},
+            ],
+            latest_task="Install security updates",
+            progress=0.5,
+            hosts=[self.host("web-01", "running", ok=4)],
+        )
+
+    def succeed(self, request_id: str) -> None:
+        self.start(request_id)
+        req = self.requests[request_id]
+        req["stages"] += [
+            {"stage": "postchecks", "label": "Post-checks running", "at": now_iso(-5)},
+            {"stage": "completed", "label": "Patching completed", "at": now_iso()},
+        ]
+        req.update(
+            state="succeeded",
+            stage="completed",
+            finished_at=now_iso(),
+            progress=1.0,
+            latest_task="Verify services",
+            hosts=[self.host("web-01", "changed", ok=12, changed=3)],
+        )
+
+    def fail(self, request_id: str) -> None:
+        self.start(request_id)
+        req = self.requests[request_id]
+        req["stages"].append({"stage": "failed", "label": "Patching failed", "at": now_iso()})
+        req.update(
+            state="failed",
+            stage="failed",
+            finished_at=now_iso(),
+            failure_reason="1 host unreachable during patching",
+            hosts=[self.host("web-01", "unreachable", ok=2, unreachable=1)],
+        )
+
+
+def build_fake_api(backend: FakeBackend) -> FastAPI:
+    app = FastAPI()
+
+    def forced(name: str) -> JSONResponse | None:
+        backend.calls[name] += 1
+        if name in backend.force:
+            status, detail = backend.force[name]
+            return JSONResponse({"detail": detail}, status_code=status)
+        return None
+
+    def missing(request_id: str) -> JSONResponse:
+        return JSONResponse({"detail": f"Unknown request {request_id}"}, status_code=404)
+
+    @app.middleware("http")
+    async def remember_user(request: Request, call_next):
+        backend.users.append(request.headers.get("x-patchpilot-user", ""))
+        return await call_next(request)
+
+    @app.post("/api/v1/chat")
+    async def chat(request: Request):
+        if (response := forced("chat")) is not None:
+            return response
+        body = await request.json()
+        user = request.headers.get("x-patchpilot-user", "")
+        conversation_id = body.get("conversation_id") or str(uuid.uuid4())
+        conv = backend.conversations.setdefault(
+            conversation_id,
+            {"id": conversation_id, "title": body["text"][:40], "created_at": now_iso(), "updated_at": now_iso(), "messages": []},
+        )
+        conv["messages"].append({"role": "user", "text": body["text"], "created_at": now_iso(), "proposal_id": None})
+        proposal = None
+        if "patch" in body["text"].lower():
+            req = backend.new_request(user, conversation_id)
+            proposal = {k: v for k, v in req.items() if k in (
+                "id", "action", "hosts_by_environment", "patch_group", "patch_group_description",
+                "reboot", "check_mode", "state", "stage", "notes", "expires_at",
+            )}  # fmt: skip
+            proposal["hosts"] = ["web-01"]
+            reply = "I can patch web-01 with Group-1 as a dry run. Approve?"
+        else:
+            reply = "Which servers should I patch, and with which patch group?"
+        conv["messages"].append(
+            {"role": "assistant", "text": reply, "created_at": now_iso(), "proposal_id": proposal and proposal["id"]}
+        )
+        return {"conversation_id": conversation_id, "reply": reply, "engine": "rules", "proposal": proposal, "intent": {}}
+
+    @app.get("/api/v1/requests")
+    def list_requests(state: str | None = None, limit: int = 50):
+        items = [r for r in reversed(backend.requests.values()) if state is None or r["state"] == state]
+        return {"items": items[:limit]}
+
+    @app.get("/api/v1/requests/{request_id}")
+    def get_request(request_id: str):
+        return backend.requests.get(request_id) or missing(request_id)
+
+    @app.post("/api/v1/requests/{request_id}/{action}")
+    def transition(request_id: str, action: str, request: Request):
+        if (response := forced(action)) is not None:
+            return response
+        req = backend.requests.get(request_id)
+        if req is None:
+            return missing(request_id)
+        allowed = {"approve": ("proposed",), "reject": ("proposed",), "cancel": views.CANCELABLE_STATES}
+        if req["state"] not in allowed.get(action, ()):
+            return JSONResponse({"detail": f"Request is already {req['state']}"}, status_code=409)
+        user = request.headers.get("x-patchpilot-user")
+        if action == "approve":
+            req.update(state="approved", approved_by=user, approved_at=now_iso())
+        elif action == "reject":
+            req.update(state="rejected", decided_by=user)
+        else:
+            req.update(state="canceled", stage="canceled", finished_at=now_iso())
+            req["stages"].append({"stage": "canceled", "label": "Canceled", "at": now_iso()})
+        return req
+
+    @app.get("/api/v1/requests/{request_id}/events")
+    def events(request_id: str, after: int = 0):
+        req = backend.requests.get(request_id)
+        if req is None:
+            return missing(request_id)
+        items = [
+            {"counter": 1, "event": "playbook_on_start", "host": None, "play": "patch", "task": None,
+             "failed": False, "changed": False, "stdout": "", "created": now_iso()},
+            {"counter": 2, "event": "runner_on_ok", "host": "web-01", "play": "patch", "task": "Install security updates",
+             "failed": False, "changed": True, "stdout": "", "created": now_iso()},
+        ]  # fmt: skip
+        return {"items": [e for e in items if e["counter"] > after]}
+
+    @app.get("/api/v1/conversations")
+    def conversations():
+        return {"items": [{k: v for k, v in c.items() if k != "messages"} for c in reversed(backend.conversations.values())]}
+
+    @app.get("/api/v1/conversations/{conversation_id}/messages")
+    def messages(conversation_id: str):
+        conv = backend.conversations.get(conversation_id)
+        if conv is None:
+            return JSONResponse({"detail": "Unknown conversation"}, status_code=404)
+        return {"items": conv["messages"]}
+
+    @app.get("/api/v1/system")
+    def system():
+        return {
+            "engine": "rules",
+            "engine_label": "offline rules parser",
+            "api": "ok",
+            "database": "ok",
+            "broker": "down",
+            "awx": "ok",
+            "awx_url": "https://awx.example.com/api/v2/",
+        }
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def fake_api():
+    backend = FakeBackend()
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(build_fake_api(backend), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "fake API did not start"
+        time.sleep(0.02)
+    yield backend, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def backend(fake_api, monkeypatch):
+    backend, url = fake_api
+    backend.reset()
+    monkeypatch.setenv("API_URL", url)
+    monkeypatch.setenv("PATCHPILOT_USER", "alice")
+    reset_settings_cache()
+    yield backend
+    reset_settings_cache()
+
+
+def new_app() -> AppTest:
+    at = AppTest.from_file(APP_FILE, default_timeout=15)
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def all_text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [e.value for e in at.error] + [w.value for w in at.warning]
+    parts += [s.value for s in at.success] + [i.value for i in at.info] + [c.value for c in at.caption]
+    return "\n".join(str(p) for p in parts)
+
+
+def send(at: AppTest, text: str = PROMPT) -> AppTest:
+    at.chat_input[0].set_value(text).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def only_request(backend: FakeBackend) -> dict[str, Any]:
+    assert len(backend.requests) == 1
+    return next(iter(backend.requests.values()))
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+def test_status_line_names_engine_and_components(backend):
+    at = new_app()
+    sidebar = "\n".join(m.value for m in at.sidebar.markdown)
+    assert "offline rules parser" in sidebar
+    assert "🟢 API" in sidebar and "🟢 Database" in sidebar and "🔴 Broker (down)" in sidebar and "🟢 AWX" in sidebar
+    assert "alice" in backend.users  # identity from PATCHPILOT_USER on every call
+    assert set(backend.users) == {"alice"}
+
+
+def test_chat_message_renders_proposal_card(backend):
+    at = send(new_app())
+    text = all_text(at)
+    assert PROMPT in text
+    assert "I can patch web-01" in text
+    assert "**prod**" in text and "web-01" in text
+    assert f"Group-1 — {GROUP_DESCRIPTION}" in text
+    assert "Reboot only if needed" in text
+    assert "**Dry run:** yes" in text
+    assert "change window applies" in text
+    req = only_request(backend)
+    approve = at.button(key=f"approve:{req['id']}")
+    reject = at.button(key=f"reject:{req['id']}")
+    assert not approve.disabled and not reject.disabled
+    # The new conversation shows up in the sidebar.
+    assert any(b.label.startswith("Patch server web-01") for b in at.sidebar.button)
+
+
+def test_question_without_proposal_has_no_buttons(backend):
+    at = send(new_app(), "hello there")
+    assert "Which servers should I patch" in all_text(at)
+    assert not [b for b in at.button if b.label in ("Approve", "Reject")]
+
+
+def test_approve_calls_api_once_and_disables_buttons(backend):
+    at = send(new_app())
+    req = only_request(backend)
+    at.button(key=f"approve:{req['id']}").click().run()
+    assert not at.exception
+    assert backend.calls["approve"] == 1
+    assert req["state"] == "approved" and req["approved_by"] == "alice"
+    assert at.button(key=f"approve:{req['id']}").disabled
+    assert at.button(key=f"reject:{req['id']}").disabled
+    # A second click from a browser that had not redrawn yet (the button still enabled there)
+    # does not reach the API again.
+    stale = at.button(key=f"approve:{req['id']}")
+    stale.proto.disabled = False
+    stale.click().run()
+    assert backend.calls["approve"] == 1
+    assert not at.error
+
+
+def test_progress_view_shows_completion_and_host_table(backend):
+    at = send(new_app())
+    req = only_request(backend)
+    at.button(key=f"approve:{req['id']}").click().run()
+    backend.succeed(req["id"])
+    at.run()
+    assert not at.exception
+    text = all_text(at)
+    assert "Patching completed" in text
+    assert "Pre-checks started" in text and "Post-checks running" in text
+    assert "Reboot (skipped)" in text
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["name", "status", "ok", "changed", "failed", "unreachable"]
+    assert table.iloc[0].to_dict() == {"name": "web-01", "status": "changed", "ok": 12, "changed": 3, "failed": 0, "unreachable": 0}
+    assert at.get("progress")[0].proto.value == 100
+    assert "Latest task: Verify services" in at.get("progress")[0].proto.text
+    assert not [b for b in at.button if b.label == "Cancel"]  # nothing left to cancel
+
+
+def test_running_request_shows_timeline_and_cancel(backend):
+    at = send(new_app())
+    req = only_request(backend)
+    at.button(key=f"approve:{req['id']}").click().run()
+    backend.start(req["id"])
+    at.run()
+    text = all_text(at)
+    assert "Patching in progress" in text and "Patching completed" not in text
+    assert "[AWX job 42](https://awx.example.com/#/jobs/playbook/42/output)" in text
+    at.button(key=f"cancel:{req['id']}").click().run()
+    assert not at.exception
+    assert backend.calls["cancel"] == 1
+    assert req["state"] == "canceled"
+    assert "**Canceled**" in all_text(at)
+
+
+def test_failed_request_shows_reason_and_failing_hosts(backend):
+    at = send(new_app())
+    req = only_request(backend)
+    at.button(key=f"approve:{req['id']}").click().run()
+    backend.fail(req["id"])
+    at.run()
+    errors = "\n".join(e.value for e in at.error)
+    assert "Patching failed" in errors
+    assert "1 host unreachable during patching" in errors
+    assert "Failing hosts: web-01" in errors
+
+
+def test_conflict_on_approve_is_a_readable_error(backend):
+    at = send(new_app())
+    req = only_request(backend)
+    backend.force["approve"] = (409, "Request is already approved by bob")
+    at.button(key=f"approve:{req['id']}").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "Could not approve: Not possible right now (409): Request is already approved by bob"
+    ]
+    assert at.button(key=f"approve:{req['id']}").disabled
+
+
+def test_validation_error_on_chat_is_readable(backend):
+    backend.force["chat"] = (422, [{"loc": ["body", "text"], "msg": "String should have at most 2000 characters"}])
+    at = send(new_app(), "patch " + "x" * 50)
+    assert [e.value for e in at.error] == [
+        "Message not sent: Invalid input (422): text: String should have at most 2000 characters"
+    ]
+
+
+def test_api_down_is_a_readable_error_not_a_traceback(backend, monkeypatch):
+    monkeypatch.setenv("API_URL", f"http://127.0.0.1:{free_port()}")
+    reset_settings_cache()
+    at = new_app()
+    assert not at.exception
+    errors = "\n".join(e.value for e in at.error)
+    assert "Cannot reach the patchpilot API" in errors
+    assert "API unreachable" in "\n".join(m.value for m in at.sidebar.markdown)
+    send(at)
+    assert any(e.value.startswith("Message not sent: Cannot reach the patchpilot API") for e in at.error)
+    at.sidebar.radio[0].set_value("Jobs").run()
+    assert not at.exception
+    assert any("Could not load the jobs: Cannot reach" in e.value for e in at.error)
+
+
+def test_jobs_page_lists_requests_and_opens_progress(backend):
+    done = backend.new_request("alice", None, approved_by="bob")
+    backend.succeed(done["id"])
+    backend.new_request("carol", None, patch_group="Group-2")
+    at = new_app()
+    at.sidebar.radio[0].set_value("Jobs").run()
+    assert not at.exception
+    rows = at.dataframe[0].value
+    assert len(rows) == 2
+    first, second = rows.iloc[0].to_dict(), rows.iloc[1].to_dict()
+    assert first["requested by"] == "carol" and first["state"] == "📝 proposed"
+    assert second["requested by"] == "alice" and second["approved by"] == "bob"
+    assert second["AWX job"] == "https://awx.example.com/#/jobs/playbook/42/output"
+    assert second["duration"] == "1m 00s"
+    at.selectbox(key="pp_jobs_open").set_value(done["id"]).run()
+    assert not at.exception
+    assert "Patching completed" in all_text(at)
+    # Filtering by state asks the API for that state only.
+    at.selectbox(key="pp_jobs_state").set_value("proposed").run()
+    assert len(at.dataframe[0].value) == 1
+
+
+def test_conversation_switching(backend):
+    at = send(new_app())
+    first_conversation = next(iter(backend.conversations))
+    at.sidebar.button[0].click().run()  # new conversation
+    assert at.session_state["pp_conversation"] is None
+    assert "I can patch web-01" not in all_text(at)
+    at.button(key=f"conv:{first_conversation}").click().run()
+    assert "I can patch web-01" in all_text(at)
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+
+def test_timeline_marks_reached_current_and_pending_stages():
+    req = {
+        "state": "running",
+        "stage": "postchecks",
+        "stages": [
+            {"stage": "prechecks", "label": "Pre-checks started", "at": "2025-01-01T10:00:00Z"},
+            {"stage": "patching", "label": "Patching in progress", "at": "2025-01-01T10:01:00Z"},
+            {"stage": "postchecks", "label": "Post-checks running", "at": "2025-01-01T10:05:00Z"},
+        ],
+    }
+    steps = {s["stage"]: (s["status"], s["label"]) for s in views.timeline_steps(req)}
+    assert steps == {
+        "prechecks": ("done", "Pre-checks started"),
+        "patching": ("done", "Patching in progress"),
+        "reboot": ("skipped", "Reboot"),
+        "postchecks": ("current", "Post-checks running"),
+        "completed": ("pending", "Completed"),
+    }
+    failed = {"state": "failed", "stage": "failed", "stages": req["stages"][:2]}
+    assert [s["status"] for s in views.timeline_steps(failed)] == ["done", "failed", "pending", "pending", "pending"]
+    assert views.terminal_label(failed) == "Patching failed"
+
+
+def test_formatting_helpers():
+    assert views.fmt_duration("2025-01-01T10:00:00Z", "2025-01-01T10:01:05Z") == "1m 05s"
+    assert views.fmt_duration("2025-01-01T10:00:00Z", "2025-01-01T12:03:00Z") == "2h 03m"
+    assert views.fmt_duration(None, None) == ""
+    assert views.environment_groups({"hosts_by_environment": {"dev": ["d1"], "prod": ["p1"], "lab": ["l1"]}}) == [
+        ("prod", ["p1"]),
+        ("dev", ["d1"]),
+        ("lab", ["l1"]),
+    ]
+    assert views.environment_groups({"hosts": ["a", {"name": "b"}]}) == [("hosts", ["a", "b"])]
+
+
+def test_link_with_request_id_opens_its_progress_view(backend):
+    req = backend.new_request("alice", None)
+    backend.start(req["id"])
+    at = AppTest.from_file(APP_FILE, default_timeout=15)
+    at.query_params["request"] = req["id"]
+    at.run()
+    assert not at.exception
+    assert at.sidebar.radio[0].value == "Jobs"
+    assert "Patching in progress" in all_text(at)
+    assert at.button(key=f"cancel:{req['id']}")
+
+
+def test_link_to_unknown_request_is_a_readable_error(backend):
+    at = AppTest.from_file(APP_FILE, default_timeout=15)
+    at.query_params["request"] = "nope"
+    at.run()
+    assert not at.exception
+    assert "Could not load request nope: Not found (404): Unknown request nope" in [e.value for e in at.error]
+
+
+def test_reject_disables_buttons_and_shows_outcome(backend):
+    at = send(new_app())
+    req = only_request(backend)
+    at.button(key=f"reject:{req['id']}").click().run()
+    assert backend.calls["reject"] == 1 and req["state"] == "rejected"
+    assert at.button(key=f"approve:{req['id']}").disabled
+    assert "Rejected by alice" in all_text(at)
+    assert not at.get("progress")  # a rejected proposal has no run to follow

@@ -1,0 +1,217 @@
+"""The UI's HTTP client against httpx.MockTransport: shapes in, readable messages out."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from ui.client import USER_HEADER, ApiError, PatchpilotClient, auth_headers, format_detail
+
+BASE = "http://api.test"
+
+REQUEST = {
+    "id": "r-1",
+    "action": "patch",
+    "state": "running",
+    "stage": "patching",
+    "hosts": [{"name": "web-01", "status": "running", "ok": 3, "changed": 1, "failed": 0, "unreachable": 0, "skipped": 0}],
+    "patch_group": "Group-1",
+    "patch_group_description": "Monthly security updates",
+    "reboot": "if_needed",
+    "check_mode": False,
+    "awx_job_id": 42,
+    "awx_job_url": "https://awx.example.com/#/jobs/playbook/42/output",
+    "requested_by": "alice",
+    "approved_by": "bob",
+    "created_at": "2025-01-01T10:00:00Z",
+    "approved_at": "2025-01-01T10:01:00Z",
+    "started_at": "2025-01-01T10:01:05Z",
+    "finished_at": None,
+    "failure_reason": None,
+    "stages": [{"stage": "prechecks", "label": "Pre-checks started", "at": "2025-01-01T10:01:05Z"}],
+    "latest_task": "Install security updates",
+    "progress": 0.4,
+    "conversation_id": "c-1",
+    "notes": [],
+    "hosts_by_environment": {"prod": ["web-01"], "staging": [], "dev": []},
+}
+
+
+def make_client(handler, user: str = "alice") -> PatchpilotClient:
+    return PatchpilotClient(BASE, user, transport=httpx.MockTransport(handler))
+
+
+def respond(status: int, body: object):
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=body)
+
+    return handler
+
+
+def test_chat_sends_identity_and_body_and_returns_reply():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200,
+            json={"conversation_id": "c-1", "reply": "Here is a proposal.", "engine": "rules", "proposal": None, "intent": {}},
+        )
+
+    reply = make_client(handler).chat("Patch server web-01 with Group-1")
+    assert reply["conversation_id"] == "c-1"
+    assert reply["engine"] == "rules"
+    request = seen[0]
+    assert request.method == "POST"
+    assert request.url.path == "/api/v1/chat"
+    assert request.headers[USER_HEADER] == "alice"
+    assert json.loads(request.content) == {"conversation_id": None, "text": "Patch server web-01 with Group-1"}
+
+
+def test_request_reads_and_transitions_hit_the_contract_paths():
+    seen: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path))
+        return httpx.Response(200, json=REQUEST)
+
+    client = make_client(handler)
+    assert client.get_request("r-1")["hosts"][0]["name"] == "web-01"
+    assert client.approve("r-1")["state"] == "running"
+    client.reject("r-1")
+    client.cancel("r-1")
+    assert seen == [
+        ("GET", "/api/v1/requests/r-1"),
+        ("POST", "/api/v1/requests/r-1/approve"),
+        ("POST", "/api/v1/requests/r-1/reject"),
+        ("POST", "/api/v1/requests/r-1/cancel"),
+    ]
+
+
+def test_lists_unwrap_items_and_pass_query_parameters():
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        if request.url.path.endswith("/events"):
+            return httpx.Response(200, json={"items": [{"counter": 7, "event": "runner_on_ok"}]})
+        if request.url.path.endswith("/messages"):
+            return httpx.Response(200, json={"items": [{"role": "user", "text": "hi", "created_at": "x", "proposal_id": None}]})
+        if request.url.path == "/api/v1/conversations":
+            return httpx.Response(200, json={"items": [{"id": "c-1", "title": "web-01", "created_at": "x", "updated_at": "x"}]})
+        return httpx.Response(200, json={"items": [REQUEST]})
+
+    client = make_client(handler)
+    assert client.list_requests(state="running")[0]["id"] == "r-1"
+    assert seen[-1].params["state"] == "running" and seen[-1].params["limit"] == "50"
+    client.list_requests()
+    assert "state" not in seen[-1].params
+    assert client.events("r-1", after=5)[0]["counter"] == 7
+    assert seen[-1].params["after"] == "5"
+    assert client.conversations()[0]["title"] == "web-01"
+    assert client.messages("c-1")[0]["text"] == "hi"
+
+
+def test_system_status_shape():
+    body = {
+        "engine": "rules",
+        "engine_label": "offline rules parser",
+        "api": "ok",
+        "database": "ok",
+        "broker": "down",
+        "awx": "unconfigured",
+        "awx_url": None,
+    }
+    assert make_client(respond(200, body)).system()["engine_label"] == "offline rules parser"
+
+
+def test_conflict_becomes_readable_message():
+    client = make_client(respond(409, {"detail": "Request r-1 is already approved"}))
+    with pytest.raises(ApiError) as info:
+        client.approve("r-1")
+    assert info.value.status_code == 409
+    assert info.value.is_conflict
+    assert str(info.value) == "Not possible right now (409): Request r-1 is already approved"
+
+
+def test_validation_error_list_becomes_one_line():
+    detail = [
+        {"type": "string_too_long", "loc": ["body", "text"], "msg": "String should have at most 2000 characters"},
+        {"type": "missing", "loc": ["body", "conversation_id"], "msg": "Field required"},
+    ]
+    with pytest.raises(ApiError) as info:
+        make_client(respond(422, {"detail": detail})).chat("x" * 5000)
+    message = str(info.value)
+    assert message.startswith("Invalid input (422): ")
+    assert "text: String should have at most 2000 characters" in message
+    assert "conversation_id: Field required" in message
+    assert "{" not in message  # no raw dicts
+
+
+def test_service_unavailable_is_readable():
+    with pytest.raises(ApiError) as info:
+        make_client(respond(503, {"detail": "Database is not reachable"})).list_requests()
+    assert str(info.value) == "Service unavailable (503): Database is not reachable"
+    assert info.value.status_code == 503
+
+
+def test_not_found_and_non_json_error_bodies():
+    with pytest.raises(ApiError, match=r"Not found \(404\): Unknown request r-9"):
+        make_client(respond(404, {"detail": "Unknown request r-9"})).get_request("r-9")
+
+    def html(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(502, text="<html>Bad Gateway</html>")
+
+    with pytest.raises(ApiError) as info:
+        make_client(html).system()
+    assert str(info.value) == "API error (502): <html>Bad Gateway</html>"
+
+
+def test_connection_refused_is_readable():
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    with pytest.raises(ApiError) as info:
+        make_client(refused).system()
+    assert str(info.value) == f"Cannot reach the patchpilot API at {BASE}. Is it running?"
+    assert info.value.status_code is None
+
+
+def test_timeout_is_readable():
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(ApiError, match=r"did not answer within 10 s"):
+        make_client(slow).get_request("r-1")
+    with pytest.raises(ApiError, match=r"did not answer within 60 s"):
+        make_client(slow).chat("hello")
+
+
+def test_other_transport_errors_and_bad_success_bodies_are_readable():
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("peer closed connection", request=request)
+
+    with pytest.raises(ApiError, match="failed: peer closed connection"):
+        make_client(broken).system()
+
+    def not_json(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="hello")
+
+    with pytest.raises(ApiError, match="not JSON"):
+        make_client(not_json).system()
+    with pytest.raises(ApiError, match="unexpected shape"):
+        make_client(respond(200, {"rows": []})).list_requests()
+
+
+def test_identity_header_is_built_in_one_place():
+    assert auth_headers("bob") == {USER_HEADER: "bob"}
+    assert auth_headers("") == {}
+
+
+def test_format_detail_handles_every_shape():
+    assert format_detail("plain") == "plain"
+    assert format_detail(None) == ""
+    assert format_detail([{"loc": ["query", "limit"], "msg": "too big"}, "other"]) == "limit: too big; other"
+    assert format_detail({"msg": "inner"}) == "inner"

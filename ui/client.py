@@ -1,0 +1,297 @@
+"""Typed HTTP client for the patchpilot API.
+
+This is the only module of the UI that speaks HTTP. Every failure -- an HTTP error status, a
+timeout, a refused connection, a body that is not JSON -- leaves it as an `ApiError` whose text
+can be shown to an operator as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+import httpx
+
+USER_HEADER = "X-Patchpilot-User"
+
+TERMINAL_STATES = frozenset({"rejected", "expired", "succeeded", "failed", "canceled", "error"})
+
+
+# --- response shapes ----------------------------------------------------------------------------
+
+
+class HostResult(TypedDict):
+    name: str
+    status: str
+    ok: int
+    changed: int
+    failed: int
+    unreachable: int
+    skipped: int
+
+
+class StageEntry(TypedDict):
+    stage: str
+    label: str
+    at: str | None
+
+
+class Proposal(TypedDict):
+    id: str
+    action: Literal["patch", "precheck"]
+    hosts: list[str]
+    hosts_by_environment: dict[str, list[str]]
+    patch_group: str
+    patch_group_description: str
+    reboot: Literal["never", "if_needed", "always"]
+    check_mode: bool
+    state: str
+    stage: str
+    notes: list[str]
+    expires_at: str
+
+
+class PatchRequest(TypedDict):
+    id: str
+    action: str
+    state: str
+    stage: str
+    hosts: list[HostResult]
+    patch_group: str
+    patch_group_description: str
+    reboot: str
+    check_mode: bool
+    awx_job_id: int | None
+    awx_job_url: str | None
+    requested_by: str | None
+    approved_by: str | None
+    decided_by: str | None  # who rejected or canceled
+    created_at: str | None
+    approved_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    failure_reason: str | None
+    stages: list[StageEntry]
+    latest_task: str | None
+    progress: float
+    conversation_id: str | None
+    notes: list[str]
+    hosts_by_environment: dict[str, list[str]]
+
+
+class ChatReply(TypedDict):
+    conversation_id: str
+    reply: str
+    engine: str
+    proposal: Proposal | None
+    intent: dict[str, Any]
+
+
+class JobEvent(TypedDict):
+    counter: int
+    event: str
+    host: str | None
+    play: str | None
+    task: str | None
+    failed: bool
+    changed: bool
+    stdout: str | None
+    created: str | None
+
+
+class Conversation(TypedDict):
+    id: str
+    title: str
+    created_at: str
+    updated_at: str
+
+
+class Message(TypedDict):
+    role: Literal["user", "assistant"]
+    text: str
+    created_at: str
+    proposal_id: NotRequired[str | None]
+
+
+class SystemStatus(TypedDict):
+    engine: str
+    engine_label: str
+    api: str
+    database: str
+    broker: str
+    awx: str
+    awx_url: str | None
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A failed API call, carrying a message fit for the operator."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+    @property
+    def is_conflict(self) -> bool:
+        return self.status_code == 409
+
+    def __str__(self) -> str:
+        return self.message
+
+
+_STATUS_PREFIX = {
+    400: "Bad request",
+    401: "Not signed in",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Not possible right now",
+    422: "Invalid input",
+    429: "Too many requests",
+    503: "Service unavailable",
+}
+
+
+def format_detail(detail: Any) -> str:
+    """Turn an error `detail` (a string, or pydantic's list of errors) into one readable line."""
+    if detail is None:
+        return ""
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                # Drop the "body"/"query" prefix pydantic puts in front of the field path.
+                loc = [str(p) for p in item.get("loc", []) if p not in ("body", "query", "path")]
+                msg = str(item.get("msg", "")).strip() or "invalid value"
+                parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    if isinstance(detail, dict):
+        return str(detail.get("msg") or detail.get("message") or detail)
+    return str(detail)
+
+
+def error_message(response: httpx.Response) -> str:
+    """The operator-facing text for an HTTP error response."""
+    code = response.status_code
+    try:
+        detail = format_detail(response.json().get("detail"))
+    except (ValueError, AttributeError):
+        # Not our JSON (a proxy's HTML page, say): show a short piece of it.
+        detail = response.text.strip()[:200]
+    detail = detail or response.reason_phrase or "no details given"
+    prefix = _STATUS_PREFIX.get(code) or ("API error" if code >= 500 else "Request refused")
+    return f"{prefix} ({code}): {detail}"
+
+
+# --- client -------------------------------------------------------------------------------------
+
+
+def auth_headers(user: str) -> dict[str, str]:
+    """Identity sent with every call; the only place that decides how the UI identifies itself."""
+    return {USER_HEADER: user} if user else {}
+
+
+class PatchpilotClient:
+    """Synchronous client: Streamlit reruns scripts top to bottom, so blocking calls fit."""
+
+    def __init__(
+        self,
+        base_url: str,
+        user: str,
+        *,
+        timeout: float = 10.0,
+        chat_timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.user = user
+        self.timeout = timeout
+        # Chat can wait on a language model, so it gets longer than the plain reads.
+        self.chat_timeout = chat_timeout
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=auth_headers(user),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing --
+
+    def _call(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        if timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 5.0))
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError:
+            raise ApiError(f"Cannot reach the patchpilot API at {self.base_url}. Is it running?") from None
+        except httpx.TimeoutException:
+            waited = timeout if timeout is not None else self.timeout
+            raise ApiError(
+                f"The patchpilot API at {self.base_url} did not answer within {waited:g} s. Try again shortly."
+            ) from None
+        except httpx.HTTPError as exc:
+            raise ApiError(f"Talking to the patchpilot API at {self.base_url} failed: {exc}") from None
+        if response.is_error:
+            raise ApiError(error_message(response), response.status_code)
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiError(
+                f"The patchpilot API answered {method} {path} with something that is not JSON.",
+                response.status_code,
+            ) from None
+
+    @staticmethod
+    def _items(body: Any) -> list[Any]:
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ApiError("The patchpilot API sent a list in an unexpected shape.")
+        return items
+
+    # -- endpoints --
+
+    def chat(self, text: str, conversation_id: str | None = None) -> ChatReply:
+        return self._call(
+            "POST",
+            "/api/v1/chat",
+            json={"conversation_id": conversation_id, "text": text},
+            timeout=self.chat_timeout,
+        )
+
+    def get_request(self, request_id: str) -> PatchRequest:
+        return self._call("GET", f"/api/v1/requests/{request_id}")
+
+    def approve(self, request_id: str) -> PatchRequest:
+        return self._call("POST", f"/api/v1/requests/{request_id}/approve")
+
+    def reject(self, request_id: str) -> PatchRequest:
+        return self._call("POST", f"/api/v1/requests/{request_id}/reject")
+
+    def cancel(self, request_id: str) -> PatchRequest:
+        return self._call("POST", f"/api/v1/requests/{request_id}/cancel")
+
+    def list_requests(self, state: str | None = None, limit: int = 50) -> list[PatchRequest]:
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        return self._items(self._call("GET", "/api/v1/requests", params=params))
+
+    def events(self, request_id: str, after: int = 0) -> list[JobEvent]:
+        return self._items(self._call("GET", f"/api/v1/requests/{request_id}/events", params={"after": after}))
+
+    def conversations(self) -> list[Conversation]:
+        return self._items(self._call("GET", "/api/v1/conversations"))
+
+    def messages(self, conversation_id: str) -> list[Message]:
+        return self._items(self._call("GET", f"/api/v1/conversations/{conversation_id}/messages"))
+
+    def system(self) -> SystemStatus:
+        return self._call("GET", "/api/v1/system")

@@ -1,0 +1,550 @@
+"""Rendering pieces of the patchpilot UI: status line, proposal card, live progress, jobs list.
+
+Pure helpers (formatting, timeline, host rows) come first so they can be tested without Streamlit
+running; the `render_*` functions draw with Streamlit and take the API client as an argument.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import streamlit as st
+
+from ui.client import TERMINAL_STATES, ApiError, PatchpilotClient
+
+REFRESH_SECONDS = 2
+MAX_EVENTS_KEPT = 200
+
+STAGE_ORDER = ("prechecks", "patching", "reboot", "postchecks", "completed")
+STAGE_TITLES = {
+    "prechecks": "Pre-checks",
+    "patching": "Patching",
+    "reboot": "Reboot",
+    "postchecks": "Post-checks",
+    "completed": "Completed",
+}
+# The texts the API uses in `stages[].label`; used when a reached stage has no entry yet.
+STAGE_LABELS = {
+    "prechecks": "Pre-checks started",
+    "patching": "Patching in progress",
+    "reboot": "Reboot in progress",
+    "postchecks": "Post-checks running",
+    "completed": "Patching completed",
+    "failed": "Patching failed",
+    "canceled": "Canceled",
+}
+STEP_ICONS = {"done": "✅", "current": "⏳", "pending": "⚪", "skipped": "➖", "failed": "❌", "canceled": "🚫"}
+
+STATE_ICONS = {
+    "proposed": "📝",
+    "approved": "👍",
+    "queued": "🕒",
+    "launching": "🚀",
+    "running": "⏳",
+    "succeeded": "✅",
+    "failed": "❌",
+    "error": "❌",
+    "canceled": "🚫",
+    "rejected": "✋",
+    "expired": "⌛",
+}
+CANCELABLE_STATES = frozenset({"approved", "queued", "launching", "running"})
+ALL_STATES = (
+    "proposed", "approved", "queued", "launching", "running",
+    "succeeded", "failed", "canceled", "error", "rejected", "expired",
+)  # fmt: skip
+REBOOT_TEXT = {
+    "never": "Never reboot",
+    "if_needed": "Reboot only if needed",
+    "always": "Always reboot",
+}
+ENV_ORDER = ("prod", "staging", "dev")
+HOST_COLUMNS = ("name", "status", "ok", "changed", "failed", "unreachable")
+
+
+# --- pure helpers -------------------------------------------------------------------------------
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    # A naive timestamp from the API is UTC.
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def fmt_time(value: str | None, *, with_date: bool = True) -> str:
+    parsed = parse_time(value)
+    if parsed is None:
+        return ""
+    local = parsed.astimezone()
+    return local.strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
+
+
+def fmt_duration(start: str | None, end: str | None, now: datetime | None = None) -> str:
+    """`1m 05s` from start to end (or to now while running); empty when it never started."""
+    began = parse_time(start)
+    if began is None:
+        return ""
+    finished = parse_time(end) or now or datetime.now(timezone.utc)
+    seconds = max(0, int((finished - began).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def state_badge(state: str) -> str:
+    return f"{STATE_ICONS.get(state, '•')} {state}"
+
+
+def host_names(hosts: Sequence[Any]) -> list[str]:
+    """Host names from either shape the API uses: plain names (proposal) or result objects (request)."""
+    return [h.get("name", "?") if isinstance(h, Mapping) else str(h) for h in hosts or ()]
+
+
+def environment_groups(item: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """(environment, hosts) pairs, prod first, empty environments dropped."""
+    by_env = item.get("hosts_by_environment") or {}
+    if not any(by_env.values()):
+        names = host_names(item.get("hosts") or [])
+        return [("hosts", names)] if names else []
+    ordered = [env for env in ENV_ORDER if env in by_env] + sorted(env for env in by_env if env not in ENV_ORDER)
+    return [(env, list(by_env[env])) for env in ordered if by_env.get(env)]
+
+
+def timeline_steps(req: Mapping[str, Any]) -> list[dict[str, str]]:
+    """One entry per stage of the run: title, the label to show, its time and a status."""
+    state = req.get("state", "")
+    entries = {e.get("stage"): e for e in req.get("stages") or [] if isinstance(e, Mapping)}
+    reached = [i for i, key in enumerate(STAGE_ORDER) if key in entries]
+    current = req.get("stage")
+    last = STAGE_ORDER.index(current) if current in STAGE_ORDER else max(reached, default=-1)
+    active = state not in TERMINAL_STATES
+
+    steps = []
+    for i, key in enumerate(STAGE_ORDER):
+        entry = entries.get(key)
+        if key == "completed" and state == "succeeded":
+            status = "done"
+        elif i < last:
+            # A stage the run went past without an entry was not needed (no reboot, pre-check only).
+            status = "done" if entry else "skipped"
+        elif i == last:
+            if state in ("failed", "error"):
+                status = "failed"
+            elif state == "canceled":
+                status = "canceled"
+            else:
+                status = "current" if active else "done"
+        else:
+            status = "pending"
+        if status in ("pending", "skipped"):
+            label = STAGE_TITLES[key]
+        else:
+            label = (entry or {}).get("label") or STAGE_LABELS[key]
+        steps.append(
+            {
+                "stage": key,
+                "title": STAGE_TITLES[key],
+                "label": label,
+                "at": fmt_time((entry or {}).get("at"), with_date=False),
+                "status": status,
+            }
+        )
+    return steps
+
+
+def terminal_label(req: Mapping[str, Any]) -> str | None:
+    """'Patching failed' / 'Canceled' for a run that ended badly, as the API labelled it."""
+    state = req.get("state")
+    key = {"failed": "failed", "error": "failed", "canceled": "canceled"}.get(state or "")
+    if key is None:
+        return None
+    for entry in req.get("stages") or []:
+        if isinstance(entry, Mapping) and entry.get("stage") == key and entry.get("label"):
+            return entry["label"]
+    return STAGE_LABELS[key]
+
+
+def host_rows(req: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for host in req.get("hosts") or []:
+        if isinstance(host, Mapping):
+            rows.append({col: host.get(col, 0 if col not in ("name", "status") else "") for col in HOST_COLUMNS})
+        else:
+            rows.append({"name": str(host), "status": "pending", "ok": 0, "changed": 0, "failed": 0, "unreachable": 0})
+    return rows
+
+
+def failing_hosts(req: Mapping[str, Any]) -> list[str]:
+    return [
+        h.get("name", "?")
+        for h in req.get("hosts") or []
+        if isinstance(h, Mapping) and (h.get("status") in ("failed", "unreachable") or h.get("failed") or h.get("unreachable"))
+    ]
+
+
+def job_rows(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for req in items:
+        rows.append(
+            {
+                "request": str(req.get("id", ""))[:8],
+                "action": req.get("action", ""),
+                "state": state_badge(req.get("state", "")),
+                "stage": req.get("stage", ""),
+                "hosts": ", ".join(host_names(req.get("hosts") or [])),
+                "patch group": req.get("patch_group", ""),
+                "requested by": req.get("requested_by") or "",
+                "approved by": req.get("approved_by") or "",
+                "created": fmt_time(req.get("created_at")),
+                "duration": fmt_duration(req.get("started_at"), req.get("finished_at")),
+                "AWX job": req.get("awx_job_url") or None,
+            }
+        )
+    return rows
+
+
+def request_choice_label(req: Mapping[str, Any]) -> str:
+    hosts = host_names(req.get("hosts") or [])
+    shown = ", ".join(hosts[:3]) + (f" +{len(hosts) - 3}" if len(hosts) > 3 else "")
+    return f"{str(req.get('id', ''))[:8]} · {state_badge(req.get('state', ''))} · {req.get('patch_group', '')} · {shown}"
+
+
+# --- Streamlit pieces ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def shown_errors(what: str) -> Iterator[None]:
+    """Show any failure inside as a message instead of a traceback."""
+    try:
+        yield
+    except ApiError as exc:
+        st.error(f"{what}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a payload we did not expect must not crash the page
+        st.error(f"{what}: unexpected problem ({type(exc).__name__}: {exc})")
+
+
+def render_status(system: Mapping[str, Any] | None, error: ApiError | None = None) -> None:
+    """The status line: which intent engine answers and which components are reachable."""
+    if system is None:
+        st.markdown("🔴 **API unreachable**")
+        if error is not None:
+            st.caption(str(error))
+        return
+    dots = {"ok": "🟢", "down": "🔴", "unconfigured": "⚪"}
+    engine = system.get("engine_label") or system.get("engine") or "unknown"
+    st.markdown(f"Intent engine: **{engine}**")
+    parts = []
+    for key, name in (("api", "API"), ("database", "Database"), ("broker", "Broker"), ("awx", "AWX")):
+        value = system.get(key) or "unknown"
+        parts.append(f"{dots.get(value, '🟠')} {name}" + ("" if value == "ok" else f" ({value})"))
+    st.markdown(" · ".join(parts))
+    if system.get("awx_url"):
+        st.caption(f"AWX: {system['awx_url']}")
+
+
+# -- proposal card --
+
+
+def _decision_key(request_id: str) -> str:
+    return f"pp_decision:{request_id}"
+
+
+def _decision_error_key(request_id: str) -> str:
+    return f"pp_decision_error:{request_id}"
+
+
+def _decide(client: PatchpilotClient, request_id: str, action: str) -> None:
+    """Button callback. Runs before the page redraws, so the buttons come back disabled."""
+    key = _decision_key(request_id)
+    if st.session_state.get(key):
+        return  # second click of a double click
+    st.session_state[key] = action
+    st.session_state.pop(_decision_error_key(request_id), None)
+    try:
+        if action == "approve":
+            client.approve(request_id)
+        else:
+            client.reject(request_id)
+    except ApiError as exc:
+        st.session_state[_decision_error_key(request_id)] = f"Could not {action}: {exc}"
+        # Nothing changed server-side on a transport error or a 5xx: let the operator try again.
+        if exc.status_code is None or exc.status_code >= 500:
+            st.session_state.pop(key, None)
+
+
+def render_proposal_card(client: PatchpilotClient, item: Mapping[str, Any]) -> None:
+    """A proposal with what it would do and Approve / Reject while it waits for a decision."""
+    request_id = str(item.get("id", ""))
+    state = item.get("state", "proposed")
+    hosts = host_names(item.get("hosts") or [])
+    action = "Pre-checks" if item.get("action") == "precheck" else "Patch"
+    with st.container(border=True):
+        st.markdown(
+            f"**{action} proposal** · {len(hosts)} host{'s' if len(hosts) != 1 else ''} · {state_badge(state)}"
+        )
+        st.markdown("**Target hosts**")
+        for env, names in environment_groups(item):
+            colour = "red" if env == "prod" else "orange" if env == "staging" else "blue"
+            st.markdown(f":{colour}[**{env}**] ({len(names)}): {', '.join(names)}")
+        group = item.get("patch_group", "")
+        description = item.get("patch_group_description") or ""
+        st.markdown(f"**Patch group:** {group}" + (f" — {description}" if description else ""))
+        st.markdown(f"**Reboot:** {REBOOT_TEXT.get(item.get('reboot', ''), item.get('reboot', ''))}")
+        if item.get("check_mode"):
+            st.markdown("**Dry run:** yes — check mode, nothing will be changed")
+        else:
+            st.markdown("**Dry run:** no — changes will be applied")
+        notes = [n for n in item.get("notes") or [] if n]
+        if notes:
+            st.info("\n".join(f"- {n}" for n in notes))
+        if state == "proposed" and item.get("expires_at"):
+            st.caption(f"Expires at {fmt_time(item['expires_at'])}")
+
+        decided = st.session_state.get(_decision_key(request_id))
+        if state == "proposed" or decided:
+            disabled = bool(decided) or state != "proposed"
+            left, right, _ = st.columns([1, 1, 4])
+            left.button(
+                "Approve",
+                key=f"approve:{request_id}",
+                type="primary",
+                disabled=disabled,
+                on_click=_decide,
+                args=(client, request_id, "approve"),
+            )
+            right.button(
+                "Reject",
+                key=f"reject:{request_id}",
+                disabled=disabled,
+                on_click=_decide,
+                args=(client, request_id, "reject"),
+            )
+        error = st.session_state.get(_decision_error_key(request_id))
+        if error:
+            st.error(error)
+        elif state == "rejected":
+            st.caption("Rejected" + (f" by {item['decided_by']}" if item.get("decided_by") else ""))
+        elif state == "expired":
+            st.caption("This proposal expired without a decision.")
+        elif item.get("approved_by"):
+            st.caption(f"Approved by {item['approved_by']}")
+
+
+def shows_progress(state: str) -> bool:
+    """A request that was approved has a run to follow; a proposal, rejection or expiry has none."""
+    return state not in ("proposed", "rejected", "expired", "")
+
+
+# -- live progress --
+
+
+def _cancel(client: PatchpilotClient, request_id: str) -> None:
+    key = f"pp_cancel:{request_id}"
+    if st.session_state.get(key):
+        return
+    st.session_state[key] = True
+    st.session_state.pop(f"pp_cancel_error:{request_id}", None)
+    try:
+        client.cancel(request_id)
+    except ApiError as exc:
+        st.session_state[f"pp_cancel_error:{request_id}"] = f"Could not cancel: {exc}"
+        if exc.status_code is None or exc.status_code >= 500:
+            st.session_state.pop(key, None)
+
+
+def _draw_timeline(req: Mapping[str, Any]) -> None:
+    columns = st.columns(len(STAGE_ORDER))
+    for column, step in zip(columns, timeline_steps(req), strict=True):
+        text = f"{STEP_ICONS[step['status']]} **{step['label']}**"
+        if step["status"] == "pending":
+            text = f"{STEP_ICONS['pending']} :gray[{step['label']}]"
+        elif step["status"] == "skipped":
+            text = f"{STEP_ICONS['skipped']} :gray[{step['label']} (skipped)]"
+        if step["at"]:
+            text += f"  \n:gray[{step['at']}]"
+        column.markdown(text)
+
+
+def _draw_events(client: PatchpilotClient, request_id: str) -> None:
+    """The newest job events, fetched incrementally so a refresh only asks for what is new."""
+    key = f"pp_events:{request_id}"
+    seen = st.session_state.setdefault(key, {"after": 0, "items": []})
+    try:
+        new = client.events(request_id, after=seen["after"])
+    except ApiError as exc:
+        st.caption(f"Job events unavailable: {exc}")
+        new = []
+    if new:
+        seen["items"] = (seen["items"] + new)[-MAX_EVENTS_KEPT:]
+        seen["after"] = max(int(e.get("counter") or 0) for e in new + [{"counter": seen["after"]}])
+    if not seen["items"]:
+        return
+    with st.expander(f"Job events ({len(seen['items'])})"):
+        lines = []
+        for e in seen["items"][-30:]:
+            mark = "FAILED " if e.get("failed") else "changed " if e.get("changed") else ""
+            where = " ".join(x for x in (e.get("host"), e.get("task") or e.get("play")) if x)
+            lines.append(f"{fmt_time(e.get('created'), with_date=False)} {mark}{e.get('event', '')} {where}".strip())
+        st.code("\n".join(lines), language=None)
+
+
+def draw_progress(client: PatchpilotClient, req: Mapping[str, Any]) -> None:
+    """Everything the progress view shows for one snapshot of a request."""
+    request_id = str(req.get("id", ""))
+    state = req.get("state", "")
+    header = f"**Run {request_id[:8]}** · {state_badge(state)}"
+    if req.get("check_mode"):
+        header += " · dry run"
+    duration = fmt_duration(req.get("started_at"), req.get("finished_at"))
+    if duration:
+        header += f" · {duration}"
+    st.markdown(header)
+
+    _draw_timeline(req)
+
+    progress = req.get("progress") or 0.0
+    progress = min(max(float(progress), 0.0), 1.0)
+    latest = req.get("latest_task")
+    st.progress(progress, text=f"Latest task: {latest}" if latest else f"{int(progress * 100)} %")
+
+    if state == "succeeded":
+        st.success(STAGE_LABELS["completed"] + (" (dry run, nothing changed)" if req.get("check_mode") else ""))
+    ended_badly = terminal_label(req)
+    if ended_badly:
+        reason = req.get("failure_reason") or "no reason given"
+        failing = failing_hosts(req)
+        text = f"**{ended_badly}**: {reason}"
+        if failing:
+            text += f"  \nFailing hosts: {', '.join(failing)}"
+        (st.warning if state == "canceled" else st.error)(text)
+
+    rows = host_rows(req)
+    if rows:
+        st.dataframe(
+            rows,
+            hide_index=True,
+            column_config={
+                "name": "Host",
+                "status": "Status",
+                "ok": st.column_config.NumberColumn("ok"),
+                "changed": st.column_config.NumberColumn("changed"),
+                "failed": st.column_config.NumberColumn("failed"),
+                "unreachable": st.column_config.NumberColumn("unreachable"),
+            },
+        )
+
+    if req.get("awx_job_url"):
+        st.markdown(f"[AWX job {req.get('awx_job_id') or ''}]({req['awx_job_url']})")
+
+    if state in CANCELABLE_STATES:
+        st.button(
+            "Cancel",
+            key=f"cancel:{request_id}",
+            disabled=bool(st.session_state.get(f"pp_cancel:{request_id}")),
+            on_click=_cancel,
+            args=(client, request_id),
+        )
+    cancel_error = st.session_state.get(f"pp_cancel_error:{request_id}")
+    if cancel_error:
+        st.error(cancel_error)
+
+    if state not in ("proposed", "approved"):
+        _draw_events(client, request_id)
+
+
+def _live_progress(client: PatchpilotClient, request_id: str, refreshing: bool) -> None:
+    """Body of the progress fragment; on a timed rerun it fetches the request again."""
+    req = st.session_state.pop(f"pp_prefetched:{request_id}", None)
+    if req is None:
+        try:
+            req = client.get_request(request_id)
+        except ApiError as exc:
+            # Keep refreshing: the API may come back.
+            st.warning(f"Live update failed, retrying: {exc}")
+            return
+    if refreshing and req.get("state") in TERMINAL_STATES:
+        # Redraw the whole page so the fragment is registered again without its timer.
+        st.rerun(scope="app")
+    with shown_errors("Could not draw the progress"):
+        draw_progress(client, req)
+
+
+def render_progress(client: PatchpilotClient, request_id: str, req: Mapping[str, Any] | None = None) -> None:
+    """The live progress view: refreshes itself every REFRESH_SECONDS until the request ends."""
+    if req is None:
+        try:
+            req = client.get_request(request_id)
+        except ApiError as exc:
+            st.error(f"Could not load request {request_id[:8]}: {exc}")
+            return
+    st.session_state[f"pp_prefetched:{request_id}"] = req
+    refreshing = req.get("state") not in TERMINAL_STATES
+    # Only this part reruns on the timer; a terminal request gets no timer at all.
+    live = st.fragment(run_every=REFRESH_SECONDS if refreshing else None)(_live_progress)
+    live(client, request_id, refreshing)
+
+
+# -- jobs --
+
+
+def render_jobs(client: PatchpilotClient) -> None:
+    """Recent requests, and the progress view of the one picked (kept in the URL as ?request=<id>)."""
+    st.subheader("Jobs")
+    state = st.selectbox("State", ("all", *ALL_STATES), key="pp_jobs_state")
+    try:
+        items = client.list_requests(state=None if state == "all" else state, limit=50)
+    except ApiError as exc:
+        st.error(f"Could not load the jobs: {exc}")
+        items = []
+    else:
+        if items:
+            st.dataframe(
+                job_rows(items),
+                hide_index=True,
+                column_config={"AWX job": st.column_config.LinkColumn("AWX job", display_text="open")},
+            )
+        else:
+            st.info("No requests yet." if state == "all" else f"No requests in state {state}.")
+
+    by_id = {str(r.get("id")): r for r in items}
+    wanted = st.session_state.get("pp_jobs_open")
+    if wanted and wanted not in by_id:
+        # Opened by link, or filtered out of the list: fetch it on its own.
+        try:
+            by_id[wanted] = client.get_request(wanted)
+        except ApiError as exc:
+            st.error(f"Could not load request {wanted[:8]}: {exc}")
+            st.session_state["pp_jobs_open"] = None
+    if not by_id:
+        st.query_params.pop("request", None)
+        return
+    chosen = st.selectbox(
+        "Open the progress view of",
+        list(by_id),
+        index=None,
+        placeholder="Choose a request",
+        format_func=lambda rid: request_choice_label(by_id[rid]),
+        key="pp_jobs_open",
+    )
+    if not chosen:
+        st.query_params.pop("request", None)
+        return
+    st.query_params["request"] = chosen
+    req = by_id[chosen]
+    with st.container(border=True):
+        if shows_progress(req.get("state", "")):
+            render_progress(client, chosen, req)
+        else:
+            render_proposal_card(client, req)

@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Session
 
 from core.db import advisory_lock, session_scope
+from core.faults import crashpoint
 from core.inventory import get_catalog
 from core.models import HostResult, JobEvent, PatchRequest, RequestStage, utcnow
 from core.settings import get_settings
@@ -77,6 +78,7 @@ def launch(request_id: str, client: AWXClient) -> str:
                 _finish_launch(request_id, ERROR, f"AWX launch did not succeed after {settings.max_launch_attempts} attempts")
                 return "gave_up"
             limit = build_limit(snapshot.hosts, get_catalog().inventory)
+            crashpoint("before_launch")
             result = client.launch(template_id, limit=limit, extra_vars=snapshot.extra_vars,
                                    job_type="check" if snapshot.check_mode else "run")
         except UnsafeLimitError as exc:
@@ -88,6 +90,7 @@ def launch(request_id: str, client: AWXClient) -> str:
         except AWXError as exc:
             return _launch_failed(request_id, snapshot, exc, client)
 
+        crashpoint("after_launch")  # AWX answered 201, nothing recorded yet
         _record_launch(request_id, template_id, result.job_id, reason="AWX job launched")
         return "launched"
 
@@ -187,6 +190,7 @@ def poll(request_id: str, client: AWXClient) -> bool:
         except AWXError as exc:
             return _poll_failed(request_id, exc)
 
+        crashpoint("while_following")
         with session_scope() as session:
             req = session.get(PatchRequest, request_id, with_for_update=True)
             if req is None or req.state != RUNNING:

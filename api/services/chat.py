@@ -47,7 +47,14 @@ def chat_turn(session: Session, *, conversation_id: str | None, text: str, user:
 
     proposal: PatchRequest | None = None
     related: PatchRequest | None = None
-    if result.is_proposable:
+    open_proposal = _open_proposal(session, conversation)
+    if result.is_proposable and open_proposal is not None and _same_intent(open_proposal, result):
+        # Nothing changed ("approve", "go ahead", an injected "launch it now"): the text cannot approve, so the
+        # open proposal simply stays where it is, waiting for the button.
+        proposal = open_proposal
+        reply = ("This proposal is unchanged and waits for a decision. Approval happens only with the Approve "
+                 "button; chat text cannot approve or launch anything.")
+    elif result.is_proposable:
         _withdraw_open_proposal(session, conversation, user)
         proposal = request_service.create_proposal(
             session, result=result, conversation_id=conversation.id, user=user, settings=settings,
@@ -92,6 +99,18 @@ def _conversation(session: Session, conversation_id: str | None, user: str, text
     session.add(conversation)
     session.flush()
     return conversation
+
+
+def _open_proposal(session: Session, conversation: Conversation) -> PatchRequest | None:
+    if not conversation.open_request_id:
+        return None
+    req = session.get(PatchRequest, conversation.open_request_id)
+    return req if req is not None and req.state == PROPOSED else None
+
+
+def _same_intent(req: PatchRequest, result) -> bool:
+    return (req.action, sorted(req.hosts), req.patch_group, req.reboot, req.check_mode) == (
+        result.action, sorted(result.hosts), result.patch_group, result.reboot, result.check_mode)
 
 
 def _withdraw_open_proposal(session: Session, conversation: Conversation, user: str) -> None:

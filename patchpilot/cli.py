@@ -72,7 +72,7 @@ def up(args: argparse.Namespace) -> int:
     settings = get_settings()
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    left = kill_leftovers(str(state_dir))
+    left = kill_leftovers(state_dir / "pids.json")
     if left:
         print(f"cleaned {left} process(es) left by an earlier run")
     stack = Stack(state_dir)
@@ -156,8 +156,9 @@ def up(args: argparse.Namespace) -> int:
         print(f"patchpilot up failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean-up
+        # A second Ctrl-C or SIGTERM (a supervisor forwarding one) must not interrupt the clean-up.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.stop()
         print("stopped.", flush=True)
 

@@ -4,6 +4,7 @@ project-local folder, so a second start reuses it, and leftovers of a crashed ru
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -47,28 +48,32 @@ def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1", proc: subp
     raise RuntimeError(f"nothing listened on {host}:{port} within {timeout:.0f}s")
 
 
-def kill_leftovers(marker: str) -> int:
-    """Stop processes from an earlier run whose command line mentions `marker` (our state folder)."""
-    killed = 0
-    me = os.getpid()
-    for proc in psutil.process_iter(attrs=["pid", "cmdline"]):
-        cmdline = " ".join(proc.info.get("cmdline") or [])
-        if proc.info["pid"] != me and marker in cmdline:
-            try:
-                proc.terminate()
-                killed += 1
-            except psutil.Error:
-                pass
-    if killed:
-        psutil.wait_procs([p for p in psutil.process_iter() if marker in " ".join(_cmdline(p))], timeout=10)
-    return killed
-
-
-def _cmdline(proc: psutil.Process) -> list[str]:
+def kill_leftovers(pids_file: Path) -> int:
+    """Stop the process groups an earlier, crashed run recorded in `pids_file` (each child leads its own group)."""
+    if not pids_file.exists():
+        return 0
     try:
-        return proc.cmdline()
-    except psutil.Error:
-        return []
+        recorded = json.loads(pids_file.read_text())
+    except ValueError:
+        recorded = {}
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    victims = []
+    for pid in recorded.values():
+        if not isinstance(pid, int) or pid in mine or not psutil.pid_exists(pid):
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            victims.append(psutil.Process(pid))
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    _, alive = psutil.wait_procs(victims, timeout=10)
+    for proc in alive:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    pids_file.unlink(missing_ok=True)
+    return len(victims)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:

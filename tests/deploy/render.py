@@ -1,0 +1,189 @@
+"""Shared helpers for the deployment tests: a small, pure-Python equivalent of `kustomize build` for the
+subset of Kustomization that openshift/kustomization.yaml uses (resources, namespace, images)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OPENSHIFT_DIR = REPO_ROOT / "openshift"
+SECRETS_DIR = OPENSHIFT_DIR / "secrets"
+SCHEMAS_DIR = OPENSHIFT_DIR / "schemas"
+KUSTOMIZATION = OPENSHIFT_DIR / "kustomization.yaml"
+COMPOSE_FILE = REPO_ROOT / "compose.yaml"
+PLAYBOOK = REPO_ROOT / "playbooks" / "patch.yml"
+
+# Kinds whose namespace kustomize leaves alone.
+CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PersistentVolume"}
+POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+
+
+@dataclass
+class Resource:
+    source: Path
+    doc: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.doc["kind"]
+
+    @property
+    def name(self) -> str:
+        return self.doc["metadata"]["name"]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.kind, self.name
+
+
+@dataclass
+class Rendered:
+    kustomization: dict[str, Any]
+    resources: list[Resource] = field(default_factory=list)
+
+    def of_kind(self, kind: str) -> list[Resource]:
+        return [r for r in self.resources if r.kind == kind]
+
+    def get(self, kind: str, name: str) -> Resource:
+        for r in self.resources:
+            if r.key == (kind, name):
+                return r
+        raise KeyError(f"{kind}/{name} not rendered")
+
+
+def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        return [doc for doc in yaml.safe_load_all(fh) if doc is not None]
+
+
+def load_kustomization(path: Path = KUSTOMIZATION) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod spec of a workload (Deployment, StatefulSet, Job, ...), or None for other kinds."""
+    if doc.get("kind") == "Pod":
+        return doc["spec"]
+    if doc.get("kind") in POD_TEMPLATE_KINDS:
+        return doc["spec"]["template"]["spec"]
+    if doc.get("kind") == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return None
+
+
+def containers(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(kind of container, container) for every init and regular container of a workload."""
+    spec = pod_spec(doc)
+    if spec is None:
+        return
+    for section in ("initContainers", "containers"):
+        for container in spec.get(section) or []:
+            yield section, container
+
+
+def split_image(image: str) -> tuple[str, str | None, str | None]:
+    """'registry:5000/a/b:tag@sha256:..' -> ('registry:5000/a/b', 'tag', 'sha256:..')."""
+    digest = None
+    if "@" in image:
+        image, digest = image.split("@", 1)
+    tag = None
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        image, tag = image.rsplit(":", 1)
+    return image, tag, digest
+
+
+def apply_images(image: str, images: list[dict[str, Any]]) -> str:
+    """kustomize's `images:` transformer: match on the image name without tag/digest."""
+    name, tag, digest = split_image(image)
+    for entry in images:
+        if entry["name"] != name:
+            continue
+        name = entry.get("newName", name)
+        if "newTag" in entry:
+            tag = str(entry["newTag"])
+        if "digest" in entry:
+            digest, tag = entry["digest"], None
+        break
+    out = name
+    if tag:
+        out += f":{tag}"
+    if digest:
+        out += f"@{digest}"
+    return out
+
+
+def render(path: Path = KUSTOMIZATION) -> Rendered:
+    kustomization = load_kustomization(path)
+    base = path.parent
+    rendered = Rendered(kustomization=kustomization)
+    namespace = kustomization.get("namespace")
+    images = kustomization.get("images") or []
+    seen: set[tuple[str, str]] = set()
+    for entry in kustomization.get("resources") or []:
+        source = (base / entry).resolve()
+        if source.is_dir():
+            raise ValueError(f"{entry}: nested kustomizations are not supported by this render")
+        for raw in load_yaml_documents(source):
+            doc = copy.deepcopy(raw)
+            resource = Resource(source=source, doc=doc)
+            if resource.key in seen:
+                raise ValueError(f"duplicate resource {resource.kind}/{resource.name}")
+            seen.add(resource.key)
+            if namespace and doc["kind"] not in CLUSTER_SCOPED_KINDS:
+                doc["metadata"]["namespace"] = namespace
+            for _, container in containers(doc):
+                container["image"] = apply_images(container["image"], images)
+            rendered.resources.append(resource)
+    return rendered
+
+
+def raw_workload_images() -> list[tuple[Path, str, str]]:
+    """(file, container name, image) as written in the manifests, before the kustomization applies."""
+    out = []
+    for entry in load_kustomization().get("resources") or []:
+        source = OPENSHIFT_DIR / entry
+        for doc in load_yaml_documents(source):
+            for _, container in containers(doc):
+                out.append((source, container["name"], container["image"]))
+    return out
+
+
+def secret_templates() -> list[Resource]:
+    out = []
+    for path in sorted(SECRETS_DIR.glob("*.yaml")):
+        out.extend(Resource(source=path, doc=doc) for doc in load_yaml_documents(path))
+    return out
+
+
+def env_names(container: dict[str, Any], configmaps: dict[str, dict[str, Any]]) -> set[str]:
+    """Every environment variable name a container gets: env entries and the keys of envFrom ConfigMaps."""
+    names = {item["name"] for item in container.get("env") or []}
+    for source in container.get("envFrom") or []:
+        if "configMapRef" in source:
+            names |= set(configmaps[source["configMapRef"]["name"]].get("data") or {})
+    return names
+
+
+def label_selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Kubernetes label selector semantics (matchLabels AND matchExpressions)."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True

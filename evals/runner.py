@@ -1,0 +1,172 @@
+"""Running a dataset through a provider and scoring it. No printing here: see evals/report.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.rules import is_confident, parse
+from core.intent import ACTIONS, IntentDraft, IntentResult
+from core.inventory import Catalog
+from core.validation import validate_draft
+from evals.dataset import EXPECTED_KEYS, SET_KEYS, Case
+
+
+class ProviderUnavailable(RuntimeError):
+    """The requested provider cannot run here (no LLM configured, module missing)."""
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    got: dict
+    failed_keys: list[str]
+    confident: bool  # the rules parser's own verdict on this case
+    latency_ms: float
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed_keys
+
+
+@dataclass
+class Run:
+    provider: str
+    results: list[CaseResult]
+    prompt_version: str | None = None
+    model: str | None = None
+    per_key: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (passed, total)
+
+    @property
+    def passed(self) -> int:
+        return sum(r.passed for r in self.results)
+
+    @property
+    def total(self) -> int:
+        return len(self.results)
+
+    @property
+    def accuracy(self) -> float:
+        return self.passed / self.total if self.total else 0.0
+
+    def confusion(self) -> dict[str, dict[str, int]]:
+        """expected action -> got action -> count, over every action that occurs."""
+        labels = self.action_labels()
+        matrix = {e: {g: 0 for g in labels} for e in labels}
+        for r in self.results:
+            matrix[r.case.expected["action"]][r.got.get("action") or "error"] += 1
+        return matrix
+
+    def action_labels(self) -> list[str]:
+        used = {r.case.expected["action"] for r in self.results} | {r.got.get("action") or "error" for r in self.results}
+        return [a for a in (*ACTIONS, "error") if a in used]
+
+    def latency(self) -> dict[str, float]:
+        values = sorted(r.latency_ms for r in self.results)
+        return {"p50": _percentile(values, 50), "p95": _percentile(values, 95), "max": values[-1] if values else 0.0,
+                "mean": sum(values) / len(values) if values else 0.0}
+
+
+def _percentile(sorted_values: list[float], pct: float) -> float:
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))  # nearest-rank
+    return sorted_values[rank - 1]
+
+
+def compare(expected: dict, got: dict) -> list[str]:
+    """The expected keys whose values differ (hosts, missing and unknown_hosts compare as sets)."""
+    failed = []
+    for key, want in expected.items():
+        have = got.get(key)
+        if key in SET_KEYS:
+            same = set(want) == set(have or [])
+        elif key == "check_mode":
+            same = bool(have) == want
+        else:
+            same = have == want
+        if not same:
+            failed.append(key)
+    return failed
+
+
+# --- providers: case -> IntentResult ----------------------------------------------------------------------------------
+
+Provider = Callable[[Case], IntentResult]
+
+
+def rules_provider(catalog: Catalog) -> Provider:
+    def run_case(case: Case) -> IntentResult:
+        return validate_draft(_rules_draft(case, catalog), catalog)
+    return run_case
+
+
+def _rules_draft(case: Case, catalog: Catalog) -> IntentDraft:
+    previous: IntentDraft | None = None
+    for turn in case.history:
+        previous = parse(turn, catalog, previous)
+    return parse(case.text, catalog, previous)
+
+
+def llm_provider(catalog: Catalog) -> tuple[Provider, str | None, str | None]:
+    """-> (provider, prompt version, model). Raises ProviderUnavailable with a one-line reason."""
+    from core.settings import get_settings
+
+    settings = get_settings()
+    if settings.llm_provider == "none":
+        raise ProviderUnavailable("no LLM is configured (set LLM_PROVIDER, LLM_MODEL and LLM_API_KEY)")
+    if importlib.util.find_spec("agent.llm_intent") is None:
+        raise ProviderUnavailable("the LLM intent parser (agent.llm_intent) is not installed")
+    from agent import llm_intent
+
+    parse_with_llm = getattr(llm_intent, "parse_with_llm", None)
+    if parse_with_llm is None:
+        raise ProviderUnavailable("agent.llm_intent has no parse_with_llm function")
+
+    def run_case(case: Case) -> IntentResult:
+        out = parse_with_llm(case.text, catalog, list(case.history))
+        if isinstance(out, tuple):  # (draft, result)
+            out = out[-1]
+        return out if isinstance(out, IntentResult) else validate_draft(out, catalog)
+
+    version = getattr(llm_intent, "PROMPT_VERSION", None)
+    return run_case, (str(version) if version is not None else None), settings.llm_model
+
+
+def run(cases: list[Case], provider_name: str, catalog: Catalog) -> Run:
+    prompt_version = model = None
+    if provider_name == "llm":
+        provider, prompt_version, model = llm_provider(catalog)
+    else:
+        provider = rules_provider(catalog)
+
+    results = []
+    for case in cases:
+        error = None
+        started = time.perf_counter()
+        try:
+            got = provider(case).eval_view()
+        except Exception as exc:  # one broken case is reported as a failure, the run goes on
+            got, error = {"action": None}, f"{type(exc).__name__}: {exc}"
+        latency_ms = (time.perf_counter() - started) * 1000
+        results.append(CaseResult(case=case, got=got, failed_keys=compare(case.expected, got) if not error else ["error"],
+                                  confident=_rules_confident(case, catalog), latency_ms=latency_ms, error=error))
+
+    per_key = {}
+    for key in EXPECTED_KEYS:
+        scored = [r for r in results if key in r.case.expected]
+        if scored:
+            per_key[key] = (sum(key not in r.failed_keys and not r.error for r in scored), len(scored))
+    return Run(provider=provider_name, results=results, prompt_version=prompt_version, model=model, per_key=per_key)
+
+
+def _rules_confident(case: Case, catalog: Catalog) -> bool:
+    try:
+        draft = _rules_draft(case, catalog)
+        return is_confident(draft, validate_draft(draft, catalog))
+    except Exception:
+        return False

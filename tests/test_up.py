@@ -1,0 +1,116 @@
+"""`patchpilot up` on embedded services: it starts, serves a patch run, and stops leaving no process behind;
+after a crash a second `up` cleans what the first one left."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from patchpilot.embedded import pick_port
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGURED = ("DATABASE_URL", "REDIS_URL", "AWX_URL", "AWX_TOKEN", "API_URL")
+
+
+def start_up(state_dir: Path, ports: dict[str, int]) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in CONFIGURED}  # embedded everything
+    argv = [sys.executable, "-m", "patchpilot", "up", "--state-dir", str(state_dir), "--awx-speed", "20", "--no-ui"]
+    for name, port in ports.items():
+        argv += [f"--{name}-port", str(port)]
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_until_up(proc: subprocess.Popen, timeout: float = 120) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError("up exited early:\n" + "".join(lines))
+        lines.append(line)
+        if "Press Ctrl-C to stop." in line:
+            return lines
+    raise AssertionError("up did not become ready:\n" + "".join(lines))
+
+
+def recorded_pids(state_dir: Path) -> list[int]:
+    return list(json.loads((state_dir / "pids.json").read_text()).values())
+
+
+def assert_all_gone(pids: list[int], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"processes left behind: {alive}")
+
+
+@pytest.fixture
+def ports():
+    base = {"api": 18100, "awx": 18152, "pg": 18432, "redis": 18379, "ui": 18501}
+    return {name: pick_port(port) for name, port in base.items()}
+
+
+def test_up_runs_a_patch_and_stops_cleanly(tmp_path, ports):
+    proc = start_up(tmp_path / "state", ports)
+    try:
+        output = "".join(wait_until_up(proc))
+        assert f"http://127.0.0.1:{ports['api']}" in output
+        assert "PostgreSQL (embedded)" in output and "Redis (embedded)" in output and "AWX test double" in output
+        pids = recorded_pids(tmp_path / "state")
+        assert len(pids) == 5  # postgres, redis, awx double, api, worker
+
+        api = f"http://127.0.0.1:{ports['api']}"
+        chat = httpx.post(f"{api}/api/v1/chat", json={"text": "Patch server web-01 with Group-1"}, timeout=10).json()
+        request_id = chat["proposal"]["id"]
+        assert httpx.post(f"{api}/api/v1/requests/{request_id}/approve", timeout=10).status_code == 200
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            view = httpx.get(f"{api}/api/v1/requests/{request_id}", timeout=10).json()
+            if view["terminal"]:
+                break
+            time.sleep(0.3)
+        assert view["state"] == "succeeded" and view["stages"][-1]["label"] == "Patching completed"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, rest
+    assert "stopped." in rest
+    assert_all_gone(pids)
+    assert not (tmp_path / "state" / "pids.json").exists()
+
+
+def test_second_up_after_a_crash_cleans_up_and_reuses_the_data(tmp_path, ports):
+    state = tmp_path / "state"
+    first = start_up(state, ports)
+    wait_until_up(first)
+    api = f"http://127.0.0.1:{ports['api']}"
+    chat = httpx.post(f"{api}/api/v1/chat", json={"text": "Patch web-02 with Group-2"}, timeout=10).json()
+    orphans = recorded_pids(state)
+    first.kill()  # the launcher dies without cleaning up; its children live on
+    first.wait()
+    assert any(psutil.pid_exists(p) for p in orphans)
+
+    second = start_up(state, ports)
+    try:
+        output = "".join(wait_until_up(second))
+        assert "cleaned" in output
+        assert_all_gone(orphans)
+        view = httpx.get(f"{api}/api/v1/requests/{chat['proposal']['id']}", timeout=10).json()
+        assert view["state"] == "proposed"  # the embedded database kept the data
+        pids = recorded_pids(state)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=60)
+    assert second.returncode == 0
+    assert_all_gone(pids)

@@ -204,7 +204,7 @@ _FILLER = {
     "what", "which", "how", "about", "up", "set", "get", "have", "has", "had", "job", "jobs", "patch", "patches",
     "patched", "patching", "update", "updates", "updated", "updating", "upgrade", "upgrades", "upgrading", "apply",
     "applying", "install", "os", "linux", "packages", "package", "latest", "pending", "available", "yes", "yeah",
-    "thanks", "thank", "cheers", "today", "again", "once", "more", "same", "other", "its", "it's", "that's", "i'd",
+    "thanks", "thank", "cheers", "today", "again", "once", "more", "same", "other", "it's", "that's", "i'd",
     "i'm", "we'd", "you're", "there's", "what's", "where's", "how's", "doing", "going", "currently", "still", "status",
     "progress", "cancel", "abort", "stop", "kill", "halt", "show", "list", "see", "check", "checks", "mode", "tell",
     "give", "know", "ready", "for", "if", "whether", "when", "where", "who", "stuff", "everything", "on", "onto", "at",
@@ -212,10 +212,10 @@ _FILLER = {
     "everywhere", "vulnerabilities", "vulns", "cves", "errata", "advisories", "fixes", "properly", "safely", "carefully",
     "immediately", "afterwards", "after", "later", "first", "last", "next", "ones", "one", "real", "some", "few",
     "named", "called", "also", "as", "well", "too", "instead", "rather", "actually", "switch", "change", "make",
-    "only", "just", "both", "and", "or", "plus", "n", "hosts", "host", "servers", "server", "please", "happen",
-    "happened", "would", "finished", "complete", "completed", "over", "through", "successful", "succeed", "fail",
+    "only", "just", "both", "and", "or", "plus", "n", "hosts", "host", "servers", "server", "happen",
+    "happened", "finished", "complete", "completed", "over", "through", "successful", "succeed", "fail",
     "failed", "work", "worked", "news", "result", "results", "anything", "something", "things", "prod's", "ran",
-    "reboot", "restart", "far", "tell", "whats", "hows", "going", "yet", "already", "finish", "over", "ok",
+    "reboot", "restart", "far", "whats", "hows", "yet", "already", "finish",
 }
 # Keyword vocabulary that typos are corrected to. Host names are never corrected.
 _TYPO_TARGETS = ("patch", "patching", "update", "upgrade", "reboot", "restart", "cancel", "abort", "status",

@@ -61,7 +61,7 @@ class Stack:
         (self.state_dir / "pids.json").write_text(json.dumps(pids))
 
     def stop(self) -> None:
-        for name, proc in reversed(self.procs):
+        for _name, proc in reversed(self.procs):
             stop_process(proc)
         for store in reversed(self.stores):
             store.stop()

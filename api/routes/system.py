@@ -27,8 +27,8 @@ def _awx_status(settings: Settings) -> str:
 
 def engine_name(settings: Settings) -> tuple[str, str]:
     if settings.llm_provider != "none" and settings.llm_model:
-        return f"llm:{settings.llm_model}", settings.llm_model
-    return "rules", "offline rules parser"
+        return f"llm:{settings.llm_model}", f"rules parser + LLM {settings.llm_model} ({settings.llm_provider})"
+    return "rules", "offline rules parser (no LLM configured)"
 
 
 @router.get("/healthz")

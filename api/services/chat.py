@@ -8,8 +8,10 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from sqlalchemy import select
 from sqlmodel import Session
 
+from agent.memory import Turn
 from agent.service import (
     UNSUPPORTED_REPLY, Interpretation, describe_clarification, describe_proposal, interpret_message,
 )
@@ -39,10 +41,12 @@ def chat_turn(session: Session, *, conversation_id: str | None, text: str, user:
               catalog: Catalog, settings: Settings) -> ChatOut:
     text = clean_text(text, settings)
     conversation = _conversation(session, conversation_id, user, text)
+    history = _history(session, conversation, settings) if conversation_id else []
     session.add(Message(conversation_id=conversation.id, role="user", text=text, author=user))
 
     previous = IntentDraft.model_validate(conversation.open_draft) if conversation.open_draft else None
-    interpretation = interpret_message(text, catalog=catalog, previous=previous)
+    interpretation = interpret_message(text, catalog=catalog, previous=previous, history=history,
+                                       jobs=SessionJobReader(session), settings=settings)
     result = interpretation.result
 
     proposal: PatchRequest | None = None
@@ -72,12 +76,21 @@ def chat_turn(session: Session, *, conversation_id: str | None, text: str, user:
     elif result.action == "list_jobs":
         reply = _list_jobs(session)
     else:
-        reply = UNSUPPORTED_REPLY
+        reply = interpretation.reply or UNSUPPORTED_REPLY
+    if interpretation.notice:
+        reply = f"{interpretation.notice}\n{reply}"
 
     conversation.updated_at = utcnow()
+    data = {"engine": interpretation.engine, "intent": result.model_dump(mode="json")}
+    if interpretation.tool_calls:
+        data["tool_calls"] = interpretation.tool_calls
+    if interpretation.usage:
+        data["usage"] = interpretation.usage
+    if interpretation.prompt_version:
+        data["prompt_version"] = interpretation.prompt_version
     session.add(Message(
         conversation_id=conversation.id, role="assistant", text=reply, proposal_id=proposal.id if proposal else None,
-        data={"engine": interpretation.engine, "intent": result.model_dump(mode="json")},
+        data=data,
     ))
     session.commit()
     views = {}
@@ -99,6 +112,43 @@ def _conversation(session: Session, conversation_id: str | None, user: str, text
     session.add(conversation)
     session.flush()
     return conversation
+
+
+def _history(session: Session, conversation: Conversation, settings: Settings) -> list[Turn]:
+    """The conversation's newest messages (the agent bounds them again by characters)."""
+    if settings.memory_max_messages <= 0:
+        return []
+    rows = session.execute(
+        select(Message).where(Message.conversation_id == conversation.id)
+        .order_by(Message.id.desc()).limit(settings.memory_max_messages)).scalars().all()
+    return [Turn(role=m.role, text=m.text, tool_calls=list((m.data or {}).get("tool_calls") or []))
+            for m in reversed(rows)]
+
+
+class SessionJobReader:
+    """Read-only job data for the agent's status / list / cancel tools (plain dicts, nothing to write through)."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def job_status(self, job_id: int | None, hosts: list[str]) -> dict | None:
+        if job_id is not None:
+            req = request_service.find_by_job(self.session, job_id)
+        elif hosts:
+            req = request_service.latest_for_hosts(self.session, hosts)
+        else:
+            recent = request_service.list_requests(self.session, state=None, limit=1)
+            req = recent[0] if recent else None
+        return _job_dict(req) if req is not None else None
+
+    def list_jobs(self, limit: int) -> list[dict]:
+        return [_job_dict(req) for req in request_service.list_requests(self.session, state=None, limit=limit)]
+
+
+def _job_dict(req: PatchRequest) -> dict:
+    return {"request": req.id[:8], "awx_job_id": req.awx_job_id, "action": req.action, "hosts": req.hosts[:20],
+            "patch_group": req.patch_group, "check_mode": req.check_mode, "state": req.state, "stage": req.stage,
+            "failure_reason": req.failure_reason}
 
 
 def _open_proposal(session: Session, conversation: Conversation) -> PatchRequest | None:

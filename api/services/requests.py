@@ -14,7 +14,7 @@ from core.inventory import Catalog
 from core.models import HostResult, JobEvent, PatchRequest, RequestStage, utcnow
 from core.settings import Settings
 from core.states import (
-    APPROVED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, REJECTED, RUNNING, STAGE_LABELS, TERMINAL,
+    APPROVED, CANCELED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, REJECTED, RUNNING, STAGE_LABELS, TERMINAL,
     IllegalTransition, transition,
 )
 

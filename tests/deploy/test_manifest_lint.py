@@ -195,7 +195,7 @@ def test_services_select_pods_and_routes_point_at_services() -> None:
             assert port["targetPort"] in ports, f"Service {name}: no container port named {port['targetPort']}"
     routes = {r.name: r.doc for r in RENDERED.of_kind("Route")}
     assert set(routes) == {"patchpilot-ui", "patchpilot-api"}
-    for name, route in routes.items():
+    for route in routes.values():
         target = services[route["spec"]["to"]["name"]]
         assert route["spec"]["port"]["targetPort"] in {p["name"] for p in target["spec"]["ports"]}
         assert route["spec"]["tls"]["termination"] == "edge"

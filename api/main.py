@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.routes import chat, conversations, requests, system
+from core.observability import configure_logging
+from core.settings import get_settings
 
 
 def create_app() -> FastAPI:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
     app = FastAPI(
         title="patchpilot",
         version="0.1.0",

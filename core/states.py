@@ -13,6 +13,7 @@ from sqlalchemy import update
 from sqlmodel import Session
 
 from core.models import AuditLog, PatchRequest, utcnow
+from core.observability import REQUEST_TRANSITIONS
 
 PROPOSED, APPROVED, REJECTED, EXPIRED = "proposed", "approved", "rejected", "expired"
 QUEUED, LAUNCHING, RUNNING = "queued", "launching", "running"
@@ -99,6 +100,7 @@ def transition(
     )
     session.flush()
     session.refresh(request)
+    REQUEST_TRANSITIONS.labels(to_state=to_state).inc()
     return request
 
 

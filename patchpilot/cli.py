@@ -125,9 +125,12 @@ def up(args: argparse.Namespace) -> int:
         env["API_URL"] = f"http://127.0.0.1:{api_port}"
         stack.spawn("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", args.host,
                             "--port", str(api_port), "--no-access-log"], env)
+        metrics_port = pick_port(args.worker_metrics_port)
+        worker_env = {**env, "WORKER_METRICS_PORT": str(metrics_port),
+                      "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(state_dir / "prometheus"))}
         stack.spawn("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker", "-B",
                                "--concurrency", "2", "--prefetch-multiplier", "1", "--loglevel", "INFO",
-                               "--schedule", str(state_dir / "celerybeat-schedule"), "-n", f"patchpilot@{state_dir.name}"], env)
+                               "--schedule", str(state_dir / "celerybeat-schedule"), "-n", f"patchpilot@{state_dir.name}"], worker_env)
         ui_port = pick_port(args.ui_port)
         if not args.no_ui:
             stack.spawn("ui", [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "ui" / "app.py"),
@@ -136,7 +139,8 @@ def up(args: argparse.Namespace) -> int:
         _wait_ready(env["API_URL"], stack, timeout=90)
         if not args.no_ui:
             wait_for_port(ui_port, 60, proc=dict(stack.procs)["ui"])
-        urls = {"UI": f"http://127.0.0.1:{ui_port}", "API": env["API_URL"], "API docs": env["API_URL"] + "/docs", **urls}
+        urls = {"UI": f"http://127.0.0.1:{ui_port}", "API": env["API_URL"], "API docs": env["API_URL"] + "/docs",
+                "Worker metrics": f"http://127.0.0.1:{metrics_port}/metrics", **urls}
         if args.no_ui:
             urls.pop("UI")
         print(f"patchpilot is up in {time.monotonic() - started:.1f}s (logs in {stack.logs})")
@@ -161,6 +165,15 @@ def up(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.stop()
         print("stopped.", flush=True)
+
+
+def _fresh_dir(path: Path) -> Path:
+    """An empty folder (metric files of a previous run's processes must not be summed into this one's)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def _wait_ready(api_url: str, stack: Stack, timeout: float) -> None:
@@ -189,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--awx-port", type=int, default=8052)
     p_up.add_argument("--pg-port", type=int, default=15432)
     p_up.add_argument("--redis-port", type=int, default=16379)
+    p_up.add_argument("--worker-metrics-port", type=int, default=9808)
     p_up.add_argument("--awx-speed", type=float, default=1.0, help="AWX double speed (1.0: a job takes ~30 s)")
     p_up.add_argument("--no-ui", action="store_true", help="start everything but the Streamlit UI")
     sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")

@@ -57,7 +57,7 @@ def assert_all_gone(pids: list[int], timeout: float = 20) -> None:
 
 @pytest.fixture
 def ports():
-    base = {"api": 18100, "awx": 18152, "pg": 18432, "redis": 18379, "ui": 18501}
+    base = {"api": 18100, "awx": 18152, "pg": 18432, "redis": 18379, "ui": 18501, "worker-metrics": 18808}
     return {name: pick_port(port) for name, port in base.items()}
 
 
@@ -81,6 +81,11 @@ def test_up_runs_a_patch_and_stops_cleanly(tmp_path, ports):
                 break
             time.sleep(0.3)
         assert view["state"] == "succeeded" and view["stages"][-1]["label"] == "Patching completed"
+        metrics = httpx.get(f"http://127.0.0.1:{ports['worker-metrics']}/metrics", timeout=10).text
+        assert 'patchpilot_requests{state="succeeded"} 1.0' in metrics
+        assert 'patchpilot_awx_launches_total{outcome="launched"} 1.0' in metrics
+        api_metrics = httpx.get(f"{api}/metrics", timeout=10).text
+        assert 'patchpilot_request_transitions_total{to_state="approved"} 1.0' in api_metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=60)[0]

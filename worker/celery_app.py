@@ -3,7 +3,9 @@ re-drives anything a lost message left behind."""
 
 from __future__ import annotations
 
-from celery import Celery
+import os
+
+from celery import Celery, signals
 
 from core.settings import get_settings
 
@@ -34,3 +36,41 @@ def make_celery() -> Celery:
 
 
 celery_app = make_celery()
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
+
+@signals.setup_logging.connect
+def _logging(**_kwargs) -> None:
+    from core.observability import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@signals.worker_ready.connect
+def _serve_metrics(**_kwargs) -> None:
+    """Prometheus /metrics of this worker, from its main process."""
+    from prometheus_client import start_http_server
+
+    from core.observability import metrics_registry
+
+    port = get_settings().worker_metrics_port
+    if port:
+        try:
+            start_http_server(port, addr="0.0.0.0", registry=metrics_registry())
+        except OSError as exc:  # a second worker on one host: the first one serves the metrics
+            import logging
+
+            logging.getLogger("patchpilot.worker").warning("metrics port %s unavailable: %s", port, exc)
+
+
+@signals.worker_process_shutdown.connect
+def _forget_child_metrics(pid=None, **_kwargs) -> None:
+    import os
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid or os.getpid())

@@ -21,6 +21,7 @@ from sqlmodel import Session
 from core.db import advisory_lock, session_scope
 from core.faults import crashpoint
 from core.inventory import get_catalog
+from core.observability import AWX_ERRORS, AWX_LAUNCHES, EVENT_LAG
 from core.models import HostResult, JobEvent, PatchRequest, RequestStage, utcnow
 from core.settings import get_settings
 from core.states import (
@@ -73,6 +74,7 @@ def launch(request_id: str, client: AWXClient) -> str:
                 existing = client.find_job_by_request_id(template_id, request_id, since - timedelta(minutes=5))
                 if existing is not None:
                     _record_launch(request_id, template_id, existing, reason="found the job of an interrupted launch")
+                    AWX_LAUNCHES.labels(outcome="adopted").inc()
                     return "recovered"
             if snapshot.attempts > settings.max_launch_attempts:
                 _finish_launch(request_id, ERROR, f"AWX launch did not succeed after {settings.max_launch_attempts} attempts")
@@ -88,9 +90,12 @@ def launch(request_id: str, client: AWXClient) -> str:
             _finish_launch(request_id, FAILED, str(exc))
             return "refused"
         except AWXError as exc:
+            AWX_ERRORS.labels(kind=exc.kind).inc()
             return _launch_failed(request_id, snapshot, exc, client)
 
         crashpoint("after_launch")  # AWX answered 201, nothing recorded yet
+        AWX_LAUNCHES.labels(outcome="launched").inc()
+        log.info("launched AWX job %s", result.job_id, extra={"awx_job_id": result.job_id})
         _record_launch(request_id, template_id, result.job_id, reason="AWX job launched")
         return "launched"
 
@@ -188,6 +193,7 @@ def poll(request_id: str, client: AWXClient) -> bool:
                 seen = {int(e["counter"]) for e in events}
                 events += [e for e in client.job_events(job_id, after_counter=cursor) if int(e["counter"]) not in seen]
         except AWXError as exc:
+            AWX_ERRORS.labels(kind=exc.kind).inc()
             return _poll_failed(request_id, exc)
 
         crashpoint("while_following")
@@ -234,8 +240,12 @@ def _store_events(session: Session, req: PatchRequest, events: list[dict]) -> No
         .returning(JobEvent.counter)
     ).scalars())
     new_events = sorted((e for e in events if int(e["counter"]) in inserted), key=lambda e: int(e["counter"]))
+    now = utcnow()
     for event in new_events:
         _apply_event(session, req, event)
+        created = _parse_time(event.get("created"))
+        if created is not None:
+            EVENT_LAG.observe(max(0.0, (now - created).total_seconds()))
     req.event_cursor = _gap_free_cursor(session, req.id, req.event_cursor)
 
 

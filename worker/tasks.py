@@ -10,6 +10,7 @@ import logging
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from core.observability import bind_request
 from core.settings import get_settings
 from worker import execution
 from worker.awx_client import AWXClient
@@ -29,15 +30,15 @@ DB_RETRY = {
 
 @celery_app.task(name="worker.tasks.launch_request", **DB_RETRY)
 def launch_request(request_id: str) -> str:
-    with AWXClient.from_settings() as client:
+    with bind_request(request_id), AWXClient.from_settings() as client:
         outcome = execution.launch(request_id, client)
-    log.info("launch %s: %s", request_id, outcome)
+        log.info("launch: %s", outcome)
     return outcome
 
 
 @celery_app.task(name="worker.tasks.follow_request", **DB_RETRY)
 def follow_request(request_id: str) -> bool:
-    with AWXClient.from_settings() as client:
+    with bind_request(request_id), AWXClient.from_settings() as client:
         again = execution.poll(request_id, client)
     if again:
         # Re-schedule instead of sleeping: one worker slot follows hundreds of jobs this way.

@@ -60,4 +60,6 @@ async def system(settings: SettingsDep) -> SystemView:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics() -> PlainTextResponse:
-    return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    from core.observability import metrics_registry
+
+    return PlainTextResponse(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)

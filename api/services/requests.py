@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -17,6 +18,8 @@ from core.states import (
     APPROVED, CANCELED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, REJECTED, RUNNING, STAGE_LABELS, TERMINAL,
     IllegalTransition, transition,
 )
+
+log = logging.getLogger("patchpilot.api")
 
 STAGE_PROGRESS = {"pending": 0.0, "prechecks": 0.15, "patching": 0.4, "reboot": 0.7, "postchecks": 0.85,
                   "completed": 1.0, "failed": 1.0, "canceled": 1.0}
@@ -45,6 +48,7 @@ def create_proposal(session: Session, *, result: IntentResult, conversation_id: 
 
     audit(session, actor=user, action="proposed", request_id=req.id,
           detail={"hosts": req.hosts, "patch_group": req.patch_group, "engine": engine})
+    log.info("proposed by %s: %s on %s", user, req.patch_group, ",".join(req.hosts), extra={"patch_request_id": req.id})
     return req
 
 
@@ -58,6 +62,7 @@ def approve(session: Session, request_id: str, user: str) -> PatchRequest:
         raise IllegalTransition(req.id, req.state, APPROVED, f"request {req.id} is {req.state}; only a proposed request can be approved")
     transition(session, req, APPROVED, actor=user, reason="approved", approved_by=user, approved_at=utcnow())
     session.commit()
+    log.info("approved by %s", user, extra={"patch_request_id": req.id})
     _enqueue_launch(req.id)
     session.refresh(req)
     return req

@@ -32,7 +32,8 @@ SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|PRIVATE_KEY|CRE
 # Environment variables that are not Settings fields but are used to build DATABASE_URL / REDIS_URL, or are
 # read by the PostgreSQL and Redis images themselves.
 HELPER_ENV = {"DATABASE_USER", "DATABASE_PASSWORD", "DATABASE_NAME", "REDIS_PASSWORD",
-              "POSTGRESQL_USER", "POSTGRESQL_PASSWORD", "POSTGRESQL_DATABASE"}
+              "POSTGRESQL_USER", "POSTGRESQL_PASSWORD", "POSTGRESQL_DATABASE",
+              "PROMETHEUS_MULTIPROC_DIR"}  # read by prometheus_client in the worker
 SETTINGS_ENV = {name.upper() for name in Settings.model_fields}
 
 

@@ -74,9 +74,25 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = 30.0
     llm_max_tokens: int = 512
     llm_temperature: float = 0.0
+    llm_max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries (with backoff, Retry-After honoured) of one model call on 429, 5xx, timeouts."
+    )
+    llm_max_calls_per_turn: int = Field(default=4, ge=1, le=10, description="Model calls one chat turn may make.")
+    llm_azure_api_version: str = Field(default="2024-10-21", description="Azure OpenAI API version (provider azure).")
+    llm_azure_deployment: str | None = Field(
+        default=None, description="Azure OpenAI deployment name (provider azure); defaults to LLM_MODEL."
+    )
+    memory_max_messages: int = Field(default=12, ge=0, le=100, description="Earlier chat messages sent to the model.")
+    memory_max_chars: int = Field(default=6000, ge=0, description="Character budget of the history sent to the model.")
 
     # --- logging ---------------------------------------------------------------------------------
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line with the patch request id (for log stacks)."
+    )
+    worker_metrics_port: int = Field(
+        default=9808, ge=0, le=65535, description="Prometheus /metrics of a Celery worker; 0 turns it off."
+    )
 
     @field_validator("database_url")
     @classmethod

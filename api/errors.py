@@ -22,6 +22,14 @@ class BadInput(Exception):
     pass
 
 
+class Forbidden(Exception):
+    """The caller may not do this (role, four-eyes). The API answers 403 with the reason; it is audited."""
+
+
+class PolicyRefused(Exception):
+    """The policy refuses this now (change freeze, outside a maintenance window). The API answers 409."""
+
+
 def _readable_validation(exc: RequestValidationError) -> list[dict]:
     out = []
     for err in exc.errors():
@@ -38,6 +46,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse(status_code=403, content={"detail": str(exc)})
+
+    @app.exception_handler(PolicyRefused)
+    async def _policy(_: Request, exc: PolicyRefused) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
 
     @app.exception_handler(BadInput)
     async def _bad(_: Request, exc: BadInput) -> JSONResponse:

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from core.policy import Policy, load_policy
+
 # Groups that name an environment; every other group is a role or an ad-hoc group.
 ENVIRONMENT_GROUPS = ("prod", "staging", "dev")
 
@@ -120,15 +122,28 @@ class Catalog:
 
     inventory: Inventory
     patch_groups: dict[str, PatchGroup]
+    policy: Policy = field(default_factory=Policy)
+
+    def is_refused(self, host: str) -> bool:
+        """Kept out of chat by the inventory (patch_from_chat: false) or by the policy file."""
+        known = self.inventory.hosts.get(host)
+        return known is None or not known.patchable_from_chat or host in self.policy.never_patch_hosts
+
+    def is_production(self, host: str) -> bool:
+        known = self.inventory.hosts.get(host)
+        return known is not None and known.environment in self.policy.production_environments
 
 
 @lru_cache(maxsize=4)
-def load_catalog(inventory_file: Path, patch_groups_file: Path) -> Catalog:
-    return Catalog(inventory=Inventory.load(inventory_file), patch_groups=load_patch_groups(patch_groups_file))
+def load_catalog(inventory_file: Path, patch_groups_file: Path, policy_file: Path | None = None) -> Catalog:
+    inventory = Inventory.load(inventory_file)
+    patch_groups = load_patch_groups(patch_groups_file)
+    policy = load_policy(policy_file, known_hosts=set(inventory.hosts), known_groups=set(patch_groups))
+    return Catalog(inventory=inventory, patch_groups=patch_groups, policy=policy)
 
 
 def get_catalog() -> Catalog:
     from core.settings import get_settings
 
     s = get_settings()
-    return load_catalog(Path(s.inventory_file), Path(s.patch_groups_file))
+    return load_catalog(Path(s.inventory_file), Path(s.patch_groups_file), Path(s.policy_file) if s.policy_file else None)

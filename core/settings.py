@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # --- domain data ------------------------------------------------------------------------------
     inventory_file: Path = FIXTURES_DIR / "demo-inventory.yml"
     patch_groups_file: Path = FIXTURES_DIR / "patch-groups.yml"
+    policy_file: Path = Field(
+        default=FIXTURES_DIR / "policy.yml", description="Patching policy (YAML), validated at start-up."
+    )
 
     # --- behaviour ---------------------------------------------------------------------------------
     proposal_ttl_seconds: int = Field(default=3600, ge=10, description="A proposal not approved in time expires.")

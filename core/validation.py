@@ -230,7 +230,7 @@ def validate_draft(draft: IntentDraft, catalog: Catalog) -> IntentResult:
 
     targets = resolve_targets(draft, inventory)
     hosts, unknown, suggestions = targets.hosts, targets.unknown, targets.suggestions
-    refused = sorted(h for h in hosts if not inventory.hosts[h].patchable_from_chat)
+    refused = sorted(h for h in hosts if catalog.is_refused(h))
     patch_group = canonical_patch_group(draft.patch_group, list(catalog.patch_groups))
     # A patch group that was named but is not known counts as missing: it is never replaced by a default.
     unknown_patch_group = bool(draft.patch_group and draft.patch_group.strip()) and patch_group is None
@@ -276,9 +276,26 @@ def validate_draft(draft: IntentDraft, catalog: Catalog) -> IntentResult:
             patch_group=patch_group, reboot=draft.reboot, check_mode=draft.check_mode, missing=missing,
             unknown_hosts=unknown, suggestions=suggestions, refused_hosts=explicit_refused or refused, message=note,
         )
+    policy = catalog.policy
+    if len(hosts) > policy.max_hosts_per_request:
+        return IntentResult(
+            action="clarify", requested_action=draft.action, patch_group=patch_group, reboot=draft.reboot,
+            check_mode=draft.check_mode, missing=["targets"], refused_hosts=refused,
+            message=f"That is {len(hosts)} hosts; the policy allows at most {policy.max_hosts_per_request} in one "
+                    "request. Please narrow it down (an environment, a role, or a list of hosts).",
+        )
+    reboot = draft.reboot or DEFAULT_REBOOT
+    if reboot != "never" and not policy.may_reboot(patch_group):
+        if draft.reboot is not None:
+            return IntentResult(
+                action="clarify", requested_action=draft.action, hosts=sorted(hosts), patch_group=patch_group,
+                reboot=draft.reboot, check_mode=draft.check_mode, missing=[], refused_hosts=refused,
+                message=f"The policy does not allow {patch_group} runs to reboot. Say 'no reboot' to go ahead.",
+            )
+        reboot = "never"  # the default yields to the policy; an explicit request is asked about above
     return IntentResult(
         action=draft.action, hosts=sorted(hosts), patch_group=patch_group,
-        reboot=draft.reboot or DEFAULT_REBOOT, check_mode=draft.check_mode or draft.action == "precheck",
+        reboot=reboot, check_mode=draft.check_mode or draft.action == "precheck",
         refused_hosts=refused, message=draft.note or "",
     )
 

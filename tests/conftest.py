@@ -204,3 +204,13 @@ def api(stack_env, db):
 
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
+
+
+@pytest.fixture
+def as_user(db):
+    """Headers that authenticate as `name` with `role`: `api.post(..., headers=as_user("bob", "approver"))`."""
+
+    def headers(name: str, role: str = "requester") -> dict[str, str]:
+        return {"X-Patchpilot-User": name}
+
+    return headers

@@ -37,7 +37,7 @@ def get_request(request_id: RequestId, session: SessionDep, catalog: CatalogDep,
 @router.post("/{request_id}/approve", response_model=RequestView, responses=ERRORS)
 def approve(request_id: RequestId, session: SessionDep, user: UserDep, catalog: CatalogDep, settings: SettingsDep) -> RequestView:
     """The only way a patch run starts: a person's click, with their identity."""
-    return service.view(session, service.approve(session, request_id, user), catalog, settings)
+    return service.view(session, service.approve(session, request_id, user, catalog), catalog, settings)
 
 
 @router.post("/{request_id}/reject", response_model=RequestView, responses=ERRORS)

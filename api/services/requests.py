@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlmodel import Session
 
-from api.errors import NotFound
+from api.errors import Forbidden, NotFound, PolicyRefused
 from api.schemas import HostView, RequestView, StageView
 from core.intent import IntentResult
 from core.inventory import Catalog
@@ -52,7 +52,7 @@ def create_proposal(session: Session, *, result: IntentResult, conversation_id: 
     return req
 
 
-def approve(session: Session, request_id: str, user: str) -> PatchRequest:
+def approve(session: Session, request_id: str, user: str, catalog: Catalog | None = None) -> PatchRequest:
     req = get_request(session, request_id)
     if req.state == PROPOSED and req.expires_at and req.expires_at < utcnow():
         transition(session, req, EXPIRED, actor="system", reason="not approved in time")
@@ -60,12 +60,39 @@ def approve(session: Session, request_id: str, user: str) -> PatchRequest:
         raise IllegalTransition(req.id, EXPIRED, APPROVED, f"proposal {req.id} expired at {req.expires_at:%Y-%m-%d %H:%M:%S} UTC; ask again")
     if req.state != PROPOSED:
         raise IllegalTransition(req.id, req.state, APPROVED, f"request {req.id} is {req.state}; only a proposed request can be approved")
+    if catalog is not None:
+        _check_policy(session, req, user, catalog)
     transition(session, req, APPROVED, actor=user, reason="approved", approved_by=user, approved_at=utcnow())
     session.commit()
     log.info("approved by %s", user, extra={"patch_request_id": req.id})
     _enqueue_launch(req.id)
     session.refresh(req)
     return req
+
+
+def deny(session: Session, *, user: str, request_id: str | None, reason: str, error: type[Exception]) -> Exception:
+    """Audit a refusal (committed, whatever the caller does next) and return the error to raise."""
+    from core.states import audit
+
+    session.rollback()
+    audit(session, actor=user, action="denied", request_id=request_id, reason=reason)
+    session.commit()
+    log.warning("denied %s: %s", user, reason, extra={"patch_request_id": request_id})
+    return error(reason)
+
+
+def _check_policy(session: Session, req: PatchRequest, user: str, catalog: Catalog) -> None:
+    policy = catalog.policy
+    production = sorted(h for h in req.hosts if catalog.is_production(h))
+    if user == req.requested_by and (production or not policy.allow_self_approval_non_production):
+        why = (f"four-eyes: {', '.join(production)} {'is' if len(production) == 1 else 'are'} production; "
+               "someone other than the requester must approve") if production else \
+              "the policy does not allow approving your own request"
+        raise deny(session, user=user, request_id=req.id, reason=why, error=Forbidden)
+    environments = {catalog.inventory.hosts[h].environment or "other" for h in req.hosts if h in catalog.inventory.hosts}
+    refusal = policy.when_refused(environments, utcnow())
+    if refusal:
+        raise deny(session, user=user, request_id=req.id, reason=f"cannot approve now: {refusal}", error=PolicyRefused)
 
 
 def _enqueue_launch(request_id: str) -> None:

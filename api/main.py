@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.routes import chat, conversations, requests, system
+from core.inventory import check_catalog
 from core.observability import configure_logging
 from core.settings import get_settings
+
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI):
+    """Serve Prometheus metrics on their own port: the API port has no unauthenticated routes but the probes."""
+    port = get_settings().api_metrics_port
+    if port:
+        from prometheus_client import start_http_server
+
+        from core.observability import metrics_registry
+
+        try:
+            start_http_server(port, addr="0.0.0.0", registry=metrics_registry())
+        except OSError as exc:
+            logging.getLogger("patchpilot.api").warning("metrics port %s unavailable: %s", port, exc)
+    yield
 
 
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    check_catalog()  # a broken inventory, patch-group or policy file stops the start, with its reason
     app = FastAPI(
+        lifespan=_lifespan,
         title="patchpilot",
         version="0.1.0",
         description="Chat-driven patching for Ansible AWX. The model proposes; a person approves; AWX runs.",

@@ -132,5 +132,11 @@ class SystemView(BaseModel):
     awx_url: str | None
 
 
+class MeView(BaseModel):
+    user: str
+    roles: list[str]
+    via: str
+
+
 class ErrorOut(BaseModel):
     detail: Any

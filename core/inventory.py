@@ -147,3 +147,15 @@ def get_catalog() -> Catalog:
 
     s = get_settings()
     return load_catalog(Path(s.inventory_file), Path(s.patch_groups_file), Path(s.policy_file) if s.policy_file else None)
+
+
+def check_catalog() -> Catalog:
+    """Load the inventory, patch groups and policy at start-up; exit with a readable reason if one is broken."""
+    from core.policy import PolicyError
+
+    try:
+        return get_catalog()
+    except PolicyError as exc:
+        raise SystemExit(f"patchpilot cannot start: {exc}") from None
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise SystemExit(f"patchpilot cannot start: the inventory or patch-group file is unusable: {exc}") from None

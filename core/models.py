@@ -155,3 +155,18 @@ class AuditLog(SQLModel, table=True):
     to_state: str | None = Field(default=None, max_length=20)
     reason: str | None = Field(default=None, sa_column=Column(Text))
     detail: dict | None = Field(default=None, sa_column=Column(JSON))
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token. Only its SHA-256 is stored: the token itself is shown once, when it is created."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    user: str = Field(max_length=200, index=True)
+    name: str = Field(default="", max_length=200)
+    token_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_used_at: datetime | None = _ts()
+    revoked_at: datetime | None = _ts()

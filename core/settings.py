@@ -67,7 +67,24 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="A request untouched this long in approved/queued/launching/running is re-driven."
     )
     max_chat_chars: int = Field(default=2000, ge=10)
-    default_user: str = Field(default="operator", description="Identity used when no identity header is sent.")
+
+    # --- identity and limits -------------------------------------------------------------------------
+    auth_mode: Literal["token", "proxy"] = Field(
+        default="token",
+        description="token: `Authorization: Bearer` API tokens (create with `patchpilot token create`). proxy: "
+        "trust X-Forwarded-User / X-Forwarded-Groups, set only when OpenShift's OAuth proxy is in front.",
+    )
+    proxy_user_header: str = "X-Forwarded-User"
+    proxy_groups_header: str = "X-Forwarded-Groups"
+    role_groups: dict[str, str] = Field(
+        default_factory=lambda: {
+            "patchpilot-viewers": "viewer", "patchpilot-requesters": "requester",
+            "patchpilot-approvers": "approver", "patchpilot-admins": "admin",
+        },
+        description="proxy mode: group name -> role (JSON).",
+    )
+    chat_rate_limit: str = Field(default="30/minute", description="Per-user chat messages (limits syntax).")
+    approve_rate_limit: str = Field(default="20/minute", description="Per-user approve/reject/cancel clicks.")
 
     # --- LLM (optional) --------------------------------------------------------------------------
     llm_provider: Literal["none", "openai", "azure"] = "none"
@@ -92,6 +109,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per line with the patch request id (for log stacks)."
+    )
+    api_metrics_port: int = Field(
+        default=9809, ge=0, le=65535, description="Prometheus /metrics of the API, on its own port; 0 turns it off."
     )
     worker_metrics_port: int = Field(
         default=9808, ge=0, le=65535, description="Prometheus /metrics of a Celery worker; 0 turns it off."

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from core.identity import ROLES
 from core.settings import PROJECT_ROOT, get_settings, reset_settings_cache
 from patchpilot.embedded import (
     EmbeddedPostgres, EmbeddedRedis, kill_leftovers, pick_port, stop_process, wait_for_port,
@@ -120,11 +121,14 @@ def up(args: argparse.Namespace) -> int:
             urls["AWX test double"] = env["AWX_URL"]
 
         migrate(database_url)
+        admin_token = _local_admin_token(state_dir, database_url)
+        env["PATCHPILOT_TOKEN"] = admin_token  # the UI's default identity in the quick start
 
         api_port = pick_port(args.api_port)
         env["API_URL"] = f"http://127.0.0.1:{api_port}"
+        api_metrics_port = pick_port(args.api_metrics_port)
         stack.spawn("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", args.host,
-                            "--port", str(api_port), "--no-access-log"], env)
+                            "--port", str(api_port), "--no-access-log"], {**env, "API_METRICS_PORT": str(api_metrics_port)})
         metrics_port = pick_port(args.worker_metrics_port)
         worker_env = {**env, "WORKER_METRICS_PORT": str(metrics_port),
                       "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(state_dir / "prometheus"))}
@@ -140,12 +144,16 @@ def up(args: argparse.Namespace) -> int:
         if not args.no_ui:
             wait_for_port(ui_port, 60, proc=dict(stack.procs)["ui"])
         urls = {"UI": f"http://127.0.0.1:{ui_port}", "API": env["API_URL"], "API docs": env["API_URL"] + "/docs",
+                "API metrics": f"http://127.0.0.1:{api_metrics_port}/metrics",
                 "Worker metrics": f"http://127.0.0.1:{metrics_port}/metrics", **urls}
         if args.no_ui:
             urls.pop("UI")
         print(f"patchpilot is up in {time.monotonic() - started:.1f}s (logs in {stack.logs})")
         for name, url in urls.items():
             print(f"  {name:<24} {url}")
+        print(f"Local admin API token (also the UI's default): {admin_token}")
+        print(f'  curl -H "Authorization: Bearer {admin_token}" {env["API_URL"]}/api/v1/me')
+        print("  more users: patchpilot token create NAME --role requester|approver|viewer|admin")
         print("Press Ctrl-C to stop.", flush=True)
         while True:
             for name, proc in stack.procs:
@@ -165,6 +173,58 @@ def up(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.stop()
         print("stopped.", flush=True)
+
+
+def token_command(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from core.db import get_engine
+    from core.identity import create_token, revoke_token
+    from core.models import ApiToken
+
+    try:
+        engine = get_engine()
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    with Session(engine) as session:
+        if args.token_command == "create":
+            print(create_token(session, user=args.user, roles=args.role, name=args.name))
+            return 0
+        if args.token_command == "list":
+            for row in session.execute(select(ApiToken).order_by(ApiToken.id)).scalars():
+                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+                print(f"{row.id}\t{row.user}\t{','.join(row.roles)}\t{row.name}\t{state}")
+            return 0
+        if revoke_token(session, args.id):
+            print(f"token {args.id} revoked")
+            return 0
+        print(f"no active token with id {args.id}", file=sys.stderr)
+        return 1
+
+
+def _local_admin_token(state_dir: Path, database_url: str) -> str:
+    """The quick start's admin token: made once, kept in the state folder (mode 600), reused while valid."""
+    from sqlalchemy import create_engine
+    from sqlmodel import Session
+
+    from core.identity import create_token, principal_for_token
+
+    path = state_dir / "admin-token"
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as session:
+            if path.exists():
+                token = path.read_text().strip()
+                if principal_for_token(session, token) is not None:
+                    return token
+            token = create_token(session, user="admin", roles=["admin"], name="quick start")
+    finally:
+        engine.dispose()
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
 
 
 def _fresh_dir(path: Path) -> Path:
@@ -203,10 +263,22 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--pg-port", type=int, default=15432)
     p_up.add_argument("--redis-port", type=int, default=16379)
     p_up.add_argument("--worker-metrics-port", type=int, default=9808)
+    p_up.add_argument("--api-metrics-port", type=int, default=9809)
     p_up.add_argument("--awx-speed", type=float, default=1.0, help="AWX double speed (1.0: a job takes ~30 s)")
     p_up.add_argument("--no-ui", action="store_true", help="start everything but the Streamlit UI")
     sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
+    p_token = sub.add_parser("token", help="manage API tokens (DATABASE_URL)")
+    token_sub = p_token.add_subparsers(dest="token_command", required=True)
+    p_create = token_sub.add_parser("create", help="create a token and print it (only its hash is stored)")
+    p_create.add_argument("user")
+    p_create.add_argument("--role", action="append", required=True, choices=ROLES, help="repeat for several")
+    p_create.add_argument("--name", default="", help="what the token is for")
+    token_sub.add_parser("list", help="list tokens (never the secrets)")
+    p_revoke = token_sub.add_parser("revoke", help="revoke a token by its id")
+    p_revoke.add_argument("id", type=int)
     args = parser.parse_args(argv)
+    if args.command == "token":
+        return token_command(args)
     if args.command == "up":
         return up(args)
     if args.command == "migrate":

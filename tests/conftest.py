@@ -28,7 +28,42 @@ TEST_ENV = {
     "AWX_RETRY_ATTEMPTS": "3",
     "PROPOSAL_TTL_SECONDS": "600",
     "WORKER_METRICS_PORT": "0",
+    "API_METRICS_PORT": "0",
+    "CHAT_RATE_LIMIT": "1000/minute",
+    "APPROVE_RATE_LIMIT": "1000/minute",
 }
+
+# Well-known test identities: user -> roles. `bearer(user)` gives their Authorization header.
+TEST_USERS = {
+    "alice": ["requester"], "bob": ["approver"], "carol": ["approver"], "vic": ["viewer"], "root": ["admin"],
+    "mallory": [],
+}
+
+
+def test_token(user: str) -> str:
+    return f"pp_test-{user}"
+
+
+def bearer(user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {test_token(user)}"}
+
+
+def ensure_test_tokens(database_url: str) -> None:
+    """Insert the well-known tokens (hashed) into a database; idempotent."""
+    from sqlalchemy import create_engine, text
+
+    from core.identity import hash_token
+
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        for user, roles in TEST_USERS.items():
+            if not roles:
+                continue
+            conn.execute(text(
+                "INSERT INTO api_tokens (\"user\", name, token_hash, roles, created_at) "
+                "VALUES (:u, 'test', :h, CAST(:r AS json), now()) ON CONFLICT (token_hash) DO NOTHING"),
+                {"u": user, "h": hash_token(test_token(user)), "r": __import__("json").dumps(roles)})
+    engine.dispose()
 
 
 def _set_env(**values: str) -> None:
@@ -91,7 +126,8 @@ def database_url(services: Services) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-TABLES = ("job_events", "host_results", "request_stages", "audit_log", "messages", "patch_requests", "conversations")
+TABLES = ("job_events", "host_results", "request_stages", "audit_log", "messages", "patch_requests", "conversations",
+          "api_tokens")
 
 
 @pytest.fixture
@@ -103,6 +139,10 @@ def db(database_url: str) -> str:
 
     with get_engine().begin() as conn:
         conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    ensure_test_tokens(database_url)
+    from api.auth import reset_rate_limits
+
+    reset_rate_limits()
     return database_url
 
 
@@ -202,15 +242,25 @@ def api(stack_env, db):
 
     from api.main import app
 
-    with TestClient(app, raise_server_exceptions=False) as client:
+    # Reads go as the viewer "vic" unless a test sends other credentials.
+    with TestClient(app, raise_server_exceptions=False, headers=bearer("vic")) as client:
         yield client
 
 
 @pytest.fixture
 def as_user(db):
     """Headers that authenticate as `name` with `role`: `api.post(..., headers=as_user("bob", "approver"))`."""
+    from sqlmodel import Session
+
+    from core.db import get_engine
+    from core.identity import create_token
+
+    made: dict[tuple[str, str], str] = {}
 
     def headers(name: str, role: str = "requester") -> dict[str, str]:
-        return {"X-Patchpilot-User": name}
+        if (name, role) not in made:
+            with Session(get_engine()) as session:
+                made[(name, role)] = create_token(session, user=name, roles=[role], name="test")
+        return {"Authorization": f"Bearer {made[(name, role)]}"}
 
     return headers

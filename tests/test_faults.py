@@ -22,8 +22,11 @@ from patchpilot.embedded import EmbeddedPostgres, EmbeddedRedis, pick_port, stop
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
-USER = {"X-Patchpilot-User": "alice"}
-APPROVER = {"X-Patchpilot-User": "bob"}
+from conftest import bearer, ensure_test_tokens
+
+USER = bearer("alice")
+APPROVER = bearer("bob")
+VIEWER = bearer("vic")
 
 
 class Stack:
@@ -88,7 +91,7 @@ class Stack:
         return httpx.post(f"{self.api_url}/api/v1/requests/{request_id}/approve", headers=APPROVER, timeout=20)
 
     def get(self, request_id: str) -> dict:
-        return httpx.get(f"{self.api_url}/api/v1/requests/{request_id}", timeout=20).json()
+        return httpx.get(f"{self.api_url}/api/v1/requests/{request_id}", headers=VIEWER, timeout=20).json()
 
     def wait(self, request_id: str, predicate, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
@@ -104,7 +107,7 @@ class Stack:
         raise AssertionError(f"timed out waiting; last view: {view}")
 
     def events(self, request_id: str) -> list[dict]:
-        return httpx.get(f"{self.api_url}/api/v1/requests/{request_id}/events", timeout=20).json()["items"]
+        return httpx.get(f"{self.api_url}/api/v1/requests/{request_id}/events", headers=VIEWER, timeout=20).json()["items"]
 
 
 def terminal(view: dict) -> bool:
@@ -124,7 +127,7 @@ def own_redis(tmp_path_factory):
 
 
 @pytest.fixture
-def stack(database_url, own_redis, awx_double, tmp_path):
+def stack(db, database_url, own_redis, awx_double, tmp_path):
     import redis as redis_lib
 
     redis_lib.Redis.from_url(own_redis.url).flushall()
@@ -373,6 +376,7 @@ def test_postgres_restart_under_load_503_then_recovery(awx_double, own_redis, tm
     try:
         url = pg.ensure_database("patchpilot")
         migrate(url)
+        ensure_test_tokens(url)
         env = {"DATABASE_URL": url, "REDIS_URL": own_redis.url, "AWX_URL": awx_double.url,
                "AWX_TOKEN": awx_double.token, "FOLLOW_POLL_SECONDS": "0.5", "SWEEP_INTERVAL_SECONDS": "1",
                "STUCK_AFTER_SECONDS": "4"}
@@ -383,9 +387,10 @@ def test_postgres_restart_under_load_503_then_recovery(awx_double, own_redis, tm
             stack.approve(request_id)
             stack.wait(request_id, lambda v: v["state"] == "running")
             pg.stop()
-            outage = [httpx.get(f"{stack.api_url}/api/v1/requests/{request_id}", timeout=20) for _ in range(3)]
+            outage = [httpx.get(f"{stack.api_url}/api/v1/requests/{request_id}", headers=VIEWER, timeout=20)
+                      for _ in range(3)]
             outage.append(httpx.post(f"{stack.api_url}/api/v1/chat", json={"text": "Patch web-01 with Group-1"},
-                                     timeout=20))
+                                     headers=USER, timeout=20))
             assert {r.status_code for r in outage} == {503}
             assert all("database" in r.json()["detail"].lower() for r in outage)
             assert httpx.get(f"{stack.api_url}/readyz", timeout=20).status_code == 503

@@ -7,7 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 pytestmark = pytest.mark.integration
-USER = {"X-Patchpilot-User": "alice"}
+from conftest import bearer
+
+USER = bearer("alice")
 
 
 def wait_for(api, request_id, predicate, timeout=60.0):
@@ -27,7 +29,7 @@ def propose_and_approve(api, text):
     chat = api.post("/api/v1/chat", json={"text": text}, headers=USER).json()
     assert chat["proposal"], chat
     request_id = chat["proposal"]["id"]
-    approved = api.post(f"/api/v1/requests/{request_id}/approve", headers={"X-Patchpilot-User": "bob"})
+    approved = api.post(f"/api/v1/requests/{request_id}/approve", headers=bearer("bob"))
     assert approved.status_code == 200, approved.text
     return request_id
 
@@ -93,7 +95,8 @@ def test_ten_concurrent_approvals_launch_one_job(api, awx_double, worker_process
     request_id = chat["proposal"]["id"]
     with ThreadPoolExecutor(10) as pool:
         codes = list(pool.map(lambda i: api.post(f"/api/v1/requests/{request_id}/approve",
-                                                 headers={"X-Patchpilot-User": f"u{i}"}).status_code, range(10)))
+                                                 headers=bearer("bob" if i % 2 else "carol")).status_code,
+                              range(10)))
     assert codes.count(200) == 1 and codes.count(409) == 9
     wait_for(api, request_id, lambda v: v["terminal"])
     assert awx_double.stats()["launches_by_request"] == {request_id: 1}

@@ -27,7 +27,12 @@ def test_binding_ends_with_its_context():
 
 
 def test_metrics_report_requests_by_state_from_the_database(api):
-    api.post("/api/v1/chat", json={"text": "Patch web-01 with Group-1"})
-    text = api.get("/metrics").text
+    from prometheus_client import generate_latest
+
+    from conftest import bearer
+    from core.observability import metrics_registry
+
+    api.post("/api/v1/chat", json={"text": "Patch web-01 with Group-1"}, headers=bearer("alice"))
+    text = generate_latest(metrics_registry()).decode()
     assert 'patchpilot_requests{state="proposed"} 1.0' in text
     assert "patchpilot_follow_lag_seconds" in text

@@ -3,6 +3,7 @@ after a crash a second `up` cleans what the first one left."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +42,12 @@ def wait_until_up(proc: subprocess.Popen, timeout: float = 120) -> list[str]:
     raise AssertionError("up did not become ready:\n" + "".join(lines))
 
 
+def admin_token(output: str) -> str:
+    match = re.search(r"Local admin API token .*: (pp_\S+)", output)
+    assert match, output
+    return match.group(1)
+
+
 def recorded_pids(state_dir: Path) -> list[int]:
     return list(json.loads((state_dir / "pids.json").read_text()).values())
 
@@ -57,7 +64,8 @@ def assert_all_gone(pids: list[int], timeout: float = 20) -> None:
 
 @pytest.fixture
 def ports():
-    base = {"api": 18100, "awx": 18152, "pg": 18432, "redis": 18379, "ui": 18501, "worker-metrics": 18808}
+    base = {"api": 18100, "awx": 18152, "pg": 18432, "redis": 18379, "ui": 18501, "worker-metrics": 18808,
+            "api-metrics": 18809}
     return {name: pick_port(port) for name, port in base.items()}
 
 
@@ -66,17 +74,21 @@ def test_up_runs_a_patch_and_stops_cleanly(tmp_path, ports):
     try:
         output = "".join(wait_until_up(proc))
         assert f"http://127.0.0.1:{ports['api']}" in output
+        auth = {"Authorization": f"Bearer {admin_token(output)}"}
         assert "PostgreSQL (embedded)" in output and "Redis (embedded)" in output and "AWX test double" in output
         pids = recorded_pids(tmp_path / "state")
         assert len(pids) == 5  # postgres, redis, awx double, api, worker
 
         api = f"http://127.0.0.1:{ports['api']}"
-        chat = httpx.post(f"{api}/api/v1/chat", json={"text": "Patch server web-01 with Group-1"}, timeout=10).json()
+        assert httpx.get(f"{api}/api/v1/me", timeout=10).status_code == 401  # no token, no access
+        # The local admin may approve their own request outside production (the demo policy allows it).
+        chat = httpx.post(f"{api}/api/v1/chat", json={"text": "Patch server dev-web-01 with Group-1"},
+                          headers=auth, timeout=10).json()
         request_id = chat["proposal"]["id"]
-        assert httpx.post(f"{api}/api/v1/requests/{request_id}/approve", timeout=10).status_code == 200
+        assert httpx.post(f"{api}/api/v1/requests/{request_id}/approve", headers=auth, timeout=10).status_code == 200
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            view = httpx.get(f"{api}/api/v1/requests/{request_id}", timeout=10).json()
+            view = httpx.get(f"{api}/api/v1/requests/{request_id}", headers=auth, timeout=10).json()
             if view["terminal"]:
                 break
             time.sleep(0.3)
@@ -84,7 +96,7 @@ def test_up_runs_a_patch_and_stops_cleanly(tmp_path, ports):
         metrics = httpx.get(f"http://127.0.0.1:{ports['worker-metrics']}/metrics", timeout=10).text
         assert 'patchpilot_requests{state="succeeded"} 1.0' in metrics
         assert 'patchpilot_awx_launches_total{outcome="launched"} 1.0' in metrics
-        api_metrics = httpx.get(f"{api}/metrics", timeout=10).text
+        api_metrics = httpx.get(f"http://127.0.0.1:{ports['api-metrics']}/metrics", timeout=10).text
         assert 'patchpilot_request_transitions_total{to_state="approved"} 1.0' in api_metrics
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -98,9 +110,10 @@ def test_up_runs_a_patch_and_stops_cleanly(tmp_path, ports):
 def test_second_up_after_a_crash_cleans_up_and_reuses_the_data(tmp_path, ports):
     state = tmp_path / "state"
     first = start_up(state, ports)
-    wait_until_up(first)
+    first_output = "".join(wait_until_up(first))
     api = f"http://127.0.0.1:{ports['api']}"
-    chat = httpx.post(f"{api}/api/v1/chat", json={"text": "Patch web-02 with Group-2"}, timeout=10).json()
+    auth = {"Authorization": f"Bearer {admin_token(first_output)}"}
+    chat = httpx.post(f"{api}/api/v1/chat", json={"text": "Patch web-02 with Group-2"}, headers=auth, timeout=10).json()
     orphans = recorded_pids(state)
     first.kill()  # the launcher dies without cleaning up; its children live on
     first.wait()
@@ -111,7 +124,8 @@ def test_second_up_after_a_crash_cleans_up_and_reuses_the_data(tmp_path, ports):
         output = "".join(wait_until_up(second))
         assert "cleaned" in output
         assert_all_gone(orphans)
-        view = httpx.get(f"{api}/api/v1/requests/{chat['proposal']['id']}", timeout=10).json()
+        assert admin_token(output) == admin_token(first_output)  # the quick-start token is kept
+        view = httpx.get(f"{api}/api/v1/requests/{chat['proposal']['id']}", headers=auth, timeout=10).json()
         assert view["state"] == "proposed"  # the embedded database kept the data
         pids = recorded_pids(state)
     finally:

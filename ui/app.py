@@ -5,7 +5,6 @@ Talks to the patchpilot API over HTTP only; the API address comes from `API_URL`
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,24 +13,14 @@ import streamlit as st
 from core.settings import get_settings
 from ui import views
 from ui.client import ApiError, PatchpilotClient
+from ui.views import default_user
 
 EXAMPLE_PROMPT = "Patch server web-01 with Group-1"
 
 
-def default_user() -> str:
-    return os.environ.get("PATCHPILOT_USER") or "operator"
-
-
-def get_client(user: str) -> PatchpilotClient:
-    """The session's API client, rebuilt when the API address or the user name changes."""
-    base_url = get_settings().api_url.rstrip("/")
-    client = st.session_state.get("pp_client")
-    if client is None or client.base_url != base_url or client.user != user:
-        if client is not None:
-            client.close()
-        client = PatchpilotClient(base_url, user)
-        st.session_state["pp_client"] = client
-    return client
+def get_client() -> PatchpilotClient:
+    """The session's API client for the name in the sidebar (rebuilt when the address or the name changes)."""
+    return views.session_client(get_settings().api_url)
 
 
 # --- sidebar ------------------------------------------------------------------------------------
@@ -167,8 +156,8 @@ def main() -> None:
 
     with st.sidebar:
         st.title("🩹 patchpilot")
-        user = st.text_input("Your name", key="pp_user").strip() or default_user()
-        client = get_client(user)
+        st.text_input("Your name", key="pp_user")
+        client = get_client()
         try:
             system, system_error = client.system(), None
         except ApiError as exc:

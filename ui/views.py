@@ -7,6 +7,7 @@ running; the `render_*` functions draw with Streamlit and take the API client as
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -224,6 +225,27 @@ def request_choice_label(req: Mapping[str, Any]) -> str:
 # --- Streamlit pieces ---------------------------------------------------------------------------
 
 
+def default_user() -> str:
+    return os.environ.get("PATCHPILOT_USER") or "operator"
+
+
+def session_client(base_url: str) -> PatchpilotClient:
+    """The session's API client for the name now in the sidebar, rebuilt when the address or the name changes.
+
+    Button callbacks call it too instead of using the client their button was drawn with: a callback runs
+    before the page is drawn again, and after a name change that client is closed (or speaks for the old name).
+    """
+    base_url = base_url.rstrip("/")
+    user = str(st.session_state.get("pp_user") or "").strip() or default_user()
+    client = st.session_state.get("pp_client")
+    if client is None or client.base_url != base_url or client.user != user:
+        if client is not None:
+            client.close()
+        client = PatchpilotClient(base_url, user)
+        st.session_state["pp_client"] = client
+    return client
+
+
 @contextlib.contextmanager
 def shown_errors(what: str) -> Iterator[None]:
     """Show any failure inside as a message instead of a traceback."""
@@ -272,6 +294,7 @@ def _decide(client: PatchpilotClient, request_id: str, action: str) -> None:
         return  # second click of a double click
     st.session_state[key] = action
     st.session_state.pop(_decision_error_key(request_id), None)
+    client = session_client(client.base_url)
     try:
         if action == "approve":
             client.approve(request_id)
@@ -290,10 +313,11 @@ def render_proposal_card(client: PatchpilotClient, item: Mapping[str, Any]) -> N
     state = item.get("state", "proposed")
     hosts = host_names(item.get("hosts") or [])
     action = "Pre-checks" if item.get("action") == "precheck" else "Patch"
+    # The card is drawn once per page run while the progress view below refreshes on its own: once the
+    # run started, the card shows the decision so it never contradicts the live state under it.
+    badge = state_badge("approved" if shows_progress(state) else state)
     with st.container(border=True):
-        st.markdown(
-            f"**{action} proposal** · {len(hosts)} host{'s' if len(hosts) != 1 else ''} · {state_badge(state)}"
-        )
+        st.markdown(f"**{action} proposal** · {len(hosts)} host{'s' if len(hosts) != 1 else ''} · {badge}")
         st.markdown("**Target hosts**")
         for env, names in environment_groups(item):
             colour = "red" if env == "prod" else "orange" if env == "staging" else "blue"
@@ -356,6 +380,7 @@ def _cancel(client: PatchpilotClient, request_id: str) -> None:
         return
     st.session_state[key] = True
     st.session_state.pop(f"pp_cancel_error:{request_id}", None)
+    client = session_client(client.base_url)
     try:
         client.cancel(request_id)
     except ApiError as exc:
@@ -377,7 +402,19 @@ def _draw_timeline(req: Mapping[str, Any]) -> None:
         column.markdown(text)
 
 
-def _draw_events(client: PatchpilotClient, request_id: str) -> None:
+def events_cursor(after: int, counters: Sequence[int], final: bool) -> int:
+    """The `after` of the next events fetch. A running job's events can be stored out of order (25 after 26),
+    so the cursor only moves over an unbroken run of counters and a late event is still fetched next time;
+    once the run ended every event is stored and the cursor moves to the last one."""
+    got = set(counters)
+    if final:
+        return max(after, *got) if got else after
+    while after + 1 in got:
+        after += 1
+    return after
+
+
+def _draw_events(client: PatchpilotClient, request_id: str, final: bool = False) -> None:
     """The newest job events, fetched incrementally so a refresh only asks for what is new."""
     key = f"pp_events:{request_id}"
     seen = st.session_state.setdefault(key, {"after": 0, "items": []})
@@ -387,8 +424,13 @@ def _draw_events(client: PatchpilotClient, request_id: str) -> None:
         st.caption(f"Job events unavailable: {exc}")
         new = []
     if new:
-        seen["items"] = (seen["items"] + new)[-MAX_EVENTS_KEPT:]
-        seen["after"] = max(int(e.get("counter") or 0) for e in new + [{"counter": seen["after"]}])
+        def counter(event: Mapping[str, Any]) -> int:
+            return int(event.get("counter") or 0)
+
+        known = {counter(e) for e in seen["items"]}
+        merged = seen["items"] + [e for e in new if counter(e) not in known]
+        seen["items"] = sorted(merged, key=counter)[-MAX_EVENTS_KEPT:]
+        seen["after"] = events_cursor(seen["after"], [counter(e) for e in new], final)
     if not seen["items"]:
         return
     with st.expander(f"Job events ({len(seen['items'])})"):
@@ -461,7 +503,7 @@ def draw_progress(client: PatchpilotClient, req: Mapping[str, Any]) -> None:
         st.error(cancel_error)
 
     if state not in ("proposed", "approved"):
-        _draw_events(client, request_id)
+        _draw_events(client, request_id, final=state in TERMINAL_STATES)
 
 
 def _live_progress(client: PatchpilotClient, request_id: str, refreshing: bool) -> None:

@@ -49,6 +49,13 @@ def _logging(**_kwargs) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
+@signals.worker_init.connect
+def _check_catalog(**_kwargs) -> None:
+    from core.inventory import check_catalog
+
+    check_catalog()
+
+
 @signals.worker_ready.connect
 def _serve_metrics(**_kwargs) -> None:
     """Prometheus /metrics of this worker, from its main process."""

@@ -2,11 +2,12 @@ import asyncio
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from sse_starlette.sse import EventSourceResponse
 from sqlmodel import Session
 
-from api.deps import CatalogDep, SessionDep, SettingsDep, UserDep
+from api.auth import rate_limit
+from api.deps import ApproverDep, CatalogDep, RequesterDep, SessionDep, SettingsDep, ViewerDep
 from api.schemas import ID_PATTERN, ErrorOut, EventList, EventView, RequestList, RequestView
 from api.services import requests as service
 from core.db import get_engine
@@ -14,11 +15,12 @@ from core.states import STATES, TERMINAL
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
 RequestId = Annotated[str, Path(pattern=ID_PATTERN, description="The request id (32 hex characters).")]
-ERRORS = {404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+DECIDE = dict(responses={**ERRORS, 429: {"model": ErrorOut}}, dependencies=[Depends(rate_limit("decide"))])
 
 
 @router.get("", response_model=RequestList)
-def list_requests(session: SessionDep, catalog: CatalogDep, settings: SettingsDep,
+def list_requests(session: SessionDep, catalog: CatalogDep, settings: SettingsDep, _: ViewerDep,
                   state: Annotated[str | None, Query(description=f"One of {', '.join(STATES)}")] = None,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50) -> RequestList:
     if state is not None and state not in STATES:
@@ -30,28 +32,36 @@ def list_requests(session: SessionDep, catalog: CatalogDep, settings: SettingsDe
 
 
 @router.get("/{request_id}", response_model=RequestView, responses=ERRORS)
-def get_request(request_id: RequestId, session: SessionDep, catalog: CatalogDep, settings: SettingsDep) -> RequestView:
+def get_request(request_id: RequestId, session: SessionDep, catalog: CatalogDep, settings: SettingsDep,
+                _: ViewerDep) -> RequestView:
     return service.view(session, service.get_request(session, request_id), catalog, settings)
 
 
-@router.post("/{request_id}/approve", response_model=RequestView, responses=ERRORS)
-def approve(request_id: RequestId, session: SessionDep, user: UserDep, catalog: CatalogDep, settings: SettingsDep) -> RequestView:
-    """The only way a patch run starts: a person's click, with their identity."""
-    return service.view(session, service.approve(session, request_id, user, catalog), catalog, settings)
+@router.post("/{request_id}/approve", response_model=RequestView, **DECIDE)
+def approve(request_id: RequestId, session: SessionDep, caller: ApproverDep, catalog: CatalogDep,
+            settings: SettingsDep) -> RequestView:
+    """The only way a patch run starts: a person's click, with their identity (approver role, four-eyes)."""
+    return service.view(session, service.approve(session, request_id, caller.user, catalog), catalog, settings)
 
 
-@router.post("/{request_id}/reject", response_model=RequestView, responses=ERRORS)
-def reject(request_id: RequestId, session: SessionDep, user: UserDep, catalog: CatalogDep, settings: SettingsDep) -> RequestView:
-    return service.view(session, service.reject(session, request_id, user), catalog, settings)
+@router.post("/{request_id}/reject", response_model=RequestView, **DECIDE)
+def reject(request_id: RequestId, session: SessionDep, caller: RequesterDep, catalog: CatalogDep,
+           settings: SettingsDep) -> RequestView:
+    """Approvers reject any proposal; a requester may withdraw their own."""
+    service.check_owner_or(session, request_id, caller, "approver", "reject")
+    return service.view(session, service.reject(session, request_id, caller.user), catalog, settings)
 
 
-@router.post("/{request_id}/cancel", response_model=RequestView, responses=ERRORS)
-def cancel(request_id: RequestId, session: SessionDep, user: UserDep, catalog: CatalogDep, settings: SettingsDep) -> RequestView:
-    return service.view(session, service.cancel(session, request_id, user), catalog, settings)
+@router.post("/{request_id}/cancel", response_model=RequestView, **DECIDE)
+def cancel(request_id: RequestId, session: SessionDep, caller: RequesterDep, catalog: CatalogDep,
+           settings: SettingsDep) -> RequestView:
+    """Requesters cancel their own runs; approvers any."""
+    service.check_owner_or(session, request_id, caller, "approver", "cancel")
+    return service.view(session, service.cancel(session, request_id, caller.user), catalog, settings)
 
 
 @router.get("/{request_id}/events", response_model=EventList, responses=ERRORS)
-def events(request_id: RequestId, session: SessionDep,
+def events(request_id: RequestId, session: SessionDep, _: ViewerDep,
            after: Annotated[int, Query(ge=0, le=2**31)] = 0,
            limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> EventList:
     rows = service.events_after(session, request_id, after, limit)
@@ -59,7 +69,7 @@ def events(request_id: RequestId, session: SessionDep,
 
 
 @router.get("/{request_id}/events/stream", responses=ERRORS)
-async def stream(request_id: RequestId, request: Request, catalog: CatalogDep, settings: SettingsDep,
+async def stream(request_id: RequestId, request: Request, catalog: CatalogDep, settings: SettingsDep, _: ViewerDep,
                  after: Annotated[int, Query(ge=0, le=2**31)] = 0) -> EventSourceResponse:
     """Server-Sent Events: `event` messages for each job event and a `request` message whenever the state or
     stage changes. Ends after the request reaches a terminal state."""

@@ -1,12 +1,19 @@
 import asyncio
+import json
 
 import httpx
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+import csv
+import io
+from datetime import datetime
+from typing import Annotated, Literal
 
-from api.deps import SettingsDep
-from api.schemas import SystemView
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+
+from api.deps import AdminDep, CallerDep, SessionDep, SettingsDep, ViewerDep
+from api.schemas import ID_PATTERN, MeView, SystemView
+from core.models import AuditLog
 from core.db import ping
 from core.settings import Settings
 
@@ -47,8 +54,14 @@ async def readyz() -> JSONResponse:
     return JSONResponse(status_code=200 if database and broker else 503, content=body)
 
 
+@router.get("/api/v1/me", response_model=MeView)
+def me(caller: CallerDep) -> MeView:
+    """Who the API thinks you are, and your roles."""
+    return MeView(user=caller.user, roles=sorted(caller.roles), via=caller.via)
+
+
 @router.get("/api/v1/system", response_model=SystemView)
-async def system(settings: SettingsDep) -> SystemView:
+async def system(settings: SettingsDep, _: ViewerDep) -> SystemView:
     from worker.dispatch import broker_reachable
 
     database, broker, awx = await asyncio.gather(
@@ -58,8 +71,30 @@ async def system(settings: SettingsDep) -> SystemView:
                       broker="ok" if broker else "down", awx=awx, awx_url=settings.awx_url)
 
 
-@router.get("/metrics", include_in_schema=False)
-def metrics() -> PlainTextResponse:
-    from core.observability import metrics_registry
+AUDIT_FIELDS = ("id", "at", "actor", "action", "request_id", "from_state", "to_state", "reason", "detail")
 
-    return PlainTextResponse(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)
+
+@router.get("/api/v1/audit", responses={200: {"content": {"text/csv": {}, "application/json": {}}}})
+def export_audit(session: SessionDep, _: AdminDep,
+                 format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
+                 request_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+                 since: Annotated[datetime | None, Query(description="ISO time; only entries at or after it")] = None,
+                 limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000) -> Response:
+    """The append-only audit log (admins): every proposal, decision, launch, cancel and denial."""
+    query = select(AuditLog).order_by(AuditLog.id).limit(limit)
+    if request_id:
+        query = query.where(AuditLog.request_id == request_id)
+    if since:
+        query = query.where(AuditLog.at >= since)
+    rows = [{f: getattr(r, f) for f in AUDIT_FIELDS} for r in session.execute(query).scalars()]
+    for row in rows:
+        row["at"] = row["at"].isoformat()
+    if format == "json":
+        return JSONResponse({"items": rows})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=AUDIT_FIELDS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "detail": "" if row["detail"] is None else json.dumps(row["detail"])})
+    return Response(buffer.getvalue(), media_type="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=patchpilot-audit.csv"})

@@ -95,6 +95,14 @@ def _check_policy(session: Session, req: PatchRequest, user: str, catalog: Catal
         raise deny(session, user=user, request_id=req.id, reason=f"cannot approve now: {refusal}", error=PolicyRefused)
 
 
+def check_owner_or(session: Session, request_id: str, caller, role: str, what: str) -> None:
+    """The requester of a request may act on it; others need `role`. A refusal is a 403, audited."""
+    req = get_request(session, request_id)
+    if req.requested_by != caller.user and not caller.has(role):
+        raise deny(session, user=caller.user, request_id=req.id, error=Forbidden,
+                   reason=f"{caller.user} may only {what} their own requests ({role} role needed for others')")
+
+
 def _enqueue_launch(request_id: str) -> None:
     from worker.dispatch import enqueue_launch
     from worker.execution import mark_queued

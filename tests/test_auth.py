@@ -1,0 +1,184 @@
+"""Identity, roles and limits through the API: 401 without credentials, 403 (audited) below the role."""
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import bearer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _propose(api, user="alice", text="Patch web-01 with Group-1"):
+    body = api.post("/api/v1/chat", json={"text": text}, headers=bearer(user)).json()
+    assert body["proposal"], body
+    return body["proposal"]["id"]
+
+
+def _denials():
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from core.db import get_engine
+    from core.models import AuditLog
+
+    with Session(get_engine()) as session:
+        return session.execute(select(AuditLog).where(AuditLog.action == "denied")).scalars().all()
+
+
+@pytest.mark.parametrize("method,path", [
+    ("post", "/api/v1/chat"), ("get", "/api/v1/requests"), ("get", "/api/v1/system"), ("get", "/api/v1/me"),
+    ("get", "/api/v1/conversations"), ("get", "/api/v1/audit"),
+    ("post", "/api/v1/requests/" + "0" * 32 + "/approve"),
+])
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer pp_not-a-real-token"}, {"Authorization": "Basic x"}])
+def test_every_route_but_the_probes_needs_a_valid_token(api, method, path, headers):
+    api.headers.pop("Authorization", None)  # drop the fixture's default viewer
+    response = getattr(api, method)(path, headers=headers, **({"json": {"text": "hi"}} if method == "post" else {}))
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert "token" in response.json()["detail"]
+
+
+def test_probes_are_open(api):
+    api.headers.pop("Authorization", None)
+    assert api.get("/healthz").status_code == 200
+    assert api.get("/readyz").status_code == 200
+
+
+def test_me_names_the_caller_and_roles(api):
+    assert api.get("/api/v1/me", headers=bearer("bob")).json() == {"user": "bob", "roles": ["approver"], "via": "token"}
+
+
+def test_viewer_reads_but_cannot_chat_or_decide(api):
+    request_id = _propose(api)
+    assert api.get(f"/api/v1/requests/{request_id}", headers=bearer("vic")).status_code == 200
+    chat = api.post("/api/v1/chat", json={"text": "Patch web-02 with Group-1"}, headers=bearer("vic"))
+    assert chat.status_code == 403 and "requester" in chat.json()["detail"]
+    approve = api.post(f"/api/v1/requests/{request_id}/approve", headers=bearer("vic"))
+    assert approve.status_code == 403 and "approver" in approve.json()["detail"]
+    assert {d.actor for d in _denials()} == {"vic"}
+
+
+def test_requester_cannot_approve_but_may_withdraw_own_proposal(api):
+    request_id = _propose(api)
+    assert api.post(f"/api/v1/requests/{request_id}/approve", headers=bearer("alice")).status_code == 403
+    assert api.post(f"/api/v1/requests/{request_id}/reject", headers=bearer("alice")).status_code == 200
+
+
+def test_requester_cannot_reject_or_cancel_someone_elses_request(api, as_user):
+    request_id = _propose(api)
+    other = as_user("dave", "requester")
+    for action in ("reject", "cancel"):
+        response = api.post(f"/api/v1/requests/{request_id}/{action}", headers=other)
+        assert response.status_code == 403 and "their own" in response.json()["detail"]
+    assert api.post(f"/api/v1/requests/{request_id}/reject", headers=bearer("bob")).status_code == 200
+
+
+def test_approver_approves_others_requests(api):
+    request_id = _propose(api)
+    response = api.post(f"/api/v1/requests/{request_id}/approve", headers=bearer("bob"))
+    assert response.status_code == 200 and response.json()["approved_by"] == "bob"
+
+
+def test_revoked_token_stops_working(api, as_user):
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from core.db import get_engine
+    from core.identity import revoke_token
+    from core.models import ApiToken
+
+    headers = as_user("erin", "requester")
+    assert api.get("/api/v1/me", headers=headers).status_code == 200
+    with Session(get_engine()) as session:
+        token_id = session.execute(select(ApiToken.id).where(ApiToken.user == "erin")).scalar_one()
+        assert revoke_token(session, token_id)
+    assert api.get("/api/v1/me", headers=headers).status_code == 401
+
+
+def test_tokens_are_hashed_at_rest(api, as_user):
+    from sqlalchemy import text
+
+    from core.db import get_engine
+
+    token = as_user("frank", "viewer")["Authorization"].split()[1]
+    with get_engine().connect() as conn:
+        stored = [r[0] for r in conn.execute(text("SELECT token_hash FROM api_tokens WHERE \"user\" = 'frank'"))]
+        dump = " ".join(str(r) for r in conn.execute(text("SELECT * FROM api_tokens")))
+    assert stored and stored[0] != token and len(stored[0]) == 64
+    assert token not in dump
+
+
+def test_audit_export_is_for_admins_in_json_and_csv(api):
+    request_id = _propose(api)
+    api.post(f"/api/v1/requests/{request_id}/approve", headers=bearer("alice"))  # denied: requester
+    api.post(f"/api/v1/requests/{request_id}/approve", headers=bearer("bob"))
+    assert api.get("/api/v1/audit", headers=bearer("bob")).status_code == 403
+    items = api.get(f"/api/v1/audit?request_id={request_id}", headers=bearer("root")).json()["items"]
+    actions = [(i["actor"], i["action"], i["to_state"]) for i in items]
+    assert ("alice", "proposed", None) in actions and ("bob", "transition", "approved") in actions
+    assert any(i["action"] == "denied" and i["actor"] == "alice" for i in items)
+    response = api.get(f"/api/v1/audit?format=csv&request_id={request_id}", headers=bearer("root"))
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == len(items) and rows[0]["actor"] == items[0]["actor"]
+
+
+def test_chat_rate_limit_is_per_user(api, monkeypatch):
+    from core.settings import reset_settings_cache
+
+    monkeypatch.setenv("CHAT_RATE_LIMIT", "3/minute")
+    reset_settings_cache()
+    try:
+        codes = [api.post("/api/v1/chat", json={"text": "hello"}, headers=bearer("alice")).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+        limited = api.post("/api/v1/chat", json={"text": "hello"}, headers=bearer("alice"))
+        assert int(limited.headers["Retry-After"]) >= 1
+        assert api.post("/api/v1/chat", json={"text": "hello"}, headers=bearer("root")).status_code == 200
+    finally:
+        monkeypatch.delenv("CHAT_RATE_LIMIT")
+        reset_settings_cache()
+
+
+def test_proxy_mode_takes_user_and_groups_from_the_proxy_headers(api, monkeypatch):
+    from core.settings import reset_settings_cache
+
+    monkeypatch.setenv("AUTH_MODE", "proxy")
+    reset_settings_cache()
+    try:
+        api.headers.pop("Authorization", None)
+        assert api.get("/api/v1/me").status_code == 401
+        me = api.get("/api/v1/me", headers={"X-Forwarded-User": "gina",
+                                            "X-Forwarded-Groups": "staff, patchpilot-approvers"}).json()
+        assert me == {"user": "gina", "roles": ["approver"], "via": "proxy"}
+        # A bearer token means nothing in proxy mode, and a user in no mapped group has no role.
+        assert api.get("/api/v1/requests", headers=bearer("root")).status_code == 401
+        nobody = api.get("/api/v1/requests", headers={"X-Forwarded-User": "hank", "X-Forwarded-Groups": "staff"})
+        assert nobody.status_code == 403
+        bad = api.get("/api/v1/me", headers={"X-Forwarded-User": "a b,c"})
+        assert bad.status_code == 401
+    finally:
+        monkeypatch.delenv("AUTH_MODE")
+        reset_settings_cache()
+
+
+def test_token_command_creates_lists_and_revokes(db):
+    env = {**os.environ}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "patchpilot", "token", *args], cwd=ROOT, env=env,  # noqa: E731
+                                       capture_output=True, text=True, timeout=60)
+    created = run("create", "ivan", "--role", "approver", "--name", "laptop")
+    assert created.returncode == 0 and created.stdout.startswith("pp_")
+    token = created.stdout.strip()
+    listed = run("list")
+    assert "ivan\tapprover\tlaptop\tactive" in listed.stdout and token not in listed.stdout
+    token_id = [line.split("\t")[0] for line in listed.stdout.splitlines() if "ivan" in line][0]
+    assert run("revoke", token_id).returncode == 0
+    assert "revoked" in run("list").stdout
+    bad = run("create", "ivan", "--role", "superuser")
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

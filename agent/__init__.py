@@ -1,1 +1,1 @@
-"""Text -> PatchIntent: the rules parser, and (later) the LLM tool-calling agent."""
+"""Text -> PatchIntent: the rules parser and the LLM tool-calling agent (see docs/llm.md)."""

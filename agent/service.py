@@ -5,10 +5,14 @@ configured) takes the rest. Either way the result passed `core.validation.valida
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 
 from core.intent import IntentDraft, IntentResult
 from core.inventory import Catalog
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -18,13 +22,61 @@ class Interpretation:
     engine: str  # "rules" or "llm:<model>"
     prompt_version: str | None = None
     model_name: str | None = None
+    reply: str | None = None  # the model's own answer, when it called no final tool (out of scope, small talk)
+    notice: str | None = None  # said before the reply, e.g. that the model failed and the rules parser answered
+    tool_calls: list[dict] = field(default_factory=list)  # stored with the reply: the conversation's memory
+    usage: dict = field(default_factory=dict)  # llm_calls, input_tokens, output_tokens of this turn
 
 
-def interpret_message(text: str, *, catalog: Catalog, previous: IntentDraft | None = None) -> Interpretation:
+def interpret_message(text: str, *, catalog: Catalog, previous: IntentDraft | None = None,
+                      history: list | None = None, jobs=None, settings: Settings | None = None) -> Interpretation:
+    """The hybrid path: the rules parser when it is confident (no model call), else the LLM agent when one is
+    configured, else the rules parser alone. Whatever answers, its draft went through the validator.
+    `history` is a list of `agent.memory.Turn`, `jobs` an `agent.tools.JobReader`."""
     from agent import rules
+    from agent.llm import INTENT_TURNS, get_chat_model, model_name
 
     draft, result = rules.interpret(text, catalog, previous=previous)
-    return Interpretation(draft=draft, result=result, engine="rules")
+    rules_answer = Interpretation(draft=draft, result=result, engine="rules")
+    if rules.is_confident(draft, result):
+        INTENT_TURNS.labels(path="rules_confident").inc()
+        return rules_answer
+    if settings is None:
+        from core.settings import get_settings
+
+        settings = get_settings()
+    try:
+        model = get_chat_model(settings)
+    except Exception as exc:  # noqa: BLE001 - a bad LLM setting must not take the chat down
+        log.error("cannot build the chat model: %s", exc)
+        INTENT_TURNS.labels(path="rules_fallback").inc()
+        return Interpretation(draft=draft, result=result, engine="rules",
+                              notice="The language model is misconfigured; the offline rules parser answered instead.")
+    if model is None:
+        INTENT_TURNS.labels(path="rules_only").inc()
+        return rules_answer
+
+    from agent.llm_intent import PROMPT_VERSION, AgentFailure, run_agent
+
+    name = model_name(settings, model)
+    try:
+        outcome = run_agent(
+            text, catalog=catalog, model=model, previous=previous, history=history or [], jobs=jobs,
+            max_calls=settings.llm_max_calls_per_turn, max_history_messages=settings.memory_max_messages,
+            max_history_chars=settings.memory_max_chars,
+        )
+    except AgentFailure as failure:
+        log.warning("LLM turn failed (%s), the rules parser answers: %s", failure.kind, failure)
+        INTENT_TURNS.labels(path="rules_fallback").inc()
+        return Interpretation(
+            draft=draft, result=result, engine="rules", usage=failure.usage,
+            notice=f"The language model {failure.notice}; the offline rules parser answered instead.",
+        )
+    INTENT_TURNS.labels(path="llm").inc()
+    return Interpretation(
+        draft=outcome.draft, result=outcome.result, engine=f"llm:{name}", prompt_version=PROMPT_VERSION,
+        model_name=name, reply=outcome.reply, tool_calls=outcome.tool_calls, usage=outcome.usage,
+    )
 
 
 REBOOT_WORDS = {"never": "no reboot", "if_needed": "reboot only if needed", "always": "always reboot"}

@@ -31,10 +31,14 @@ class PolicyRefused(Exception):
 
 
 def _readable_validation(exc: RequestValidationError) -> list[dict]:
+    # FastAPI's documented shape (loc, msg, type) plus a dotted field name a person can read at a glance.
     out = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        out.append({"field": where or "body", "message": err.get("msg", "invalid value"), "type": err.get("type")})
+        loc = [p if isinstance(p, int | str) else str(p) for p in err.get("loc", ())]
+        where = ".".join(str(p) for p in loc if p != "body")
+        message = str(err.get("msg", "invalid value"))
+        out.append({"loc": loc, "msg": message, "type": str(err.get("type", "value_error")),
+                    "field": where or "body", "message": message})
     return out
 
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.routes import chat, conversations, requests, system
+from api.schemas import ErrorOut
 from core.inventory import check_catalog
 from core.observability import configure_logging
 from core.settings import get_settings
@@ -30,6 +31,12 @@ async def _lifespan(_app: FastAPI):
     yield
 
 
+# Every route but the probes needs an identity (401) and may be refused for the caller's role (403).
+AUTH_ERRORS = {401: {"model": ErrorOut, "description": "no or bad credentials"},
+               403: {"model": ErrorOut, "description": "the caller's role or the policy does not allow it"},
+               503: {"model": ErrorOut, "description": "the database is unavailable"}}
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
@@ -42,7 +49,7 @@ def create_app() -> FastAPI:
     )
     install_error_handlers(app)
     for module in (chat, requests, conversations, system):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=AUTH_ERRORS)
     return app
 
 

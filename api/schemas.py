@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.settings import get_settings
+
 ID_PATTERN = r"^[0-9a-f]{32}$"
 
 
@@ -14,7 +16,7 @@ class ChatIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     conversation_id: str | None = Field(default=None, pattern=ID_PATTERN, description="Omit to start a conversation.")
-    text: str = Field(min_length=1, max_length=20000, description="What the operator typed.")
+    text: str = Field(min_length=1, max_length=get_settings().max_chat_chars, description="What the operator typed.")
 
 
 class HostView(BaseModel):

@@ -83,10 +83,23 @@ def test_not_json_is_422(api):
     assert response.status_code == 422
 
 
-def test_oversized_message_is_400_with_the_limit(api):
+def test_oversized_message_is_422_with_the_limit(api):
     response = api.post("/api/v1/chat", json={"text": "patch web-01 " * 1000}, headers=USER)
-    assert response.status_code == 400
-    assert "limit" in response.json()["detail"]
+    assert response.status_code == 422
+    assert "at most 2000 characters" in response.json()["detail"][0]["message"]
+
+
+def test_blank_or_control_character_message_gets_a_prompt_not_an_error(api):
+    response = api.post("/api/v1/chat", json={"text": "\x00\x07  \x1b"}, headers=USER)
+    assert response.status_code == 200
+    assert response.json()["proposal"] is None and "Patch server" in response.json()["reply"]
+
+
+def test_someone_elses_conversation_cannot_be_continued(api):
+    first = api.post("/api/v1/chat", json={"text": "patch web-02"}, headers=USER).json()
+    response = api.post("/api/v1/chat", json={"conversation_id": first["conversation_id"], "text": "Group-1"},
+                        headers=bearer("root"))
+    assert response.status_code == 403
 
 
 def test_unknown_conversation_is_404(api):
@@ -98,7 +111,7 @@ def test_unknown_request_and_bad_ids(api):
     assert api.get("/api/v1/requests/" + "0" * 32).status_code == 404
     assert api.get("/api/v1/requests/not-an-id").status_code == 422
     assert api.post("/api/v1/requests/" + "0" * 32 + "/approve", headers=APPROVER).status_code == 404
-    assert api.get("/api/v1/requests?state=bogus").status_code == 400
+    assert api.get("/api/v1/requests?state=bogus").status_code == 422
 
 
 def test_approving_a_rejected_request_is_409(api):

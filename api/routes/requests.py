@@ -1,5 +1,6 @@
 import asyncio
 import json
+from enum import Enum
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -14,6 +15,7 @@ from core.db import get_engine
 from core.states import STATES, TERMINAL
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
+RequestState = Enum("RequestState", {state: state for state in STATES}, type=str)
 RequestId = Annotated[str, Path(pattern=ID_PATTERN, description="The request id (32 hex characters).")]
 ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
 DECIDE = dict(responses={**ERRORS, 429: {"model": ErrorOut}}, dependencies=[Depends(rate_limit("decide"))])
@@ -21,13 +23,9 @@ DECIDE = dict(responses={**ERRORS, 429: {"model": ErrorOut}}, dependencies=[Depe
 
 @router.get("", response_model=RequestList)
 def list_requests(session: SessionDep, catalog: CatalogDep, settings: SettingsDep, _: ViewerDep,
-                  state: Annotated[str | None, Query(description=f"One of {', '.join(STATES)}")] = None,
+                  state: Annotated[RequestState | None, Query(description="Only requests in this state")] = None,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50) -> RequestList:
-    if state is not None and state not in STATES:
-        from api.errors import BadInput
-
-        raise BadInput(f"unknown state {state[:40]!r}; use one of {', '.join(STATES)}")
-    rows = service.list_requests(session, state=state, limit=limit)
+    rows = service.list_requests(session, state=state.value if state else None, limit=limit)
     return RequestList(items=[service.view(session, r, catalog, settings) for r in rows])
 
 

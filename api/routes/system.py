@@ -3,11 +3,13 @@ import json
 
 import httpx
 import csv
+import re
 import io
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import BeforeValidator
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
@@ -71,6 +73,13 @@ async def system(settings: SettingsDep, _: ViewerDep) -> SystemView:
                       broker="ok" if broker else "down", awx=awx, awx_url=settings.awx_url)
 
 
+def _iso_only(value):
+    """pydantic would read '0.5' as a Unix time; the API documents ISO 8601 only."""
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("use an ISO 8601 time such as 2026-11-27T08:00:00Z")
+    return value
+
+
 AUDIT_FIELDS = ("id", "at", "actor", "action", "request_id", "from_state", "to_state", "reason", "detail")
 
 
@@ -78,14 +87,16 @@ AUDIT_FIELDS = ("id", "at", "actor", "action", "request_id", "from_state", "to_s
 def export_audit(session: SessionDep, _: AdminDep,
                  format: Annotated[Literal["json", "csv"], Query(description="json or csv")] = "json",
                  request_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
-                 since: Annotated[datetime | None, Query(description="ISO time; only entries at or after it")] = None,
+                 since: Annotated[datetime | None, BeforeValidator(_iso_only),
+                                  Query(description="ISO 8601 time, e.g. 2026-11-27T08:00:00Z: only entries "
+                                                    "at or after it")] = None,
                  limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000) -> Response:
     """The append-only audit log (admins): every proposal, decision, launch, cancel and denial."""
     query = select(AuditLog).order_by(AuditLog.id).limit(limit)
     if request_id:
         query = query.where(AuditLog.request_id == request_id)
     if since:
-        query = query.where(AuditLog.at >= since)
+        query = query.where(AuditLog.at >= (since if since.tzinfo else since.replace(tzinfo=timezone.utc)))
     rows = [{f: getattr(r, f) for f in AUDIT_FIELDS} for r in session.execute(query).scalars()]
     for row in rows:
         row["at"] = row["at"].isoformat()

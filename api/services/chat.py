@@ -15,7 +15,7 @@ from agent.memory import Turn
 from agent.service import (
     UNSUPPORTED_REPLY, Interpretation, describe_clarification, describe_proposal, interpret_message,
 )
-from api.errors import BadInput, NotFound
+from api.errors import BadInput, Forbidden, NotFound
 from api.schemas import ChatOut
 from api.services import requests as request_service
 from core.intent import IntentDraft
@@ -27,11 +27,14 @@ from core.states import PROPOSED, STAGE_LABELS, TERMINAL, IllegalTransition
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
+EMPTY_REPLY = "Tell me what to patch, for example: Patch server web-01 with Group-1."
+
+
 def clean_text(text: str, settings: Settings) -> str:
+    """Control characters become spaces. The length limit is also in the request schema (422); this guards
+    callers that bypass it."""
     text = unicodedata.normalize("NFC", text)
     text = _CONTROL.sub(" ", text).strip()
-    if not text:
-        raise BadInput("the message is empty")
     if len(text) > settings.max_chat_chars:
         raise BadInput(f"the message is {len(text)} characters; the limit is {settings.max_chat_chars}")
     return text
@@ -40,9 +43,14 @@ def clean_text(text: str, settings: Settings) -> str:
 def chat_turn(session: Session, *, conversation_id: str | None, text: str, user: str,
               catalog: Catalog, settings: Settings) -> ChatOut:
     text = clean_text(text, settings)
-    conversation = _conversation(session, conversation_id, user, text)
+    conversation = _conversation(session, conversation_id, user, text or "(empty message)")
     history = _history(session, conversation, settings) if conversation_id else []
     session.add(Message(conversation_id=conversation.id, role="user", text=text, author=user))
+    if not text:  # only blanks or control characters: nothing to interpret
+        session.add(Message(conversation_id=conversation.id, role="assistant", text=EMPTY_REPLY))
+        session.commit()
+        return ChatOut(conversation_id=conversation.id, reply=EMPTY_REPLY, engine="rules",
+                       intent={"action": "clarify", "missing": ["targets", "patch_group"]})
 
     previous = IntentDraft.model_validate(conversation.open_draft) if conversation.open_draft else None
     interpretation = interpret_message(text, catalog=catalog, previous=previous, history=history,
@@ -107,6 +115,8 @@ def _conversation(session: Session, conversation_id: str | None, user: str, text
         conversation = session.get(Conversation, conversation_id, with_for_update=True)
         if conversation is None:
             raise NotFound(f"no conversation with id {conversation_id}; omit conversation_id to start one")
+        if conversation.created_by != user:
+            raise Forbidden("this conversation belongs to someone else; start a new one")
         return conversation
     conversation = Conversation(created_by=user, title=text[:80])
     session.add(conversation)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -13,10 +14,20 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES_DIR = PROJECT_ROOT / "fixtures"
 
 
+def _secrets_dir() -> str | None:
+    configured = os.environ.get("PATCHPILOT_SECRETS_DIR")
+    if configured:
+        return configured
+    return "/run/secrets/patchpilot" if Path("/run/secrets/patchpilot").is_dir() else None
+
+
 class Settings(BaseSettings):
     """Read from the environment (and an optional `.env` file). Names are documented in the README."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+    # Secrets may also be mounted as files named after the fields (awx_token, llm_api_key) in
+    # PATCHPILOT_SECRETS_DIR, or /run/secrets/patchpilot when that folder exists.
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False,
+                                      secrets_dir=_secrets_dir())
 
     # --- infrastructure -------------------------------------------------------------------------
     database_url: str | None = Field(

@@ -103,6 +103,17 @@ def services(tmp_path_factory) -> Services:
 
 
 @pytest.fixture(scope="session")
+def own_redis(tmp_path_factory):
+    """A Redis of the tests' own, which fault tests may stop and flush (never the machine's)."""
+    from patchpilot.embedded import EmbeddedRedis, pick_port
+
+    redis = EmbeddedRedis(tmp_path_factory.mktemp("own-redis"), pick_port(19379))
+    redis.start(redis.data_dir / "redis.log")
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture(scope="session")
 def database_url(services: Services) -> str:
     """A fresh, migrated database for this test run, dropped afterwards."""
     import psycopg

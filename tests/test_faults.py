@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from patchpilot.embedded import EmbeddedPostgres, EmbeddedRedis, pick_port, stop_process, wait_for_port
+from patchpilot.embedded import EmbeddedPostgres, pick_port, stop_process, wait_for_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,14 +116,6 @@ def terminal(view: dict) -> bool:
 
 def wait_exit(proc: subprocess.Popen, timeout: float = 30) -> int:
     return proc.wait(timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def own_redis(tmp_path_factory):
-    redis = EmbeddedRedis(tmp_path_factory.mktemp("fault-redis"), pick_port(19379))
-    redis.start(redis.data_dir / "redis.log")
-    yield redis
-    redis.stop()
 
 
 @pytest.fixture

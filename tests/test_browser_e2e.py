@@ -1,6 +1,7 @@
 """The whole system in a real browser: `patchpilot up` on embedded services, headless Chromium driven by
-Playwright types the README's example into the chat, approves the proposal and watches the run to
-"Patching completed"; then SIGTERM stops everything and no process is left behind.
+Playwright signs in with a requester's API token, types the README's example into the chat, hands over to an
+approver's token, approves the proposal and watches the run to "Patching completed"; then SIGTERM stops
+everything and no process is left behind.
 
 Screenshots go to test-artifacts/ (proposal-card.png, progress-completed.png); on a failure the page as it
 was (failure.png) and the tails of the service logs are kept there too. Skipped when no Chromium is installed
@@ -32,11 +33,11 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 PROMPT = "Patch server web-01 with Group-1"
-# web-01 is production: someone other than the requester approves (the sidebar's "Your name").
+# web-01 is production: someone other than the requester approves (each signs in with their own API token).
 REQUESTER, APPROVER = "alice", "bob"
-# Configuration that would make `up` use outside services or another fleet: the test wants its own.
+# Configuration that would make `up` use outside services, another fleet or another identity: the test wants its own.
 NOT_INHERITED = ("DATABASE_URL", "REDIS_URL", "AWX_URL", "AWX_TOKEN", "API_URL", "PATCHPILOT_STATE_DIR",
-                 "INVENTORY_FILE", "PATCH_GROUPS_FILE")
+                 "INVENTORY_FILE", "PATCH_GROUPS_FILE", "PATCHPILOT_TOKEN", "AUTH_MODE")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 900}
@@ -59,7 +60,8 @@ class Up:
         self.ports = {name: pick_port(port) for name, port in
                       {"api": 19100, "ui": 19501, "awx": 19152, "pg": 19432, "redis": 19379}.items()}
         env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
-        env.update(PYTHONUNBUFFERED="1", LLM_PROVIDER="none", PATCHPILOT_USER=REQUESTER)
+        env.update(PYTHONUNBUFFERED="1", LLM_PROVIDER="none")
+        self.env = env
         argv = [sys.executable, "-m", "patchpilot", "up", "--state-dir", str(state_dir), "--awx-speed", "10"]
         for name, port in self.ports.items():
             argv += [f"--{name}-port", str(port)]
@@ -88,6 +90,26 @@ class Up:
                 raise AssertionError(f"patchpilot up exited with {self.proc.returncode}:\n{self.output}{self.log_tails()}")
             time.sleep(0.2)
         raise AssertionError(f"patchpilot up was not up within {timeout:.0f}s:\n{self.output}{self.log_tails()}")
+
+    def printed(self, pattern: str) -> str:
+        """The first group of a line `up` printed (its URLs, the admin token)."""
+        match = re.search(pattern, self.output, re.MULTILINE)
+        assert match, f"no line matching {pattern!r}:\n{self.output}"
+        return match.group(1)
+
+    def admin_token(self) -> str:
+        return self.printed(r"^Local admin API token \(also the UI's default\): (pp_\S+)$")
+
+    def create_token(self, user: str, role: str) -> str:
+        """`patchpilot token create` against the embedded PostgreSQL `up` started."""
+        database_url = self.printed(r"^\s*PostgreSQL \(embedded\)\s+(\S+)$")
+        created = subprocess.run([sys.executable, "-m", "patchpilot", "token", "create", user, "--role", role],
+                                 cwd=ROOT, env={**self.env, "DATABASE_URL": database_url},
+                                 capture_output=True, text=True, timeout=60, check=False)
+        assert created.returncode == 0, created.stdout + created.stderr
+        token = created.stdout.strip()
+        assert token.startswith("pp_"), created.stdout
+        return token
 
     def recorded_pids(self) -> dict[str, int]:
         return json.loads((self.state_dir / "pids.json").read_text())
@@ -173,6 +195,20 @@ def wait_idle(page) -> None:
     expect(page.get_by_test_id("stStatusWidget")).to_have_count(0, timeout=30_000)
 
 
+def sign_in(page, token: str, who: str | None) -> None:
+    """Paste an API token into the sidebar's field; the sidebar then names who the API sees (`who`)."""
+    from playwright.sync_api import expect
+
+    sidebar = page.get_by_test_id("stSidebar")
+    field = sidebar.get_by_label("API token", exact=True)
+    expect(field).to_have_attribute("type", "password")
+    field.fill(token)
+    field.press("Enter")
+    if who is not None:
+        expect(sidebar).to_contain_text(f"Signed in as {who}", timeout=30_000)
+    wait_idle(page)
+
+
 @pytest.mark.timeout(240)
 def test_chat_approve_and_watch_the_run_in_a_browser(stack, browser_page):
     from playwright.sync_api import expect
@@ -184,6 +220,8 @@ def test_chat_approve_and_watch_the_run_in_a_browser(stack, browser_page):
     pids = stack.recorded_pids()
     assert set(pids) == {"EmbeddedPostgres", "EmbeddedRedis", "awx-double", "api", "worker", "ui"}, pids
     started = set(pids.values()) | {p.pid for p in psutil.Process(stack.proc.pid).children(recursive=True)}
+    admin_token = stack.admin_token()
+    tokens = {REQUESTER: stack.create_token(REQUESTER, "requester"), APPROVER: stack.create_token(APPROVER, "approver")}
 
     try:
         page.goto(ui_url, wait_until="domcontentloaded")
@@ -193,17 +231,29 @@ def test_chat_approve_and_watch_the_run_in_a_browser(stack, browser_page):
         expect(chat).to_be_editable(timeout=60_000)
         expect(sidebar).to_contain_text("offline rules parser")
         expect(sidebar).to_contain_text("🟢 API · 🟢 Database · 🟢 Broker · 🟢 AWX")
+        # `up` hands the UI its local admin token as the default identity.
+        expect(sidebar.get_by_label("API token", exact=True)).to_have_value(admin_token)
+        expect(sidebar).to_contain_text("Signed in as admin (admin)")
 
+        # A token that is not one: the sidebar says how to sign in, no traceback.
+        sign_in(page, "pp_not-a-token", None)
+        expect(sidebar).to_contain_text("Not signed in: paste an API token")
+        expect(sidebar).to_contain_text("the API token is unknown or revoked")
+
+        sign_in(page, tokens[REQUESTER], f"{REQUESTER} (requester)")
+        expect(chat).to_be_editable()
         chat.fill(PROMPT)
         chat.press("Enter")
 
         approve = main.get_by_role("button", name="Approve", exact=True)
         reject = main.get_by_role("button", name="Reject", exact=True)
-        expect(approve).to_be_enabled()
+        # The requester may withdraw her proposal but not approve it: that is an approver's click.
         expect(reject).to_be_enabled()
+        expect(approve).to_be_disabled()
         card = (main.get_by_test_id("stVerticalBlock").filter(has_text="Target hosts")
                 .filter(has=page.get_by_role("button", name="Approve", exact=True)).last)
         expect(card).to_contain_text("Patch proposal · 1 host · 📝 proposed")
+        expect(card).to_contain_text(f"Signed in as {REQUESTER} (requester): approving needs the approver role.")
         expect(card).to_contain_text("prod (1): web-01")
         expect(card).to_contain_text(f"Patch group: Group-1 — {group['description']}")
         expect(card).to_contain_text("Reboot: Reboot only if needed")
@@ -212,12 +262,8 @@ def test_chat_approve_and_watch_the_run_in_a_browser(stack, browser_page):
         card.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "proposal-card.png"), animations="disabled")
 
-        # The approver takes over the browser: the name goes with every API call from now on.
-        name = sidebar.get_by_role("textbox", name="Your name")
-        expect(name).to_have_value(REQUESTER)
-        name.fill(APPROVER)
-        name.press("Enter")
-        wait_idle(page)
+        # The approver takes over the browser: their token goes with every API call from now on.
+        sign_in(page, tokens[APPROVER], f"{APPROVER} (approver)")
         expect(approve).to_be_enabled()
         approve.click()
         # Both buttons go disabled at once (a double click sends one request) and the run is followed live.

@@ -1,6 +1,8 @@
 """The Streamlit pages, run with AppTest against a small in-process fake of the patchpilot API.
 
-The fake is served by uvicorn on a free port, so the UI goes through real HTTP like in production.
+The fake is served by uvicorn on a free port, so the UI goes through real HTTP like in production. Like the
+real API it takes the caller from the Bearer token (or, in proxy mode, from X-Forwarded-User/-Groups), answers
+401 without a known identity and 403 below the role or against four-eyes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +29,18 @@ from ui import views
 APP_FILE = str(Path(__file__).resolve().parent.parent / "ui" / "app.py")
 PROMPT = "Patch server web-01 with Group-1"
 GROUP_DESCRIPTION = "Monthly security updates for the web tier"
+# token -> (user, roles), as `patchpilot token create` would have made them.
+TOKENS = {
+    "pp_alice": ("alice", ["requester"]),
+    "pp_bob": ("bob", ["approver"]),
+    "pp_carol": ("carol", ["approver"]),
+    "pp_vic": ("vic", ["viewer"]),
+    "pp_root": ("root", ["admin"]),
+}
+ROLE_GROUPS = {"patchpilot-viewers": "viewer", "patchpilot-requesters": "requester",
+               "patchpilot-approvers": "approver", "patchpilot-admins": "admin"}
+RANK = {"viewer": 0, "requester": 1, "approver": 2, "admin": 3}
+FOUR_EYES = "four-eyes: web-01 is production; someone other than the requester must approve"
 
 
 def now_iso(offset_seconds: int = 0) -> str:
@@ -42,7 +57,9 @@ class FakeBackend:
         self.conversations: dict[str, dict[str, Any]] = {}
         self.requests: dict[str, dict[str, Any]] = {}
         self.calls: Counter[str] = Counter()
-        self.users: list[str] = []
+        self.users: list[str] = []  # who each authenticated call came from
+        self.identity_headers: list[dict[str, str]] = []  # the identity headers of every call
+        self.auth_mode = "token"
         self.force: dict[str, tuple[int, Any]] = {}  # endpoint name -> (status, detail)
 
     def new_request(self, requested_by: str, conversation_id: str | None, **changes: Any) -> dict[str, Any]:
@@ -142,21 +159,59 @@ def build_fake_api(backend: FakeBackend) -> FastAPI:
     def missing(request_id: str) -> JSONResponse:
         return JSONResponse({"detail": f"Unknown request {request_id}"}, status_code=404)
 
+    def unauthorized(detail: str) -> JSONResponse:
+        return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
     @app.middleware("http")
-    async def remember_user(request: Request, call_next):
-        backend.users.append(request.headers.get("x-patchpilot-user", ""))
+    async def authenticate(request: Request, call_next):
+        backend.identity_headers.append(
+            {k: v for k, v in request.headers.items() if k in ("authorization", "x-forwarded-user", "x-forwarded-groups")}
+        )
+        if backend.auth_mode == "proxy":
+            user = (request.headers.get("x-forwarded-user") or "").strip()
+            if not user:
+                return unauthorized("no X-Forwarded-User header: sign in through the OAuth proxy")
+            groups = [g.strip() for g in (request.headers.get("x-forwarded-groups") or "").split(",")]
+            roles, via = sorted({ROLE_GROUPS[g] for g in groups if g in ROLE_GROUPS}), "proxy"
+        else:
+            scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return unauthorized("send an API token as 'Authorization: Bearer <token>' (patchpilot token create)")
+            if token.strip() not in TOKENS:
+                return unauthorized("the API token is unknown or revoked")
+            (user, roles), via = TOKENS[token.strip()], "token"
+        request.state.me = {"user": user, "roles": roles, "via": via}
+        backend.users.append(user)
+        if request.method == "GET" and request.url.path != "/api/v1/me" and (response := below(request, "viewer")):
+            return response  # reading needs a role (a proxy user in no mapped group has none)
         return await call_next(request)
+
+    def caller(request: Request) -> dict[str, Any]:
+        return request.state.me
+
+    def below(request: Request, role: str) -> JSONResponse | None:
+        """The 403 the real API answers when the caller's role is too low."""
+        me = caller(request)
+        if max((RANK[r] for r in me["roles"]), default=-1) >= RANK[role]:
+            return None
+        detail = f"{me['user']} needs the {role} role for {request.method} {request.url.path}"
+        return JSONResponse({"detail": detail}, status_code=403)
+
+    @app.get("/api/v1/me")
+    def me(request: Request):
+        return caller(request)
 
     @app.post("/api/v1/chat")
     async def chat(request: Request):
-        if (response := forced("chat")) is not None:
+        if (response := below(request, "requester") or forced("chat")) is not None:
             return response
         body = await request.json()
-        user = request.headers.get("x-patchpilot-user", "")
+        user = caller(request)["user"]
         conversation_id = body.get("conversation_id") or str(uuid.uuid4())
         conv = backend.conversations.setdefault(
             conversation_id,
-            {"id": conversation_id, "title": body["text"][:40], "created_at": now_iso(), "updated_at": now_iso(), "messages": []},
+            {"id": conversation_id, "title": body["text"][:40], "created_at": now_iso(), "updated_at": now_iso(),
+             "messages": [], "author": user},
         )
         conv["messages"].append({"role": "user", "text": body["text"], "created_at": now_iso(), "proposal_id": None})
         proposal = None
@@ -186,21 +241,29 @@ def build_fake_api(backend: FakeBackend) -> FastAPI:
 
     @app.post("/api/v1/requests/{request_id}/{action}")
     def transition(request_id: str, action: str, request: Request):
+        if (response := below(request, "approver" if action == "approve" else "requester")) is not None:
+            return response
         if (response := forced(action)) is not None:
             return response
         req = backend.requests.get(request_id)
         if req is None:
             return missing(request_id)
+        me = caller(request)
+        user = me["user"]
+        if action != "approve" and req["requested_by"] != user and below(request, "approver"):
+            detail = f"{user} may only {action} their own requests (approver role needed for others')"
+            return JSONResponse({"detail": detail}, status_code=403)
+        if action == "approve" and req["requested_by"] == user and req["hosts_by_environment"].get("prod"):
+            return JSONResponse({"detail": FOUR_EYES}, status_code=403)
         allowed = {"approve": ("proposed",), "reject": ("proposed",), "cancel": views.CANCELABLE_STATES}
         if req["state"] not in allowed.get(action, ()):
             return JSONResponse({"detail": f"Request is already {req['state']}"}, status_code=409)
-        user = request.headers.get("x-patchpilot-user")
         if action == "approve":
             req.update(state="approved", approved_by=user, approved_at=now_iso())
         elif action == "reject":
             req.update(state="rejected", decided_by=user)
         else:
-            req.update(state="canceled", stage="canceled", finished_at=now_iso())
+            req.update(state="canceled", stage="canceled", finished_at=now_iso(), decided_by=user)
             req["stages"].append({"stage": "canceled", "label": "Canceled", "at": now_iso()})
         return req
 
@@ -218,14 +281,17 @@ def build_fake_api(backend: FakeBackend) -> FastAPI:
         return {"items": [e for e in items if e["counter"] > after]}
 
     @app.get("/api/v1/conversations")
-    def conversations():
-        return {"items": [{k: v for k, v in c.items() if k != "messages"} for c in reversed(backend.conversations.values())]}
+    def conversations(request: Request):
+        mine = [c for c in reversed(backend.conversations.values()) if c["author"] == caller(request)["user"]]
+        return {"items": [{k: v for k, v in c.items() if k not in ("messages", "author")} for c in mine]}
 
     @app.get("/api/v1/conversations/{conversation_id}/messages")
-    def messages(conversation_id: str):
+    def messages(conversation_id: str, request: Request):
         conv = backend.conversations.get(conversation_id)
         if conv is None:
             return JSONResponse({"detail": "Unknown conversation"}, status_code=404)
+        if conv["author"] != caller(request)["user"] and below(request, "approver"):
+            return JSONResponse({"detail": "only its author, approvers and admins may read a conversation"}, 403)
         return {"items": conv["messages"]}
 
     @app.get("/api/v1/system")
@@ -272,7 +338,7 @@ def backend(fake_api, monkeypatch):
     backend, url = fake_api
     backend.reset()
     monkeypatch.setenv("API_URL", url)
-    monkeypatch.setenv("PATCHPILOT_USER", "alice")
+    monkeypatch.setenv("PATCHPILOT_TOKEN", "pp_alice")  # as `patchpilot up` passes its token to the UI
     reset_settings_cache()
     yield backend
     reset_settings_cache()
@@ -302,6 +368,26 @@ def only_request(backend: FakeBackend) -> dict[str, Any]:
     return next(iter(backend.requests.values()))
 
 
+def sign_in(at: AppTest, token: str) -> AppTest:
+    """Paste a token into the sidebar's API token field."""
+    at.sidebar.text_input(key="pp_token").set_value(token).run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def approve_as_bob(at: AppTest, req: dict[str, Any]) -> AppTest:
+    """web-01 is production: the requester (alice) hands over to an approver, who clicks Approve."""
+    sign_in(at, "pp_bob")
+    at.button(key=f"approve:{req['id']}").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def sidebar_text(at: AppTest) -> str:
+    parts = [m.value for m in at.sidebar.markdown] + [w.value for w in at.sidebar.warning]
+    return "\n".join(parts + [c.value for c in at.sidebar.caption])
+
+
 # --- tests --------------------------------------------------------------------------------------
 
 
@@ -310,8 +396,78 @@ def test_status_line_names_engine_and_components(backend):
     sidebar = "\n".join(m.value for m in at.sidebar.markdown)
     assert "offline rules parser" in sidebar
     assert "🟢 API" in sidebar and "🟢 Database" in sidebar and "🔴 Broker (down)" in sidebar and "🟢 AWX" in sidebar
-    assert "alice" in backend.users  # identity from PATCHPILOT_USER on every call
+    assert "Signed in as **alice** (requester)" in sidebar
+
+
+def test_token_from_patchpilot_token_is_sent_on_every_call(backend):
+    at = new_app()
+    field = at.sidebar.text_input(key="pp_token")
+    assert field.label == "API token" and field.value == "pp_alice"
+    assert field.proto.type == field.proto.PASSWORD  # never shown in clear
+    assert not [t for t in at.text_input if t.label == "Your name"]
+    assert backend.identity_headers and all(h == {"authorization": "Bearer pp_alice"} for h in backend.identity_headers)
     assert set(backend.users) == {"alice"}
+    # Another token in the field: from the next call on the API sees that person.
+    backend.identity_headers.clear()
+    sign_in(at, "pp_bob")
+    assert "Signed in as **bob** (approver)" in sidebar_text(at)
+    assert all(h == {"authorization": "Bearer pp_bob"} for h in backend.identity_headers)
+
+
+def test_proxy_headers_are_forwarded_without_a_token(backend, monkeypatch):
+    """Behind the OAuth proxy the UI passes on who signed in; no token field, and no token is sent."""
+    import streamlit.runtime.context as st_context
+
+    incoming = [("Host", "patchpilot.apps.example.com"), ("X-Forwarded-User", "gina"),
+                ("X-Forwarded-Groups", "staff,patchpilot-approvers"), ("Cookie", "_oauth_proxy=secret")]
+    monkeypatch.setattr(st_context, "_get_client_context", lambda: SimpleNamespace(headers=incoming))
+    monkeypatch.setenv("PATCHPILOT_TOKEN", "pp_root")  # a default token must not go along
+    backend.auth_mode = "proxy"
+    backend.new_request("alice", None)
+    at = new_app()
+    assert not at.text_input  # no API token field
+    assert "Signed in as **gina** (approver)" in sidebar_text(at)
+    assert "through the OAuth proxy" in sidebar_text(at)
+    assert backend.identity_headers
+    assert all(h == {"x-forwarded-user": "gina", "x-forwarded-groups": "staff,patchpilot-approvers"}
+               for h in backend.identity_headers)
+    assert set(backend.users) == {"gina"}
+    at.sidebar.radio[0].set_value("Jobs").run()
+    req = only_request(backend)
+    at.selectbox(key="pp_jobs_open").set_value(req["id"]).run()
+    at.button(key=f"approve:{req['id']}").click().run()
+    assert not at.exception and not at.error
+    assert req["approved_by"] == "gina"
+
+
+def test_proxy_mode_without_proxy_headers_asks_to_sign_in(backend):
+    backend.auth_mode = "proxy"
+    at = new_app()
+    warning = "\n".join(w.value for w in at.sidebar.warning)
+    assert warning.startswith("Not signed in: paste an API token")
+    assert "no X-Forwarded-User header: sign in through the OAuth proxy" in warning
+
+
+def test_without_a_token_the_page_asks_to_sign_in(backend, monkeypatch):
+    monkeypatch.delenv("PATCHPILOT_TOKEN")
+    at = new_app()
+    assert not at.exception and not at.error
+    warning = "\n".join(w.value for w in at.sidebar.warning)
+    assert warning.startswith("Not signed in: paste an API token into the **API token** field")
+    assert "patchpilot token create" in warning
+    assert "Sign in to see the chat and the jobs" in at.info[0].value
+    assert not at.chat_input and not at.sidebar.radio  # nothing to read without an identity
+    assert "API unreachable" not in sidebar_text(at)  # the API answered: it is not down
+    assert set(backend.users) == set()
+    # A wrong token says so; a right one signs in and shows the page.
+    sign_in(at, "pp_typo")
+    assert "the API token is unknown or revoked" in "\n".join(w.value for w in at.sidebar.warning)
+    sign_in(at, "pp_alice")
+    assert not at.sidebar.warning
+    assert "Signed in as **alice** (requester)" in sidebar_text(at)
+    assert at.chat_input and not at.info
+    send(at)
+    assert "I can patch web-01" in all_text(at)
 
 
 def test_chat_message_renders_proposal_card(backend):
@@ -327,8 +483,14 @@ def test_chat_message_renders_proposal_card(backend):
     req = only_request(backend)
     approve = at.button(key=f"approve:{req['id']}")
     reject = at.button(key=f"reject:{req['id']}")
-    assert not approve.disabled and not reject.disabled
+    # alice is a requester: she may withdraw her own proposal, approving is for approvers.
+    assert approve.disabled and not reject.disabled
+    assert approve.help == "Approving needs the approver role"
+    assert "Signed in as alice (requester): approving needs the approver role." in all_text(at)
+    sign_in(at, "pp_bob")
+    assert not at.button(key=f"approve:{req['id']}").disabled and not at.button(key=f"reject:{req['id']}").disabled
     # The new conversation shows up in the sidebar.
+    sign_in(at, "pp_alice")
     assert any(b.label.startswith("Patch server web-01") for b in at.sidebar.button)
 
 
@@ -341,10 +503,9 @@ def test_question_without_proposal_has_no_buttons(backend):
 def test_approve_calls_api_once_and_disables_buttons(backend):
     at = send(new_app())
     req = only_request(backend)
-    at.button(key=f"approve:{req['id']}").click().run()
-    assert not at.exception
+    approve_as_bob(at, req)
     assert backend.calls["approve"] == 1
-    assert req["state"] == "approved" and req["approved_by"] == "alice"
+    assert req["state"] == "approved" and req["approved_by"] == "bob"
     assert at.button(key=f"approve:{req['id']}").disabled
     assert at.button(key=f"reject:{req['id']}").disabled
     # A second click from a browser that had not redrawn yet (the button still enabled there)
@@ -359,7 +520,7 @@ def test_approve_calls_api_once_and_disables_buttons(backend):
 def test_progress_view_shows_completion_and_host_table(backend):
     at = send(new_app())
     req = only_request(backend)
-    at.button(key=f"approve:{req['id']}").click().run()
+    approve_as_bob(at, req)
     backend.succeed(req["id"])
     at.run()
     assert not at.exception
@@ -378,7 +539,7 @@ def test_progress_view_shows_completion_and_host_table(backend):
 def test_running_request_shows_timeline_and_cancel(backend):
     at = send(new_app())
     req = only_request(backend)
-    at.button(key=f"approve:{req['id']}").click().run()
+    approve_as_bob(at, req)
     backend.start(req["id"])
     at.run()
     text = all_text(at)
@@ -394,7 +555,7 @@ def test_running_request_shows_timeline_and_cancel(backend):
 def test_failed_request_shows_reason_and_failing_hosts(backend):
     at = send(new_app())
     req = only_request(backend)
-    at.button(key=f"approve:{req['id']}").click().run()
+    approve_as_bob(at, req)
     backend.fail(req["id"])
     at.run()
     errors = "\n".join(e.value for e in at.error)
@@ -407,12 +568,70 @@ def test_conflict_on_approve_is_a_readable_error(backend):
     at = send(new_app())
     req = only_request(backend)
     backend.force["approve"] = (409, "Request is already approved by bob")
-    at.button(key=f"approve:{req['id']}").click().run()
+    approve_as_bob(at, req)
     assert not at.exception
     assert [e.value for e in at.error] == [
         "Could not approve: Not possible right now (409): Request is already approved by bob"
     ]
     assert at.button(key=f"approve:{req['id']}").disabled
+
+
+def test_viewer_sees_disabled_approve_and_cannot_chat(backend):
+    at = send(new_app())
+    req = only_request(backend)
+    sign_in(at, "pp_vic")
+    assert "Signed in as **vic** (viewer)" in sidebar_text(at)
+    assert at.chat_input[0].proto.disabled
+    assert "Read only" in at.chat_input[0].proto.placeholder
+    # Someone else's conversation is theirs (and approvers'); the refusal reads as one line.
+    assert "Could not load the conversation: Not allowed (403): only its author, approvers and admins may read a " \
+           "conversation" in [e.value for e in at.error]
+    # The request itself is open to every reader: on the Jobs page.
+    at.sidebar.radio[0].set_value("Jobs").run()
+    at.selectbox(key="pp_jobs_open").set_value(req["id"]).run()
+    assert not at.exception and not at.error
+    approve, reject = at.button(key=f"approve:{req['id']}"), at.button(key=f"reject:{req['id']}")
+    assert approve.disabled and reject.disabled
+    assert approve.help == "Approving needs the approver role"
+    assert "Signed in as vic (viewer): approving needs the approver role; rejecting needs the requester role" in all_text(at)
+    assert req["state"] == "proposed"
+
+
+def test_four_eyes_refusal_is_shown_and_another_approver_can_approve(backend, monkeypatch):
+    monkeypatch.setenv("PATCHPILOT_TOKEN", "pp_carol")  # an approver asking for production
+    at = send(new_app())
+    req = only_request(backend)
+    assert req["requested_by"] == "carol"
+    assert not at.button(key=f"approve:{req['id']}").disabled  # her role allows it; the policy decides
+    at.button(key=f"approve:{req['id']}").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"Could not approve: Not allowed (403): {FOUR_EYES}"]
+    assert "Traceback" not in all_text(at)
+    assert req["state"] == "proposed" and backend.calls["approve"] == 1
+    assert at.button(key=f"approve:{req['id']}").disabled  # not again for her
+    # Someone else signs in: the refusal was carol's, bob may approve.
+    sign_in(at, "pp_bob")
+    assert not at.error
+    assert not at.button(key=f"approve:{req['id']}").disabled
+    at.button(key=f"approve:{req['id']}").click().run()
+    assert req["state"] == "approved" and req["approved_by"] == "bob"
+    assert "Approved by bob" in all_text(at)
+
+
+def test_cancel_is_for_the_requester_and_approvers(backend):
+    mine = backend.new_request("alice", None)
+    theirs = backend.new_request("dave", None)
+    for req in (mine, theirs):
+        backend.start(req["id"])
+    at = new_app()
+    at.sidebar.radio[0].set_value("Jobs").run()
+    at.selectbox(key="pp_jobs_open").set_value(theirs["id"]).run()
+    cancel = at.button(key=f"cancel:{theirs['id']}")
+    assert cancel.disabled and cancel.help == "Canceling someone else's request needs the approver role"
+    at.selectbox(key="pp_jobs_open").set_value(mine["id"]).run()
+    assert not at.button(key=f"cancel:{mine['id']}").disabled
+    at.button(key=f"cancel:{mine['id']}").click().run()
+    assert not at.exception and mine["state"] == "canceled" and mine["decided_by"] == "alice"
 
 
 def test_validation_error_on_chat_is_readable(backend):

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from ui.client import USER_HEADER, ApiError, PatchpilotClient, auth_headers, format_detail
+from ui.client import ApiError, PatchpilotClient, auth_headers, format_detail
 
 BASE = "http://api.test"
 
@@ -39,8 +39,11 @@ REQUEST = {
 }
 
 
-def make_client(handler, user: str = "alice") -> PatchpilotClient:
-    return PatchpilotClient(BASE, user, transport=httpx.MockTransport(handler))
+TOKEN = "pp_alice-token"
+
+
+def make_client(handler, token: str = TOKEN, incoming: dict[str, str] | None = None) -> PatchpilotClient:
+    return PatchpilotClient(BASE, token, incoming_headers=incoming, transport=httpx.MockTransport(handler))
 
 
 def respond(status: int, body: object):
@@ -66,7 +69,8 @@ def test_chat_sends_identity_and_body_and_returns_reply():
     request = seen[0]
     assert request.method == "POST"
     assert request.url.path == "/api/v1/chat"
-    assert request.headers[USER_HEADER] == "alice"
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert "X-Forwarded-User" not in request.headers and "X-Patchpilot-User" not in request.headers
     assert json.loads(request.content) == {"conversation_id": None, "text": "Patch server web-01 with Group-1"}
 
 
@@ -205,9 +209,66 @@ def test_other_transport_errors_and_bad_success_bodies_are_readable():
         make_client(respond(200, {"rows": []})).list_requests()
 
 
-def test_identity_header_is_built_in_one_place():
-    assert auth_headers("bob") == {USER_HEADER: "bob"}
+def test_identity_headers_are_built_in_one_place():
+    assert auth_headers("pp_bob") == {"Authorization": "Bearer pp_bob"}
+    assert auth_headers("  pp_bob\n") == {"Authorization": "Bearer pp_bob"}  # pasted with a line break
     assert auth_headers("") == {}
+    assert auth_headers("", {"host": "ui.example.com", "cookie": "x=1"}) == {}
+    # Behind the OAuth proxy, its two identity headers are passed on (whatever the case they came in).
+    incoming = {"x-forwarded-user": "gina", "x-forwarded-groups": "staff,patchpilot-approvers", "host": "ui"}
+    assert auth_headers("", incoming) == {"X-Forwarded-User": "gina", "X-Forwarded-Groups": "staff,patchpilot-approvers"}
+    assert auth_headers("", {"X-Forwarded-User": "gina"}) == {"X-Forwarded-User": "gina"}
+    # The proxy's person is who calls: a token (the default admin one, say) does not go along.
+    assert auth_headers("pp_admin", incoming) == auth_headers("", incoming)
+    # Groups without a user identify nobody.
+    assert auth_headers("pp_bob", {"X-Forwarded-Groups": "patchpilot-admins"}) == {"Authorization": "Bearer pp_bob"}
+
+
+def test_proxy_headers_are_forwarded_on_every_call():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"user": "gina", "roles": ["approver"], "via": "proxy"})
+
+    incoming = {"X-Forwarded-User": "gina", "X-Forwarded-Groups": "patchpilot-approvers", "Cookie": "_oauth_proxy=s"}
+    client = make_client(handler, token="", incoming=incoming)
+    assert client.me() == {"user": "gina", "roles": ["approver"], "via": "proxy"}
+    client.approve("r-1")
+    for request in seen:
+        assert request.headers["X-Forwarded-User"] == "gina"
+        assert request.headers["X-Forwarded-Groups"] == "patchpilot-approvers"
+        assert "Authorization" not in request.headers and "Cookie" not in request.headers
+    assert [r.url.path for r in seen] == ["/api/v1/me", "/api/v1/requests/r-1/approve"]
+
+
+def test_me_sends_the_token_and_returns_user_and_roles():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return httpx.Response(401, json={"detail": "the API token is unknown or revoked"})
+        return httpx.Response(200, json={"user": "alice", "roles": ["requester"], "via": "token"})
+
+    assert make_client(handler).me() == {"user": "alice", "roles": ["requester"], "via": "token"}
+    with pytest.raises(ApiError) as info:
+        make_client(handler, token="pp_wrong").me()
+    assert info.value.is_unauthorized and not info.value.is_forbidden
+    assert info.value.detail == "the API token is unknown or revoked"
+    assert str(info.value) == "Not signed in (401): the API token is unknown or revoked"
+
+
+def test_me_in_an_unexpected_shape_is_readable():
+    for body in ([], {"user": "alice"}, {"name": "alice", "roles": []}):
+        with pytest.raises(ApiError, match="unexpected shape"):
+            make_client(respond(200, body)).me()
+
+
+def test_forbidden_keeps_the_api_reason():
+    reason = "four-eyes: web-01 is production; someone other than the requester must approve"
+    with pytest.raises(ApiError) as info:
+        make_client(respond(403, {"detail": reason})).approve("r-1")
+    assert info.value.is_forbidden and info.value.status_code == 403
+    assert info.value.detail == reason
+    assert str(info.value) == f"Not allowed (403): {reason}"
 
 
 def test_format_detail_handles_every_shape():

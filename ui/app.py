@@ -13,13 +13,12 @@ import streamlit as st
 from core.settings import get_settings
 from ui import views
 from ui.client import ApiError, PatchpilotClient
-from ui.views import default_user
 
 EXAMPLE_PROMPT = "Patch server web-01 with Group-1"
 
 
 def get_client() -> PatchpilotClient:
-    """The session's API client for the name in the sidebar (rebuilt when the address or the name changes)."""
+    """The session's API client for the current identity (rebuilt when the address or the identity changes)."""
     return views.session_client(get_settings().api_url)
 
 
@@ -88,7 +87,11 @@ def render_proposal_by_id(client: PatchpilotClient, request_id: str) -> None:
 
 
 def chat_page(client: PatchpilotClient) -> None:
-    prompt = st.chat_input(f"e.g. {EXAMPLE_PROMPT}", key="pp_chat_input")
+    me = views.signed_in()
+    # Reading is for everyone; asking for changes needs the requester role (the API checks it as well).
+    read_only = me is not None and views.role_rank(me.get("roles")) < views.ROLE_RANK["requester"]
+    placeholder = "Read only: asking for changes needs the requester role" if read_only else f"e.g. {EXAMPLE_PROMPT}"
+    prompt = st.chat_input(placeholder, key="pp_chat_input", disabled=read_only)
     if prompt:
         send_message(client, prompt)
 
@@ -138,7 +141,7 @@ def chat_page(client: PatchpilotClient) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="patchpilot", page_icon="🩹", layout="wide")
-    st.session_state.setdefault("pp_user", default_user())
+    st.session_state.setdefault("pp_token", views.default_token())
 
     try:
         get_settings()
@@ -156,8 +159,24 @@ def main() -> None:
 
     with st.sidebar:
         st.title("🩹 patchpilot")
-        st.text_input("Your name", key="pp_user")
+        via_proxy = views.proxy_signed_in()
+        if not via_proxy:
+            # Behind the OAuth proxy the person is already known; otherwise an API token says who they are.
+            st.text_input(
+                "API token",
+                key="pp_token",
+                type="password",
+                help="Your patchpilot API token (patchpilot token create NAME --role requester|approver|viewer).",
+            )
         client = get_client()
+        _me, me_error = views.render_identity(client, via_proxy)
+    if me_error is not None and me_error.is_unauthorized:
+        # Nothing can be read without an identity; the sidebar says how to sign in.
+        st.info("Sign in to see the chat and the jobs." if via_proxy else
+                "Sign in to see the chat and the jobs: paste your API token into the **API token** field in the sidebar.")
+        return
+
+    with st.sidebar:
         try:
             system, system_error = client.system(), None
         except ApiError as exc:

@@ -7,11 +7,14 @@ can be shown to an operator as is.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal, NotRequired, TypedDict
 
 import httpx
 
-USER_HEADER = "X-Patchpilot-User"
+# Set by the OAuth proxy in front of the UI (and the API) when it runs in proxy mode.
+PROXY_USER_HEADER = "X-Forwarded-User"
+PROXY_GROUPS_HEADER = "X-Forwarded-Groups"
 
 TERMINAL_STATES = frozenset({"rejected", "expired", "succeeded", "failed", "canceled", "error"})
 
@@ -112,6 +115,12 @@ class Message(TypedDict):
     proposal_id: NotRequired[str | None]
 
 
+class Me(TypedDict):
+    user: str
+    roles: list[str]
+    via: Literal["token", "proxy"]
+
+
 class SystemStatus(TypedDict):
     engine: str
     engine_label: str
@@ -128,14 +137,26 @@ class SystemStatus(TypedDict):
 class ApiError(Exception):
     """A failed API call, carrying a message fit for the operator."""
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(self, message: str, status_code: int | None = None, detail: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
+        # The API's own reason (its `detail`), without the status prefix; empty when it gave none.
+        self.detail = detail
 
     @property
     def is_conflict(self) -> bool:
         return self.status_code == 409
+
+    @property
+    def is_unauthorized(self) -> bool:
+        """No credentials, or ones the API does not know (401): the person has to sign in."""
+        return self.status_code == 401
+
+    @property
+    def is_forbidden(self) -> bool:
+        """The API knows who is calling and refuses (403: role too low, four-eyes)."""
+        return self.status_code == 403
 
     def __str__(self) -> str:
         return self.message
@@ -175,25 +196,54 @@ def format_detail(detail: Any) -> str:
     return str(detail)
 
 
-def error_message(response: httpx.Response) -> str:
-    """The operator-facing text for an HTTP error response."""
-    code = response.status_code
+def error_detail(response: httpx.Response) -> str:
+    """The reason an HTTP error response gives, as one readable line."""
     try:
         detail = format_detail(response.json().get("detail"))
     except (ValueError, AttributeError):
         # Not our JSON (a proxy's HTML page, say): show a short piece of it.
         detail = response.text.strip()[:200]
-    detail = detail or response.reason_phrase or "no details given"
+    return detail or response.reason_phrase or "no details given"
+
+
+def error_message(response: httpx.Response) -> str:
+    """The operator-facing text for an HTTP error response."""
+    code = response.status_code
     prefix = _STATUS_PREFIX.get(code) or ("API error" if code >= 500 else "Request refused")
-    return f"{prefix} ({code}): {detail}"
+    return f"{prefix} ({code}): {error_detail(response)}"
 
 
 # --- client -------------------------------------------------------------------------------------
 
 
-def auth_headers(user: str) -> dict[str, str]:
-    """Identity sent with every call; the only place that decides how the UI identifies itself."""
-    return {USER_HEADER: user} if user else {}
+def proxy_identity(incoming: Mapping[str, str] | None) -> dict[str, str]:
+    """The OAuth proxy's identity headers among the browser request's headers (empty when there are none)."""
+    if not incoming:
+        return {}
+    found = {}
+    lowered = {str(k).lower(): v for k, v in incoming.items()}
+    for name in (PROXY_USER_HEADER, PROXY_GROUPS_HEADER):
+        value = str(lowered.get(name.lower()) or "").strip()
+        if value:
+            found[name] = value
+    # Groups without a user identify nobody.
+    return found if PROXY_USER_HEADER in found else {}
+
+
+def auth_headers(token: str = "", incoming: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Identity sent with every call; the only place that decides how the UI identifies the person.
+
+    `token` is an API token (token mode: `Authorization: Bearer <token>`). `incoming` are the headers of the
+    browser's request to the UI: when the OAuth proxy in front of the UI set `X-Forwarded-User` (and
+    `X-Forwarded-Groups`), those two are passed on, so proxy mode works without a token. The person the proxy
+    signed in is then who calls: a token (say the one from `PATCHPILOT_TOKEN`) is not sent along, so it
+    cannot make them act as someone else.
+    """
+    headers = proxy_identity(incoming)
+    token = (token or "").strip()
+    if token and not headers:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
 
 
 class PatchpilotClient:
@@ -202,20 +252,22 @@ class PatchpilotClient:
     def __init__(
         self,
         base_url: str,
-        user: str,
+        token: str = "",
         *,
+        incoming_headers: Mapping[str, str] | None = None,
         timeout: float = 10.0,
         chat_timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.user = user
+        # What identifies the caller; a different identity needs a different client.
+        self.identity = auth_headers(token, incoming_headers)
         self.timeout = timeout
         # Chat can wait on a language model, so it gets longer than the plain reads.
         self.chat_timeout = chat_timeout
         self._http = httpx.Client(
             base_url=self.base_url,
-            headers=auth_headers(user),
+            headers=self.identity,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             transport=transport,
         )
@@ -240,7 +292,7 @@ class PatchpilotClient:
         except httpx.HTTPError as exc:
             raise ApiError(f"Talking to the patchpilot API at {self.base_url} failed: {exc}") from None
         if response.is_error:
-            raise ApiError(error_message(response), response.status_code)
+            raise ApiError(error_message(response), response.status_code, error_detail(response))
         try:
             return response.json()
         except ValueError:
@@ -292,6 +344,13 @@ class PatchpilotClient:
 
     def messages(self, conversation_id: str) -> list[Message]:
         return self._items(self._call("GET", f"/api/v1/conversations/{conversation_id}/messages"))
+
+    def me(self) -> Me:
+        """Who the API takes the caller for, and their roles."""
+        body = self._call("GET", "/api/v1/me")
+        if not isinstance(body, dict) or not isinstance(body.get("user"), str) or not isinstance(body.get("roles"), list):
+            raise ApiError("The patchpilot API said who you are in an unexpected shape.")
+        return body
 
     def system(self) -> SystemStatus:
         return self._call("GET", "/api/v1/system")

@@ -14,7 +14,13 @@ from typing import Any
 
 import streamlit as st
 
-from ui.client import TERMINAL_STATES, ApiError, PatchpilotClient
+from ui.client import (
+    TERMINAL_STATES,
+    ApiError,
+    PatchpilotClient,
+    auth_headers,
+    proxy_identity,
+)
 
 REFRESH_SECONDS = 2
 MAX_EVENTS_KEPT = 200
@@ -62,6 +68,7 @@ REBOOT_TEXT = {
     "if_needed": "Reboot only if needed",
     "always": "Always reboot",
 }
+ROLE_RANK = {"viewer": 0, "requester": 1, "approver": 2, "admin": 3}
 ENV_ORDER = ("prod", "staging", "dev")
 HOST_COLUMNS = ("name", "status", "ok", "changed", "failed", "unreachable")
 
@@ -222,28 +229,116 @@ def request_choice_label(req: Mapping[str, Any]) -> str:
     return f"{str(req.get('id', ''))[:8]} · {state_badge(req.get('state', ''))} · {req.get('patch_group', '')} · {shown}"
 
 
+def role_rank(roles: Sequence[str] | None) -> int:
+    """The highest of the roles (viewer 0 … admin 3); -1 for none."""
+    return max((ROLE_RANK[r] for r in roles or () if r in ROLE_RANK), default=-1)
+
+
+def roles_text(me: Mapping[str, Any]) -> str:
+    return ", ".join(me.get("roles") or []) or "no role"
+
+
+def refusal(me: Mapping[str, Any] | None, action: str, item: Mapping[str, Any]) -> str | None:
+    """Why the signed-in person may not approve / reject / cancel this request, or None when they may.
+
+    The same rules as the API: approving needs the approver role; a requester may reject or cancel their own
+    request, others' need the approver role. The API still decides (four-eyes on production, say).
+    """
+    verb = {"approve": "approving", "reject": "rejecting", "cancel": "canceling"}[action]
+    if not me:
+        return f"{verb} needs you to be signed in"
+    rank = role_rank(me.get("roles"))
+    if rank >= ROLE_RANK["approver"]:
+        return None
+    if action == "approve":
+        return f"{verb} needs the approver role"
+    if rank >= ROLE_RANK["requester"]:
+        if item.get("requested_by") == me.get("user"):
+            return None
+        return f"{verb} someone else's request needs the approver role"
+    return f"{verb} needs the requester role (own requests) or the approver role"
+
+
+def md_escape(text: str) -> str:
+    """Text shown through st.markdown as is (a user name like a_b_c stays plain)."""
+    return "".join("\\" + c if c in "\\`*_[]<>#|~" else c for c in str(text))
+
+
 # --- Streamlit pieces ---------------------------------------------------------------------------
 
 
-def default_user() -> str:
-    return os.environ.get("PATCHPILOT_USER") or "operator"
+def default_token() -> str:
+    """The API token the sidebar starts with (`patchpilot up` passes its local admin token)."""
+    return os.environ.get("PATCHPILOT_TOKEN", "").strip()
+
+
+def browser_headers() -> dict[str, str]:
+    """The headers of the browser's request to the UI (where the OAuth proxy puts who signed in)."""
+    try:
+        return st.context.headers.to_dict()
+    except Exception:  # noqa: BLE001 - no browser request (a bare script run): no headers
+        return {}
+
+
+def proxy_signed_in() -> bool:
+    """The OAuth proxy in front of the UI identified the person: no API token is needed."""
+    return bool(proxy_identity(browser_headers()))
 
 
 def session_client(base_url: str) -> PatchpilotClient:
-    """The session's API client for the name now in the sidebar, rebuilt when the address or the name changes.
+    """The session's API client for the identity now in force, rebuilt when the address or the identity changes.
 
-    Button callbacks call it too instead of using the client their button was drawn with: a callback runs
-    before the page is drawn again, and after a name change that client is closed (or speaks for the old name).
+    The identity is the OAuth proxy's headers when present, else the API token in the sidebar. Button callbacks
+    call this too instead of using the client their button was drawn with: a callback runs before the page is
+    drawn again, and after a token change that client is closed (or speaks for the previous person).
     """
     base_url = base_url.rstrip("/")
-    user = str(st.session_state.get("pp_user") or "").strip() or default_user()
+    token = str(st.session_state.get("pp_token") or "")
+    incoming = browser_headers()
     client = st.session_state.get("pp_client")
-    if client is None or client.base_url != base_url or client.user != user:
+    if client is None or client.base_url != base_url or client.identity != auth_headers(token, incoming):
         if client is not None:
             client.close()
-        client = PatchpilotClient(base_url, user)
+        client = PatchpilotClient(base_url, token, incoming_headers=incoming)
         st.session_state["pp_client"] = client
     return client
+
+
+def signed_in() -> dict[str, Any] | None:
+    """The person the API answered /me with on this page run (None when not known)."""
+    return st.session_state.get("pp_me")
+
+
+def _signed_in_user() -> str:
+    return str((signed_in() or {}).get("user") or "")
+
+
+def sign_in_message(error: ApiError, via_proxy: bool) -> str:
+    """What to do after the API answered 401."""
+    said = f" (the API said: {md_escape(error.detail)})" if error.detail else ""
+    if via_proxy:
+        return f"Not signed in: the API did not accept the OAuth proxy's identity{said}. Sign in again through the proxy."
+    return (
+        "Not signed in: paste an API token into the **API token** field "
+        f"(create one with `patchpilot token create NAME --role requester`){said}."
+    )
+
+
+def render_identity(client: PatchpilotClient, via_proxy: bool) -> tuple[dict[str, Any] | None, ApiError | None]:
+    """'Signed in as …' from GET /api/v1/me, or the sign-in message on a 401. Keeps the answer for the page."""
+    try:
+        me, error = {**client.me()}, None
+    except ApiError as exc:
+        me, error = None, exc
+    st.session_state["pp_me"] = me
+    if me is not None:
+        st.markdown(f"Signed in as **{md_escape(me.get('user', '?'))}** ({md_escape(roles_text(me))})")
+        if me.get("via") == "proxy":
+            st.caption("through the OAuth proxy")
+    elif error is not None and error.is_unauthorized:
+        st.warning(sign_in_message(error, via_proxy))
+    # Any other failure (API down) shows in the status line below.
+    return me, error
 
 
 @contextlib.contextmanager
@@ -287,12 +382,30 @@ def _decision_error_key(request_id: str) -> str:
     return f"pp_decision_error:{request_id}"
 
 
+def _after_refusal(key: str, exc: ApiError) -> None:
+    """After a failed click: whether the buttons come back, and for whom."""
+    if exc.status_code is None or exc.status_code >= 500:
+        # Nothing changed server-side on a transport error or a 5xx: let the operator try again.
+        st.session_state.pop(key, None)
+    elif exc.is_unauthorized or exc.is_forbidden:
+        # Refused for who clicked (role, four-eyes): the buttons stay off for them, and come back when
+        # someone else signs in.
+        st.session_state[key] = {**st.session_state[key], "refused": True}
+
+
+def _clear_refusal_for_someone_else(key: str, error_key: str) -> None:
+    decided = st.session_state.get(key)
+    if isinstance(decided, dict) and decided.get("refused") and decided.get("by") != _signed_in_user():
+        st.session_state.pop(key, None)
+        st.session_state.pop(error_key, None)
+
+
 def _decide(client: PatchpilotClient, request_id: str, action: str) -> None:
     """Button callback. Runs before the page redraws, so the buttons come back disabled."""
     key = _decision_key(request_id)
     if st.session_state.get(key):
         return  # second click of a double click
-    st.session_state[key] = action
+    st.session_state[key] = {"action": action, "by": _signed_in_user()}
     st.session_state.pop(_decision_error_key(request_id), None)
     client = session_client(client.base_url)
     try:
@@ -302,9 +415,7 @@ def _decide(client: PatchpilotClient, request_id: str, action: str) -> None:
             client.reject(request_id)
     except ApiError as exc:
         st.session_state[_decision_error_key(request_id)] = f"Could not {action}: {exc}"
-        # Nothing changed server-side on a transport error or a 5xx: let the operator try again.
-        if exc.status_code is None or exc.status_code >= 500:
-            st.session_state.pop(key, None)
+        _after_refusal(key, exc)
 
 
 def render_proposal_card(client: PatchpilotClient, item: Mapping[str, Any]) -> None:
@@ -336,25 +447,33 @@ def render_proposal_card(client: PatchpilotClient, item: Mapping[str, Any]) -> N
         if state == "proposed" and item.get("expires_at"):
             st.caption(f"Expires at {fmt_time(item['expires_at'])}")
 
+        _clear_refusal_for_someone_else(_decision_key(request_id), _decision_error_key(request_id))
         decided = st.session_state.get(_decision_key(request_id))
         if state == "proposed" or decided:
             disabled = bool(decided) or state != "proposed"
+            me = signed_in()
+            why_not = {a: refusal(me, a, item) for a in ("approve", "reject")}
             left, right, _ = st.columns([1, 1, 4])
             left.button(
                 "Approve",
                 key=f"approve:{request_id}",
                 type="primary",
-                disabled=disabled,
+                disabled=disabled or why_not["approve"] is not None,
+                help=_capitalized(why_not["approve"]),
                 on_click=_decide,
                 args=(client, request_id, "approve"),
             )
             right.button(
                 "Reject",
                 key=f"reject:{request_id}",
-                disabled=disabled,
+                disabled=disabled or why_not["reject"] is not None,
+                help=_capitalized(why_not["reject"]),
                 on_click=_decide,
                 args=(client, request_id, "reject"),
             )
+            reasons = [r for r in why_not.values() if r]
+            if not disabled and reasons:
+                st.caption(_not_allowed_text(me, reasons))
         error = st.session_state.get(_decision_error_key(request_id))
         if error:
             st.error(error)
@@ -364,6 +483,15 @@ def render_proposal_card(client: PatchpilotClient, item: Mapping[str, Any]) -> N
             st.caption("This proposal expired without a decision.")
         elif item.get("approved_by"):
             st.caption(f"Approved by {item['approved_by']}")
+
+
+def _capitalized(text: str | None) -> str | None:
+    return text[:1].upper() + text[1:] if text else None
+
+
+def _not_allowed_text(me: Mapping[str, Any] | None, reasons: Sequence[str]) -> str:
+    who = f"Signed in as {md_escape(me.get('user', '?'))} ({md_escape(roles_text(me))})" if me else "Not signed in"
+    return f"{who}: {'; '.join(reasons)}."
 
 
 def shows_progress(state: str) -> bool:
@@ -378,15 +506,14 @@ def _cancel(client: PatchpilotClient, request_id: str) -> None:
     key = f"pp_cancel:{request_id}"
     if st.session_state.get(key):
         return
-    st.session_state[key] = True
+    st.session_state[key] = {"action": "cancel", "by": _signed_in_user()}
     st.session_state.pop(f"pp_cancel_error:{request_id}", None)
     client = session_client(client.base_url)
     try:
         client.cancel(request_id)
     except ApiError as exc:
         st.session_state[f"pp_cancel_error:{request_id}"] = f"Could not cancel: {exc}"
-        if exc.status_code is None or exc.status_code >= 500:
-            st.session_state.pop(key, None)
+        _after_refusal(key, exc)
 
 
 def _draw_timeline(req: Mapping[str, Any]) -> None:
@@ -490,11 +617,14 @@ def draw_progress(client: PatchpilotClient, req: Mapping[str, Any]) -> None:
     if req.get("awx_job_url"):
         st.markdown(f"[AWX job {req.get('awx_job_id') or ''}]({req['awx_job_url']})")
 
+    _clear_refusal_for_someone_else(f"pp_cancel:{request_id}", f"pp_cancel_error:{request_id}")
     if state in CANCELABLE_STATES:
+        why_not = refusal(signed_in(), "cancel", req)
         st.button(
             "Cancel",
             key=f"cancel:{request_id}",
-            disabled=bool(st.session_state.get(f"pp_cancel:{request_id}")),
+            disabled=bool(st.session_state.get(f"pp_cancel:{request_id}")) or why_not is not None,
+            help=_capitalized(why_not),
             on_click=_cancel,
             args=(client, request_id),
         )

@@ -245,3 +245,22 @@ def test_only_backend_pods_reach_postgres() -> None:
 
 def test_only_backend_pods_reach_redis() -> None:
     assert _admitted("redis") == {"api", "worker", "beat"}
+
+
+def test_the_shipped_policy_configmap_is_a_valid_policy():
+    """The pods validate POLICY_FILE at start-up: a ConfigMap that does not parse would stop them all."""
+    import yaml as _yaml
+
+    from core.inventory import get_catalog
+    from core.policy import Policy
+
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    docs = [d for d in _yaml.safe_load_all((root / "openshift" / "configmap.yaml").read_text()) if d]
+    policy_doc = next(d for d in docs if d["metadata"]["name"] == "patchpilot-policy")
+    policy = Policy.model_validate(_yaml.safe_load(policy_doc["data"]["policy.yaml"]))
+    catalog = get_catalog()
+    assert set(policy.never_patch_hosts) <= set(catalog.inventory.hosts)
+    config = next(d for d in docs if d["metadata"]["name"] == "patchpilot-config")
+    assert config["data"]["POLICY_FILE"] == "/etc/patchpilot/policy.yaml"

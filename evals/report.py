@@ -42,6 +42,12 @@ def console_lines(run: Run) -> list[str]:
         lines.append("  not confident: " + ", ".join(r.case.id for r in unsure))
     latency = run.latency()
     lines.append(f"latency per case: p50 {latency['p50']:.3f} ms, p95 {latency['p95']:.3f} ms, max {latency['max']:.3f} ms")
+    used = [r for r in run.results if r.llm_calls is not None]
+    if used:
+        calls = sum(r.llm_calls for r in used) / len(used)
+        tokens = sum(r.llm_tokens or 0 for r in used) / len(used)
+        lines.append(f"model calls per case: mean {calls:.2f}, max {max(r.llm_calls for r in used)}; "
+                     f"tokens per case: mean {tokens:.0f} (prompt {run.prompt_version}, model {run.model})")
     return lines
 
 
@@ -74,7 +80,8 @@ def to_json(run: Run, dataset: Path) -> dict:
         "cases": [
             {"id": r.case.id, "text": r.case.text, "history": list(r.case.history), "expected": r.case.expected,
              "got": r.got, "passed": r.passed, "failed_keys": r.failed_keys, "confident": r.confident,
-             "latency_ms": round(r.latency_ms, 4), "error": r.error}
+             "latency_ms": round(r.latency_ms, 4), "error": r.error,
+             **({"llm_calls": r.llm_calls, "llm_tokens": r.llm_tokens} if r.llm_calls is not None else {})}
             for r in run.results
         ],
     }

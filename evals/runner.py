@@ -27,6 +27,8 @@ class CaseResult:
     confident: bool  # the rules parser's own verdict on this case
     latency_ms: float
     error: str | None = None
+    llm_calls: int | None = None  # llm provider: model calls and tokens this case used
+    llm_tokens: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -147,14 +149,19 @@ def run(cases: list[Case], provider_name: str, catalog: Catalog) -> Run:
     results = []
     for case in cases:
         error = None
+        calls_before, tokens_before = _llm_usage()
         started = time.perf_counter()
         try:
             got = provider(case).eval_view()
         except Exception as exc:  # one broken case is reported as a failure, the run goes on
             got, error = {"action": None}, f"{type(exc).__name__}: {exc}"
         latency_ms = (time.perf_counter() - started) * 1000
+        calls_after, tokens_after = _llm_usage()
+        usage = {} if provider_name != "llm" else {"llm_calls": int(calls_after - calls_before),
+                                                   "llm_tokens": int(tokens_after - tokens_before)}
         results.append(CaseResult(case=case, got=got, failed_keys=compare(case.expected, got) if not error else ["error"],
-                                  confident=_rules_confident(case, catalog), latency_ms=latency_ms, error=error))
+                                  confident=_rules_confident(case, catalog), latency_ms=latency_ms, error=error,
+                                  **usage))
 
     per_key = {}
     for key in EXPECTED_KEYS:
@@ -162,6 +169,20 @@ def run(cases: list[Case], provider_name: str, catalog: Catalog) -> Run:
         if scored:
             per_key[key] = (sum(key not in r.failed_keys and not r.error for r in scored), len(scored))
     return Run(provider=provider_name, results=results, prompt_version=prompt_version, model=model, per_key=per_key)
+
+
+def _llm_usage() -> tuple[float, float]:
+    """Model calls and tokens counted so far by the agent's Prometheus counters (0 when it is not loaded)."""
+    from prometheus_client import REGISTRY
+
+    calls = tokens = 0.0
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == "patchpilot_llm_calls_total":
+                calls += sample.value
+            elif sample.name == "patchpilot_llm_tokens_total":
+                tokens += sample.value
+    return calls, tokens
 
 
 def _rules_confident(case: Case, catalog: Catalog) -> bool:

@@ -56,6 +56,22 @@ class Stack:
         self._write_pids()
         return proc
 
+    def serve(self, name: str, preferred_port: int, argv_for, env: dict[str, str], timeout: float = 60) -> int:
+        """Start a server on a free port and wait until it listens. If another process takes the port between
+        our probe and its bind, the server exits at once: start it again on the next free port."""
+        port = pick_port(preferred_port)
+        for attempt in range(3):
+            proc = self.spawn(name, argv_for(port), env)
+            try:
+                wait_for_port(port, timeout, proc=proc)
+                return port
+            except RuntimeError:
+                if attempt == 2 or proc.poll() is None:
+                    raise RuntimeError(f"{name} did not start; see {self.logs / (name + '.log')}") from None
+                self.procs.remove((name, proc))
+                port = pick_port(port + 1)
+        raise AssertionError("unreachable")
+
     def _write_pids(self) -> None:
         pids = {name: p.pid for name, p in self.procs}
         pids.update({type(s).__name__: s.proc.pid for s in self.stores if s.proc})
@@ -110,39 +126,36 @@ def up(args: argparse.Namespace) -> int:
         if settings.awx_url:
             urls["AWX"] = settings.awx_url
         else:
-            awx_port = pick_port(args.awx_port)
             token = secrets.token_urlsafe(24)
-            stack.spawn("awx-double", [sys.executable, "-m", "awx_double", "--host", "127.0.0.1", "--port", str(awx_port),
-                                       "--token", token, "--speed", str(args.awx_speed),
-                                       "--inventory", str(settings.inventory_file),
-                                       "--patch-groups", str(settings.patch_groups_file)], env)
+            awx_port = stack.serve("awx-double", args.awx_port, lambda port: [
+                sys.executable, "-m", "awx_double", "--host", "127.0.0.1", "--port", str(port), "--token", token,
+                "--speed", str(args.awx_speed), "--inventory", str(settings.inventory_file),
+                "--patch-groups", str(settings.patch_groups_file)], env, timeout=30)
             env.update(AWX_URL=f"http://127.0.0.1:{awx_port}/api/v2/", AWX_TOKEN=token)
-            wait_for_port(awx_port, 30, proc=stack.procs[-1][1])
             urls["AWX test double"] = env["AWX_URL"]
 
         migrate(database_url)
         admin_token = _local_admin_token(state_dir, database_url)
         env["PATCHPILOT_TOKEN"] = admin_token  # the UI's default identity in the quick start
 
-        api_port = pick_port(args.api_port)
-        env["API_URL"] = f"http://127.0.0.1:{api_port}"
         api_metrics_port = pick_port(args.api_metrics_port)
-        stack.spawn("api", [sys.executable, "-m", "uvicorn", "api.main:app", "--host", args.host,
-                            "--port", str(api_port), "--no-access-log"], {**env, "API_METRICS_PORT": str(api_metrics_port)})
+        api_port = stack.serve("api", args.api_port, lambda port: [
+            sys.executable, "-m", "uvicorn", "api.main:app", "--host", args.host, "--port", str(port),
+            "--no-access-log"], {**env, "API_METRICS_PORT": str(api_metrics_port)})
+        env["API_URL"] = f"http://127.0.0.1:{api_port}"
         metrics_port = pick_port(args.worker_metrics_port)
         worker_env = {**env, "WORKER_METRICS_PORT": str(metrics_port),
                       "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(state_dir / "prometheus"))}
         stack.spawn("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker", "-B",
                                "--concurrency", "2", "--prefetch-multiplier", "1", "--loglevel", "INFO",
                                "--schedule", str(state_dir / "celerybeat-schedule"), "-n", f"patchpilot@{state_dir.name}"], worker_env)
-        ui_port = pick_port(args.ui_port)
-        if not args.no_ui:
-            stack.spawn("ui", [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "ui" / "app.py"),
-                               "--server.port", str(ui_port), "--server.address", args.host,
-                               "--server.headless", "true", "--browser.gatherUsageStats", "false"], env)
         _wait_ready(env["API_URL"], stack, timeout=90)
+        ui_port = 0
         if not args.no_ui:
-            wait_for_port(ui_port, 60, proc=dict(stack.procs)["ui"])
+            ui_port = stack.serve("ui", args.ui_port, lambda port: [
+                sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "ui" / "app.py"),
+                "--server.port", str(port), "--server.address", args.host, "--server.headless", "true",
+                "--browser.gatherUsageStats", "false"], env)
         urls = {"UI": f"http://127.0.0.1:{ui_port}", "API": env["API_URL"], "API docs": env["API_URL"] + "/docs",
                 "API metrics": f"http://127.0.0.1:{api_metrics_port}/metrics",
                 "Worker metrics": f"http://127.0.0.1:{metrics_port}/metrics", **urls}

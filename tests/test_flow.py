@@ -119,3 +119,18 @@ def test_template_that_ignores_limit_is_refused_before_launch(api, awx_double, w
     assert view["state"] == "failed"
     assert "limit" in view["failure_reason"].lower()
     assert awx_double.stats()["launches"] == 0
+
+
+def test_server_sent_events_stream_the_run_and_end_with_it(api, awx_double, worker_process):
+    request_id = propose_and_approve(api, "Patch app-03 with Group-1")
+    with api.stream("GET", f"/api/v1/requests/{request_id}/events/stream") as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        body = "".join(response.iter_text())  # the stream ends by itself once the run is over
+    kinds = [line.split(":", 1)[1].strip() for line in body.splitlines() if line.startswith("event:")]
+    assert "event" in kinds and "request" in kinds
+    import json
+
+    states = [json.loads(line[5:])["state"] for line, nxt in zip(body.splitlines(), body.splitlines()[1:])
+              if line.startswith("data:") and '"state"' in line]
+    assert states[-1] == "succeeded"

@@ -15,7 +15,10 @@ LLM_KEY = "sk-test-llm-key-4f1c2b9e7d"
 WRONG_AWX_TOKEN = "awx-wrong-token-9a8b7c6d5e"
 
 
-def test_secrets_can_be_mounted_as_files(tmp_path):
+def test_secrets_can_be_mounted_as_files(tmp_path, monkeypatch):
+    # The environment wins over files: clear what other tests put there.
+    monkeypatch.delenv("AWX_TOKEN", raising=False)
+    monkeypatch.delenv("LLM_API_KEY", raising=False)
     (tmp_path / "awx_token").write_text("token-from-a-mounted-file\n")
     (tmp_path / "llm_api_key").write_text("key-from-a-mounted-file")
     settings = Settings(_secrets_dir=str(tmp_path))

@@ -126,9 +126,9 @@ def up(args: argparse.Namespace) -> int:
         if settings.awx_url:
             urls["AWX"] = settings.awx_url
         else:
-            token = secrets.token_urlsafe(24)
+            token = secrets.token_urlsafe(24)  # may start with "-": passed as --token=... so argparse takes it
             awx_port = stack.serve("awx-double", args.awx_port, lambda port: [
-                sys.executable, "-m", "awx_double", "--host", "127.0.0.1", "--port", str(port), "--token", token,
+                sys.executable, "-m", "awx_double", "--host", "127.0.0.1", "--port", str(port), f"--token={token}",
                 "--speed", str(args.awx_speed), "--inventory", str(settings.inventory_file),
                 "--patch-groups", str(settings.patch_groups_file)], env, timeout=30)
             env.update(AWX_URL=f"http://127.0.0.1:{awx_port}/api/v2/", AWX_TOKEN=token)

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     knobs.add_argument("--template-asks-job-type", action=argparse.BooleanOptionalAction, default=True)
     knobs.add_argument("--read-only-token", default=None, help="a token that may read but not launch or cancel")
     knobs.add_argument("--launch-hang-seconds", type=float, default=0.0)
+    knobs.add_argument("--job-seconds", type=float, default=None,
+                       help="run length in job seconds (default ~28): the same events spread over a longer run")
     return parser
 
 

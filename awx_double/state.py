@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from awx_double.hostpattern import resolve_limit
-from awx_double.timeline import RUN_START, WAITING_AT, PlannedEvent, RunOptions, RunPlan, plan_run
+from awx_double.timeline import RUN_END, RUN_START, WAITING_AT, PlannedEvent, RunOptions, RunPlan, plan_run
 from core.inventory import Inventory, load_patch_groups
 
 INVENTORY_ID = 1
@@ -65,6 +65,7 @@ class Scenario(BaseModel):
     template_asks_job_type: bool = True
     read_only_token: str | None = None
     launch_hang_seconds: float = Field(default=0.0, ge=0)
+    job_seconds: float | None = Field(default=None, ge=5)  # run length in job seconds (None: ~28 s)
 
     def merged(self, patch: dict[str, Any]) -> Scenario:
         """RFC 7396 merge: nested objects merge, `null` restores the default."""
@@ -279,6 +280,7 @@ class DoubleState:
                 update_scope=str(extra_vars.get("update_scope", "security")),
                 unreachable_hosts=frozenset(scenario.unreachable_hosts),
                 failed_hosts=frozenset(scenario.failed_hosts),
+                run_end=scenario.job_seconds or RUN_END,
             )
             plan = plan_run(hosts, options)
             now = self.clock()

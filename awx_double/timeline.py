@@ -69,6 +69,7 @@ class RunOptions:
     update_scope: str = "security"
     unreachable_hosts: frozenset[str] = frozenset()
     failed_hosts: frozenset[str] = frozenset()
+    run_end: float = RUN_END  # job seconds at which the run ends; longer runs spread the same events wider
 
 
 def reboot_required(host: str, update_scope: str) -> bool:
@@ -198,13 +199,13 @@ def plan_run(hosts: list[str], options: RunOptions) -> RunPlan:
     rec.emit(_PLAY_START_WEIGHT, event="playbook_on_stats", stdout=_recap(totals, hosts),
              event_data={**totals, "processed": {h: 1 for h in hosts}, "playbook": PLAYBOOK, "artifact_data": {}})
     failed_run = bool(totals["dark"] or totals["failures"])
-    return RunPlan(events=_spread(rec), final_status="failed" if failed_run else "successful",
-                   ends_at=RUN_END, stats=totals)
+    return RunPlan(events=_spread(rec, options.run_end), final_status="failed" if failed_run else "successful",
+                   ends_at=options.run_end, stats=totals)
 
 
-def _spread(rec: _Recorder) -> tuple[PlannedEvent, ...]:
+def _spread(rec: _Recorder, run_end: float = RUN_END) -> tuple[PlannedEvent, ...]:
     """Map cumulative costs onto the running window, leaving the last half second for the process to exit."""
-    window = RUN_END - 0.5 - RUN_START
+    window = run_end - 0.5 - RUN_START
     return tuple(
         PlannedEvent(counter=i, emit_at=RUN_START + window * cost / rec.cost, **event)
         for i, (cost, event) in enumerate(rec.items, start=1)

@@ -439,3 +439,22 @@ def test_command_line_starts_a_double_with_scenario_flags() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_job_seconds_stretches_the_run(paused_double: Double, manual_clock: ManualClock) -> None:
+    paused_double.control("POST", "reset")
+    paused_double.scenario(job_seconds=180)
+    with paused_double.client() as client:
+        job_id = launch(client, "web-01")
+        launched_at = manual_clock.now
+        manual_clock.now = launched_at + 90
+        halfway = client.get_job(job_id)
+        some = client.job_events(job_id, 0)
+        manual_clock.now = launched_at + 200
+        done = client.get_job(job_id)
+        events = client.job_events(job_id, 0)
+    paused_double.control("POST", "reset")
+    assert halfway["status"] == "running" and 0 < len(some) < len(events)
+    assert done["status"] == "successful" and done["event_processing_finished"] is True
+    last = datetime.fromisoformat(events[-1]["created"].replace("Z", "+00:00")).timestamp()
+    assert 170 < last - launched_at < 180

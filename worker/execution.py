@@ -52,9 +52,17 @@ def launch(request_id: str, client: AWXClient) -> str:
             req = session.get(PatchRequest, request_id)
             if req is None:
                 return "missing"
-            if req.state in (APPROVED, QUEUED):
-                transition(session, req, LAUNCHING, actor=WORKER, reason="launch started",
-                           launch_started_at=utcnow(), launch_attempts=req.launch_attempts + 1)
+            started_now = False
+            for expected in (APPROVED, QUEUED):
+                # The API may move approved -> queued while this task (which it just published) starts: take either.
+                if not started_now and req.state == expected:
+                    try:
+                        transition(session, req, LAUNCHING, actor=WORKER, reason="launch started",
+                                   launch_started_at=utcnow(), launch_attempts=req.launch_attempts + 1)
+                        started_now = True
+                    except IllegalTransition:
+                        pass  # `transition` re-read the row: look at its new state
+            if started_now:
                 recovering = False
             elif req.state == LAUNCHING:
                 session.execute(update(PatchRequest).where(PatchRequest.id == req.id)

@@ -7,6 +7,7 @@ All tasks are idempotent (they reload the row and return early when the work is 
 from __future__ import annotations
 
 import logging
+import os
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -28,18 +29,31 @@ DB_RETRY = {
 }
 
 
+_client: AWXClient | None = None
+_client_pid: int | None = None
+
+
+def awx() -> AWXClient:
+    """One AWX client per worker process, made after the fork and reused: building an httpx client loads the CA
+    bundle (~24 ms of CPU), more than the rest of a poll, and reuse keeps the connection alive (bench/README.md)."""
+    global _client, _client_pid
+    if _client is None or _client_pid != os.getpid():
+        _client, _client_pid = AWXClient.from_settings(), os.getpid()
+    return _client
+
+
 @celery_app.task(name="worker.tasks.launch_request", **DB_RETRY)
 def launch_request(request_id: str) -> str:
-    with bind_request(request_id), AWXClient.from_settings() as client:
-        outcome = execution.launch(request_id, client)
+    with bind_request(request_id):
+        outcome = execution.launch(request_id, awx())
         log.info("launch: %s", outcome)
     return outcome
 
 
 @celery_app.task(name="worker.tasks.follow_request", **DB_RETRY)
 def follow_request(request_id: str) -> bool:
-    with bind_request(request_id), AWXClient.from_settings() as client:
-        again = execution.poll(request_id, client)
+    with bind_request(request_id):
+        again = execution.poll(request_id, awx())
     if again:
         # Re-schedule instead of sleeping: one worker slot follows hundreds of jobs this way.
         enqueue_follow(request_id, countdown=get_settings().follow_poll_seconds)

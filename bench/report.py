@@ -1,0 +1,112 @@
+"""Print the results table of bench/README.md (markdown) from bench/results/*.json.
+
+    .venv/bin/python -m bench.report
+"""
+
+from __future__ import annotations
+
+from bench.plot import load
+
+FOLLOW_CMD = "`python -m bench.follow --jobs 10,100,500,1000 --baseline-jobs 10,100`"
+FIXES_CMD = "`python -m bench.follow --jobs 300,1000 --variant …` (see above)"
+
+
+def _lag(r: dict) -> str:
+    lag = r["lag_censored_seconds"]
+    return f"{lag['p50']} / {lag['p95']} / {lag['max']}"
+
+
+def follow_rows(name: str, cmd: str) -> list[str]:
+    data = load(name)
+    if not data:
+        return []
+    rows = []
+    runs = data["runs"]
+    for r in runs:
+        if r["design"] == "naive":
+            base = None
+        elif r["design"] != "patchpilot":
+            base = next((b for b in runs if b["design"] == "patchpilot" and b["jobs"] == r["jobs"]), None)
+        else:  # the naive run with the same N, else the largest N below (its lag is bounded by the job length)
+            naive = sorted((b for b in runs if b["design"] == "naive" and b["jobs"] <= r["jobs"]),
+                           key=lambda b: b["jobs"])
+            base = naive[-1] if naive else None
+        ratio = ""
+        if base is not None and base is not r:
+            ratio = (f"p95 lag x{r['lag_censored_seconds']['p95'] / base['lag_censored_seconds']['p95']:.2f}, "
+                     f"AWX req/s x{r['awx_requests_per_second'] / max(base['awx_requests_per_second'], 0.1):.1f} "
+                     f"vs {base['design']} N={base['jobs']}")
+        res = r["resources"]
+        worker = res.get("worker", {})
+        numbers = (f"lag p50/p95/max {_lag(r)} s; missed {r['events_missed']}/{r['events_per_job'] * r['jobs']}; "
+                   f"terminal {r['requests_terminal']}/{r['jobs']}; AWX {r['awx_requests_per_second']} req/s = "
+                   f"{r['awx_requests_per_job_per_poll_interval']} per job per 2.5 s; worker CPU "
+                   f"{worker.get('cpu_mean_pct')} %, RSS {worker.get('rss_max_mb')} MB; double "
+                   f"{res.get('awx_double', {}).get('cpu_mean_pct')} %, PostgreSQL "
+                   f"{res.get('postgres', {}).get('cpu_mean_pct')} %, Redis {res.get('redis', {}).get('cpu_mean_pct')} %;"
+                   f" machine {res.get('machine_all_cores', {}).get('cpu_mean_pct', 'n/a')} % of 2 cores")
+        rows.append(f"| 1. follow, {r['design']} | {r['jobs']} jobs | {numbers} | {ratio or 'baseline'} | {cmd} |")
+    return rows
+
+
+def main() -> None:
+    out = ["| What | N | Numbers | Ratio vs baseline (same run) | Command |", "|---|---|---|---|---|"]
+    out += follow_rows("follow", FOLLOW_CMD)
+    out += follow_rows("follow_fixes", FIXES_CMD)
+    cost = load("poll_cost")
+    if cost:
+        phases = ", ".join(f"{k} {v}" for k, v in sorted(cost["phase_ms_per_poll"].items(), key=lambda kv: -kv[1]))
+        out.append(f"| 1. one `execution.poll` in process | {cost['polls']} polls | wall p50 {cost['poll_ms']['p50']} ms, "
+                   f"CPU p50 {cost['poll_cpu_ms']['p50']} ms, {cost['awx_requests_per_poll']} AWX requests/poll; "
+                   f"ms/poll: {phases}; enqueue p50 {cost['enqueue_follow_ms']['p50']} ms | poll = "
+                   f"x{cost['poll_ms']['p50'] / cost['baseline_http_ping_ms']['p50']:.1f} one HTTP ping "
+                   f"({cost['baseline_http_ping_ms']['p50']} ms), SELECT 1 {cost['baseline_select1_ms']['p50']} ms "
+                   f"| `{cost['command']}` |")
+    api = load("chat_api")
+    if api:
+        for r in api["runs"]:
+            lat = r["latency_ms"]
+            res = r["resources"]
+            out.append(f"| 2. {r['endpoint']} | {r['clients']} clients | {r['requests_per_second']} req/s, p50 "
+                       f"{lat['p50']} ms, p95 {lat['p95']} ms, max {lat['max']} ms; API CPU "
+                       f"{res.get('api', {}).get('cpu_mean_pct')} %, load generator "
+                       f"{res.get('load_generator', {}).get('cpu_mean_pct', 'n/a')} % | "
+                       + ("baseline" if r["endpoint"] == "healthz" else
+                          f"p50 x{r['p50_ratio_vs_healthz']}, p95 x{r['p95_ratio_vs_healthz']}, req/s "
+                          f"x{r['rps_ratio_vs_healthz']} of /healthz") + f" | `{api['command']}` |")
+    status = load("status_cost")
+    if status:
+        out.append(f"| 2. status read in process | {status['reads']} reads | checkout+pre-ping p50 "
+                   f"{status['session_checkout_with_pre_ping_ms']['p50']} ms, 3 queries + view p50 "
+                   f"{status['queries_and_view_ms']['p50']} ms, JSON p50 {status['json_ms']['p50']} ms, total p50 "
+                   f"{status['total_in_process_ms']['p50']} ms; chat turn p50 "
+                   f"{status['chat_turn_in_process_ms']['p50']} ms of which rules parse p50 "
+                   f"{status['rules_interpret_ms']['p50']} ms | total = "
+                   f"x{status['total_in_process_ms']['p50'] / status['baseline_select1_ms']['p50']:.0f} SELECT 1 "
+                   f"({status['baseline_select1_ms']['p50']} ms) | `{status['command']}` |")
+    intent = load("intent")
+    if intent:
+        lat = intent["latency_ms"]
+        growth = "; ".join(f"{g['hosts_in_message']} hosts p50 {g['latency_ms']['p50']} ms"
+                           for g in intent["growth_by_hosts_in_message"])
+        out.append(f"| 3. rules parser | {intent['cases']} cases x {intent['passes_timed']} | "
+                   f"{intent['cases_per_second']} cases/s, p50 {lat['p50']} ms, p95 {lat['p95']} ms, max {lat['max']} ms;"
+                   f" answered without an LLM call {intent['confident_cases']}/{intent['cases']} = "
+                   f"{intent['confident_share']:.1%}; {growth} | p95 x{lat['p95'] / intent['baseline_split_latency_ms']['p95']:.0f}"
+                   f" of `str.lower().split()` | `{intent['command']}` |")
+    e2e = load("e2e")
+    if e2e:
+        for r in e2e["runs"]:
+            a, u = r["api_visible_seconds"], r["ui_visible_seconds_modelled"]
+            b = r["breakdown_p50_seconds"]
+            out.append(f"| 4. approve -> first stage | {r['runs']} runs, {r['burst']} at once | API p50 {a['p50']} s, "
+                       f"p95 {a['p95']} s, max {a['max']} s; UI (modelled) p50 {u['p50']} s, p95 {u['p95']} s; p50 "
+                       f"split: approve call {b['approve_http_seconds']}, queue+launch {b['approve_to_launched']}, "
+                       f"follow {b['launched_to_stage_stored']}, read {b['stage_stored_to_seen']} s | API p50 "
+                       f"x{r['api_visible_p50_ratio_vs_floor']} of the double's floor ({r['double_floor_seconds']} s)"
+                       f" | `{e2e['command']}` |")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ from typing import Any
 
 import streamlit as st
 
+from core.states import STAGE_LABELS
 from ui.client import (
     TERMINAL_STATES,
     ApiError,
@@ -33,16 +34,8 @@ STAGE_TITLES = {
     "postchecks": "Post-checks",
     "completed": "Completed",
 }
-# The texts the API uses in `stages[].label`; used when a reached stage has no entry yet.
-STAGE_LABELS = {
-    "prechecks": "Pre-checks started",
-    "patching": "Patching in progress",
-    "reboot": "Reboot in progress",
-    "postchecks": "Post-checks running",
-    "completed": "Patching completed",
-    "failed": "Patching failed",
-    "canceled": "Canceled",
-}
+# STAGE_LABELS (from core.states) are the texts the API uses in `stages[].label`; the UI falls back on them
+# when a reached stage has no entry yet.
 STEP_ICONS = {"done": "✅", "current": "⏳", "pending": "⚪", "skipped": "➖", "failed": "❌", "canceled": "🚫"}
 
 STATE_ICONS = {

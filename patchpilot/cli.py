@@ -135,7 +135,8 @@ def up(args: argparse.Namespace) -> int:
             urls["AWX test double"] = env["AWX_URL"]
 
         migrate(database_url)
-        admin_token = _local_admin_token(state_dir, database_url)
+        tokens = _local_tokens(state_dir, database_url)
+        admin_token = tokens["admin"]
         env["PATCHPILOT_TOKEN"] = admin_token  # the UI's default identity in the quick start
 
         api_metrics_port = pick_port(args.api_metrics_port)
@@ -165,6 +166,8 @@ def up(args: argparse.Namespace) -> int:
         for name, url in urls.items():
             print(f"  {name:<24} {url}")
         print(f"Local admin API token (also the UI's default): {admin_token}")
+        for user in ("alice", "bob"):
+            print(f"  demo {QUICK_START_USERS[user]} {user}: {tokens[user]}")
         print(f'  curl -H "Authorization: Bearer {admin_token}" {env["API_URL"]}/api/v1/me')
         print("  more users: patchpilot token create NAME --role requester|approver|viewer|admin")
         print("Press Ctrl-C to stop.", flush=True)
@@ -217,27 +220,35 @@ def token_command(args: argparse.Namespace) -> int:
         return 1
 
 
-def _local_admin_token(state_dir: Path, database_url: str) -> str:
-    """The quick start's admin token: made once, kept in the state folder (mode 600), reused while valid."""
+# The quick start's identities: the admin (the UI's default) and two demo people, so that a production request
+# can be proposed by one and approved by another (four-eyes) without any set-up.
+QUICK_START_USERS = {"admin": "admin", "alice": "requester", "bob": "approver"}
+
+
+def _local_tokens(state_dir: Path, database_url: str) -> dict[str, str]:
+    """The quick start's tokens: made once, kept in the state folder (mode 600), reused while valid."""
     from sqlalchemy import create_engine
     from sqlmodel import Session
 
     from core.identity import create_token, principal_for_token
 
-    path = state_dir / "admin-token"
+    tokens: dict[str, str] = {}
     engine = create_engine(database_url)
     try:
         with Session(engine) as session:
-            if path.exists():
-                token = path.read_text().strip()
-                if principal_for_token(session, token) is not None:
-                    return token
-            token = create_token(session, user="admin", roles=["admin"], name="quick start")
+            for user, role in QUICK_START_USERS.items():
+                path = state_dir / f"{user}-token"
+                if path.exists():
+                    token = path.read_text().strip()
+                    if principal_for_token(session, token) is not None:
+                        tokens[user] = token
+                        continue
+                tokens[user] = create_token(session, user=user, roles=[role], name="quick start")
+                path.write_text(tokens[user] + "\n")
+                path.chmod(0o600)
     finally:
         engine.dispose()
-    path.write_text(token + "\n")
-    path.chmod(0o600)
-    return token
+    return tokens
 
 
 def _fresh_dir(path: Path) -> Path:

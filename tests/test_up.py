@@ -81,6 +81,10 @@ def test_up_runs_a_patch_and_stops_cleanly(tmp_path, ports):
 
         api = f"http://127.0.0.1:{ports['api']}"
         assert httpx.get(f"{api}/api/v1/me", timeout=10).status_code == 401  # no token, no access
+        for user, role in (("alice", "requester"), ("bob", "approver")):  # the printed demo identities
+            demo = re.search(rf"demo {role} {user}: (pp_\S+)", output).group(1)
+            me = httpx.get(f"{api}/api/v1/me", headers={"Authorization": f"Bearer {demo}"}, timeout=10).json()
+            assert me == {"user": user, "roles": [role], "via": "token"}
         # The local admin may approve their own request outside production (the demo policy allows it).
         chat = httpx.post(f"{api}/api/v1/chat", json={"text": "Patch server dev-web-01 with Group-1"},
                           headers=auth, timeout=10).json()

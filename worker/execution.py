@@ -11,6 +11,7 @@ The Celery tasks in `worker.tasks` are thin wrappers around these functions.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -99,7 +100,7 @@ def launch(request_id: str, client: AWXClient) -> str:
             return "refused"
         except AWXError as exc:
             AWX_ERRORS.labels(kind=exc.kind).inc()
-            return _launch_failed(request_id, snapshot, exc, client)
+            return _launch_failed(request_id, snapshot, exc)
 
         crashpoint("after_launch")  # AWX answered 201, nothing recorded yet
         AWX_LAUNCHES.labels(outcome="launched").inc()
@@ -108,11 +109,16 @@ def launch(request_id: str, client: AWXClient) -> str:
         return "launched"
 
 
+@dataclass(frozen=True)
 class _LaunchSnapshot:
     """What the launch needs, read inside the lock and used after the session is closed."""
 
-    def __init__(self, **kw: Any):
-        self.__dict__.update(kw)
+    hosts: list[str]
+    check_mode: bool
+    extra_vars: dict[str, Any]
+    template_name: str
+    launch_started_at: datetime | None
+    attempts: int
 
     @classmethod
     def of(cls, req: PatchRequest) -> "_LaunchSnapshot":
@@ -132,7 +138,7 @@ class _LaunchSnapshot:
         )
 
 
-def _launch_failed(request_id: str, snapshot: _LaunchSnapshot, exc: AWXError, client: AWXClient) -> str:
+def _launch_failed(request_id: str, snapshot: _LaunchSnapshot, exc: AWXError) -> str:
     if exc.kind == "auth":
         _finish_launch(request_id, ERROR, f"AWX rejected the token: {exc}")
         return "error"

@@ -16,7 +16,7 @@ from core.models import HostResult, JobEvent, PatchRequest, RequestStage, utcnow
 from core.settings import Settings
 from core.states import (
     APPROVED, CANCELED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, REJECTED, RUNNING, STAGE_LABELS, TERMINAL,
-    IllegalTransition, transition,
+    IllegalTransition, audit, transition,
 )
 
 log = logging.getLogger("patchpilot.api")
@@ -44,15 +44,14 @@ def create_proposal(session: Session, *, result: IntentResult, conversation_id: 
     )
     session.add(req)
     session.flush()
-    from core.states import audit
-
     audit(session, actor=user, action="proposed", request_id=req.id,
           detail={"hosts": req.hosts, "patch_group": req.patch_group, "engine": engine})
     log.info("proposed by %s: %s on %s", user, req.patch_group, ",".join(req.hosts), extra={"patch_request_id": req.id})
     return req
 
 
-def approve(session: Session, request_id: str, user: str, catalog: Catalog | None = None) -> PatchRequest:
+def approve(session: Session, request_id: str, user: str, catalog: Catalog) -> PatchRequest:
+    """proposed -> approved, after the expiry, four-eyes and policy-window checks (none of them optional)."""
     req = get_request(session, request_id)
     if req.state == PROPOSED and req.expires_at and req.expires_at < utcnow():
         transition(session, req, EXPIRED, actor="system", reason="not approved in time")
@@ -60,8 +59,7 @@ def approve(session: Session, request_id: str, user: str, catalog: Catalog | Non
         raise IllegalTransition(req.id, EXPIRED, APPROVED, f"proposal {req.id} expired at {req.expires_at:%Y-%m-%d %H:%M:%S} UTC; ask again")
     if req.state != PROPOSED:
         raise IllegalTransition(req.id, req.state, APPROVED, f"request {req.id} is {req.state}; only a proposed request can be approved")
-    if catalog is not None:
-        _check_policy(session, req, user, catalog)
+    _check_policy(session, req, user, catalog)
     transition(session, req, APPROVED, actor=user, reason="approved", approved_by=user, approved_at=utcnow())
     session.commit()
     log.info("approved by %s", user, extra={"patch_request_id": req.id})
@@ -72,8 +70,6 @@ def approve(session: Session, request_id: str, user: str, catalog: Catalog | Non
 
 def deny(session: Session, *, user: str, request_id: str | None, reason: str, error: type[Exception]) -> Exception:
     """Audit a refusal (committed, whatever the caller does next) and return the error to raise."""
-    from core.states import audit
-
     session.rollback()
     audit(session, actor=user, action="denied", request_id=request_id, reason=reason)
     session.commit()
@@ -132,8 +128,6 @@ def cancel(session: Session, request_id: str, user: str) -> PatchRequest:
         # AWX is told by the follower, which then records `canceled` once AWX confirms it.
         req.cancel_requested_at = req.cancel_requested_at or utcnow()
         req.decided_by = user
-        from core.states import audit
-
         audit(session, actor=user, action="cancel_requested", request_id=req.id)
         session.commit()
         from worker.dispatch import enqueue_follow

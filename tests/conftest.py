@@ -143,13 +143,26 @@ TABLES = ("job_events", "host_results", "request_stages", "audit_log", "messages
 
 @pytest.fixture
 def db(database_url: str) -> str:
-    """An empty database for one test."""
+    """An empty database for one test.
+
+    The session's Celery worker may still be following a job from an earlier test while this truncates, so
+    ids are not restarted (a stale task can never match a new test's row) and a deadlock or lock wait with
+    that worker is retried rather than failing the test.
+    """
     from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+    from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_random
 
     from core.db import get_engine
 
-    with get_engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+    @retry(retry=retry_if_exception_type(OperationalError), stop=stop_after_attempt(10),
+           wait=wait_random(0.05, 0.5), reraise=True)
+    def truncate() -> None:
+        with get_engine().begin() as conn:
+            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+            conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+
+    truncate()
     ensure_test_tokens(database_url)
     from api.auth import reset_rate_limits
 

@@ -31,11 +31,14 @@ from core.states import (
 )
 from core.validation import UnsafeLimitError, build_limit
 from worker.awx_client import AWXClient, AWXError, AWXLaunchRefused
+from worker.job_status import DirectJobStatus, JobStatuses
 
 log = logging.getLogger("patchpilot.worker")
 
 WORKER = "worker"
 AWX_TERMINAL = {"successful": SUCCEEDED, "failed": FAILED, "error": ERROR, "canceled": CANCELED}
+AWX_ACTIVE = ("new", "pending", "waiting", "running")
+STATUS_AT_LEAST_EVERY_POLLS = 4
 FINAL_STAGE = {SUCCEEDED: "completed", FAILED: "failed", ERROR: "failed", CANCELED: "canceled"}
 HOST_STATUS_RANK = {"pending": 0, "running": 1, "skipped": 2, "ok": 3, "changed": 4, "failed": 5, "unreachable": 6}
 
@@ -182,9 +185,17 @@ def _finish_launch(request_id: str, state: str, reason: str) -> None:
 # --------------------------------------------------------------------------------------------- follow
 
 
-def poll(request_id: str, client: AWXClient) -> bool:
-    """One poll of a running job. Returns True when the caller should poll again after the interval."""
+def poll(request_id: str, client: AWXClient, statuses: JobStatuses | None = None) -> bool:
+    """One poll of a running job. Returns True when the caller should poll again after the interval.
+
+    The events are read first. While they keep coming the job is evidently running, so its status is asked for
+    only when they stop, when the run's final stats arrive, when a cancel is pending, or every few intervals
+    regardless; `statuses` (one per worker process) answers those asks for many jobs with one AWX request. Once a
+    terminal status is seen, the next polls read the job in full *before* the events, until AWX says event
+    processing finished: the events read after that is the contract's final sweep, with no extra request.
+    """
     settings = get_settings()
+    statuses = statuses or DirectJobStatus(client)
     with advisory_lock("follow", request_id) as acquired:
         if not acquired:
             return False  # another follower holds it and will reschedule itself
@@ -195,14 +206,18 @@ def poll(request_id: str, client: AWXClient) -> bool:
             if req.last_polled_at and (utcnow() - req.last_polled_at).total_seconds() < settings.follow_poll_seconds * 0.5:
                 return False  # a duplicate follow chain: let the other one carry on
             job_id, cursor, cancel_wanted = req.awx_job_id, req.event_cursor, req.cancel_requested_at is not None
+            ending = req.awx_status in AWX_TERMINAL
 
         try:
-            job = client.get_job(job_id)
-            if cancel_wanted and job.get("status") in ("new", "pending", "waiting", "running"):
-                client.cancel(job_id)
+            job: dict[str, Any] | None = client.get_job(job_id) if ending else None
+            read_before_events = job is not None
             events = client.job_events(job_id, after_counter=cursor)
-            finished = job.get("status") in AWX_TERMINAL and bool(job.get("event_processing_finished"))
-            if finished:
+            if job is None and (cancel_wanted or _may_have_ended(events) or _status_overdue(statuses, job_id, settings)):
+                job = statuses.get(job_id)
+                if cancel_wanted and job.get("status") in AWX_ACTIVE:
+                    client.cancel(job_id)
+            finished = job is not None and job.get("status") in AWX_TERMINAL and bool(job.get("event_processing_finished"))
+            if finished and not read_before_events:
                 # Events keep landing until processing finished: one more sweep past what we just read.
                 seen = {int(e["counter"]) for e in events}
                 events += [e for e in client.job_events(job_id, after_counter=cursor) if int(e["counter"]) not in seen]
@@ -216,7 +231,10 @@ def poll(request_id: str, client: AWXClient) -> bool:
             if req is None or req.state != RUNNING:
                 return False
             _store_events(session, req, events)
-            req.awx_status = job.get("status")
+            if job is not None:
+                req.awx_status = job.get("status")
+            elif events and req.awx_status not in AWX_TERMINAL:
+                req.awx_status = "running"  # events are coming: it runs, whatever the last status read said
             req.last_polled_at = utcnow()
             req.follow_failures = 0
             req.updated_at = utcnow()
@@ -224,6 +242,18 @@ def poll(request_id: str, client: AWXClient) -> bool:
                 _finish_job(session, req, job)
                 return False
         return True
+
+
+def _may_have_ended(events: list[dict]) -> bool:
+    """Nothing new (the job may be over, or waiting), or the run's closing stats: time to read the status."""
+    return not events or any(e.get("event") == "playbook_on_stats" for e in events)
+
+
+def _status_overdue(statuses: JobStatuses, job_id: int, settings) -> bool:
+    """Read the status every few intervals even while events flow: a job canceled or failed in AWX while a
+    counter gap keeps old rows in every page would otherwise look busy for ever."""
+    age = statuses.age(job_id)
+    return age is None or age > STATUS_AT_LEAST_EVERY_POLLS * settings.follow_poll_seconds
 
 
 def _poll_failed(request_id: str, exc: AWXError) -> bool:

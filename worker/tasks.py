@@ -17,6 +17,7 @@ from worker import execution
 from worker.awx_client import AWXClient
 from worker.celery_app import celery_app
 from worker.dispatch import enqueue_follow
+from worker.job_status import JobStatusBatch
 
 log = logging.getLogger("patchpilot.worker")
 
@@ -42,6 +43,17 @@ def awx() -> AWXClient:
     return _client
 
 
+_statuses: JobStatusBatch | None = None
+
+
+def job_statuses() -> JobStatusBatch:
+    """The process's job statuses, read for all the jobs it follows in one AWX request per poll interval."""
+    global _statuses
+    if _statuses is None or _statuses.client is not awx():
+        _statuses = JobStatusBatch(awx(), max_age=get_settings().follow_poll_seconds)
+    return _statuses
+
+
 @celery_app.task(name="worker.tasks.launch_request", **DB_RETRY)
 def launch_request(request_id: str) -> str:
     with bind_request(request_id):
@@ -53,7 +65,7 @@ def launch_request(request_id: str) -> str:
 @celery_app.task(name="worker.tasks.follow_request", **DB_RETRY)
 def follow_request(request_id: str) -> bool:
     with bind_request(request_id):
-        again = execution.poll(request_id, awx())
+        again = execution.poll(request_id, awx(), job_statuses())
     if again:
         # Re-schedule instead of sleeping: one worker slot follows hundreds of jobs this way.
         enqueue_follow(request_id, countdown=get_settings().follow_poll_seconds)

@@ -1,0 +1,198 @@
+"""Following jobs with one AWX request per job per poll: events first, statuses read together for many jobs."""
+
+import collections
+import time
+
+import httpx
+import pytest
+from sqlmodel import Session, select
+
+from core.db import get_engine
+from core.models import JobEvent, PatchRequest, utcnow
+from worker import execution
+from worker.awx_client import AWXClient, AWXError
+from worker.job_status import DirectJobStatus, JobStatusBatch
+
+
+class ListingClient:
+    """Stands in for AWXClient in the batch's unit tests: records each list and detail read."""
+
+    def __init__(self, known: set[int]):
+        self.known, self.lists, self.details = known, [], []
+
+    def job_statuses(self, job_ids):
+        self.lists.append(list(job_ids))
+        return {j: {"id": j, "status": "running"} for j in job_ids if j in self.known}
+
+    def get_job(self, job_id):
+        self.details.append(job_id)
+        raise AWXError(f"job {job_id} not found", kind="not_found", status_code=404)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_asks_within_an_interval_share_one_read():
+    client, clock = ListingClient({1, 2, 3}), Clock()
+    batch = JobStatusBatch(client, max_age=2.5, clock=clock)
+    assert batch.get(1)["status"] == "running"
+    clock.now += 0.5
+    assert batch.get(2)["status"] == "running"  # not yet known: a read, which takes 1 along
+    clock.now += 0.5
+    assert batch.get(1)["status"] == "running" and batch.get(2)["status"] == "running"
+    assert client.lists == [[1], [1, 2]]
+    clock.now += 2.6  # the read of 1 and 2 is older than max_age now
+    batch.get(3)
+    assert client.lists[-1] == [1, 2, 3]
+    assert batch.get(1) and batch.get(2) and len(client.lists) == 3
+    assert batch.age(3) == pytest.approx(0.0) and batch.age(99) is None
+
+
+def test_jobs_no_longer_asked_about_drop_out_of_the_read():
+    client, clock = ListingClient({1, 2}), Clock()
+    batch = JobStatusBatch(client, max_age=1.0, clock=clock)
+    batch.get(1)
+    for _ in range(6):  # only job 2 is followed from here on
+        clock.now += 1.1
+        batch.get(2)
+    assert client.lists[-1] == [2]
+
+
+def test_a_job_missing_from_the_list_is_read_in_full_for_the_reason():
+    client = ListingClient(set())
+    batch = JobStatusBatch(client, max_age=2.5, clock=Clock())
+    with pytest.raises(AWXError) as raised:
+        batch.get(7)
+    assert raised.value.kind == "not_found" and client.details == [7]
+
+
+def test_job_statuses_asks_by_id_200_a_request():
+    seen: list[httpx.Request] = []
+
+    def awx(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        ids = [int(part) for part in request.url.params["id__in"].split(",")]
+        return httpx.Response(200, json={"count": len(ids), "next": None, "previous": None,
+                                         "results": [{"id": j, "status": "running"} for j in ids if j % 2]})
+
+    with AWXClient("https://awx.example.com/api/v2/", "t", transport=httpx.MockTransport(awx)) as client:
+        listed = client.job_statuses(list(range(1, 451)) + [3])
+    assert [len(r.url.params["id__in"].split(",")) for r in seen] == [200, 200, 50]
+    assert all(r.url.path == "/api/v2/jobs/" and r.url.params["page_size"] == "200" for r in seen)
+    assert set(listed) == set(range(1, 451, 2))
+
+
+def test_the_doubles_list_answers_id_in_without_event_processing_finished(db, stack_env, awx_double):
+    with AWXClient.from_settings() as client:
+        template = int(client.find_job_template("Patch Linux")["id"])
+        ids = [client.launch(template, limit="web-01", extra_vars={"patchpilot_request_id": f"r{i}"}).job_id
+               for i in range(3)]
+        listed = client.job_statuses(ids[:2] + [999999])
+    assert sorted(listed) == sorted(ids[:2])
+    assert all("status" in job and "event_processing_finished" not in job for job in listed.values())
+
+
+def _running_requests(client: AWXClient, count: int) -> list[str]:
+    template = int(client.find_job_template("Patch Linux")["id"])
+    made = []
+    with Session(get_engine()) as session:
+        for i in range(count):
+            req = PatchRequest(action="patch", hosts=["web-01", "web-02"], patch_group="Group-1",
+                               requested_by="alice", approved_by="bob", state="running", started_at=utcnow())
+            session.add(req)
+            session.flush()
+            req.awx_job_id = client.launch(template, limit="web-01,web-02",
+                                           extra_vars={"patchpilot_request_id": req.id}).job_id
+            made.append(req.id)
+        session.commit()
+    return made
+
+
+def _follow_to_the_end(request_ids, client, statuses, poll_seconds=0.5, limit=90.0) -> tuple[int, int]:
+    """Poll every request once per interval, as the Celery chains do, until none wants another poll.
+    Returns (polls, intervals)."""
+    pending, polls, rounds, deadline = set(request_ids), 0, 0, time.monotonic() + limit
+    while pending and time.monotonic() < deadline:
+        started, rounds = time.monotonic(), rounds + 1
+        for request_id in sorted(pending):
+            polls += 1
+            if not execution.poll(request_id, client, statuses):
+                with Session(get_engine()) as session:
+                    if session.get(PatchRequest, request_id).state != "running":
+                        pending.discard(request_id)
+        time.sleep(max(0.0, poll_seconds - (time.monotonic() - started)))
+    assert not pending, f"still running after {limit}s: {pending}"
+    return polls, rounds
+
+
+def _count_reads(client: AWXClient, monkeypatch) -> collections.Counter:
+    """Counts the client's AWX requests by kind: events, list (the batched statuses), detail, other."""
+    counts: collections.Counter = collections.Counter()
+    send = client._send
+
+    def counting(method, url, **kw):
+        path = httpx.URL(url).path
+        counts["events" if path.endswith("/job_events/") else "list" if path.endswith("/jobs/")
+               else "detail" if "/jobs/" in path else "other"] += 1
+        return send(method, url, **kw)
+
+    monkeypatch.setattr(client, "_send", counting)
+    return counts
+
+
+@pytest.mark.integration
+def test_many_jobs_followed_to_the_end_with_one_events_read_per_poll_and_a_shared_status_read(
+        db, stack_env, awx_double, monkeypatch):
+    awx_double.scenario(job_seconds=60)
+    with AWXClient.from_settings() as client:
+        request_ids = _running_requests(client, 8)
+        before = awx_double.stats()["requests"]
+        reads = _count_reads(client, monkeypatch)
+        polls, rounds = _follow_to_the_end(request_ids, client, JobStatusBatch(client, max_age=0.5))
+        awx_requests = awx_double.stats()["requests"] - before
+    with Session(get_engine()) as session:
+        rows = [session.get(PatchRequest, r) for r in request_ids]
+        assert {r.state for r in rows} == {"succeeded"} and {r.awx_status for r in rows} == {"successful"}
+        for row in rows:
+            counters = session.exec(select(JobEvent.counter).where(JobEvent.request_id == row.id)).all()
+            assert sorted(counters) == list(range(1, len(counters) + 1)) and row.event_cursor == len(counters) > 0
+    # One events read a poll (the end needs no extra sweep), the statuses of all eight jobs in about one list read
+    # an interval, and one full read of each job at the end for event_processing_finished, which lists leave out.
+    assert reads["events"] == polls and reads["other"] == 0, (dict(reads), polls)
+    assert reads["list"] <= rounds + 3, (dict(reads), rounds)
+    assert len(request_ids) <= reads["detail"] <= 2 * len(request_ids), dict(reads)
+    assert awx_requests == sum(reads.values())
+
+
+@pytest.mark.integration
+def test_without_batching_each_poll_reads_the_job_and_its_events(db, stack_env, awx_double):
+    """The same run through `DirectJobStatus`: the baseline the batch is measured against (two reads a poll)."""
+    awx_double.scenario(job_seconds=30)
+    with AWXClient.from_settings() as client:
+        request_ids = _running_requests(client, 2)
+        before = awx_double.stats()["requests"]
+        polls, _ = _follow_to_the_end(request_ids, client, DirectJobStatus(client))
+        awx_requests = awx_double.stats()["requests"] - before
+    assert awx_requests >= 2 * polls - 2 * len(request_ids)
+
+
+@pytest.mark.integration
+def test_a_cancel_is_sent_from_the_batched_status(db, stack_env, awx_double):
+    awx_double.scenario(job_seconds=120)
+    with AWXClient.from_settings() as client:
+        [request_id] = _running_requests(client, 1)
+        statuses = JobStatusBatch(client, max_age=0.5)
+        time.sleep(0.6)
+        assert execution.poll(request_id, client, statuses)
+        with Session(get_engine()) as session:
+            session.get(PatchRequest, request_id).cancel_requested_at = utcnow()
+            session.commit()
+        time.sleep(0.3)
+        _follow_to_the_end([request_id], client, statuses)
+    with Session(get_engine()) as session:
+        assert session.get(PatchRequest, request_id).state == "canceled"

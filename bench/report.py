@@ -77,8 +77,9 @@ def main() -> None:
     status = load("status_cost")
     if status:
         out.append(f"| 2. status read in process | {status['reads']} reads | checkout+pre-ping p50 "
-                   f"{status['session_checkout_with_pre_ping_ms']['p50']} ms, 3 queries + view p50 "
-                   f"{status['queries_and_view_ms']['p50']} ms, JSON p50 {status['json_ms']['p50']} ms, total p50 "
+                   f"{status['session_checkout_with_pre_ping_ms']['p50']} ms, one query + view p50 "
+                   f"{status['queries_and_view_ms']['p50']} ms (two-query path "
+                   f"{status.get('two_query_view_ms', {}).get('p50', 'n/a')} ms), JSON p50 {status['json_ms']['p50']} ms, total p50 "
                    f"{status['total_in_process_ms']['p50']} ms; chat turn p50 "
                    f"{status['chat_turn_in_process_ms']['p50']} ms of which rules parse p50 "
                    f"{status['rules_interpret_ms']['p50']} ms | total = "

@@ -4,8 +4,9 @@ no uvicorn).
     .venv/bin/python -m bench.status_cost --reads 500
 
 Seeds the same request as `bench.chat_api` (4 hosts, 5 stages, 66 events) and times, per read: a session
-checkout with its pre-ping, the three queries of `api.services.requests.get_request` + `view` (request, host
-results, stages), building the `RequestView`, and its JSON encoding. Then `api.services.chat.chat_turn` (a new
+checkout with its pre-ping, `api.services.requests.read_view` (the route's one query: the request with its host
+results and stages as JSON columns, and building the `RequestView`), and its JSON encoding. For comparison in the
+same run: `get_request` + `view`, the two-query path used after a change. Then `api.services.chat.chat_turn` (a new
 conversation and proposal per message, its own session and commit) next to `agent.rules.interpret` alone.
 Baseline: `SELECT 1` on a pooled connection.
 """
@@ -40,16 +41,21 @@ def main(argv: list[str] | None = None) -> None:
         from core.settings import get_settings
 
         engine, catalog, settings = get_engine(), get_catalog(), get_settings()
-        t_select1, t_checkout, t_queries, t_json, t_total = [], [], [], [], []
+        t_select1, t_checkout, t_queries, t_json, t_total, t_two = [], [], [], [], [], []
         for i in range(args.reads + 20):
             t0 = time.perf_counter()
             with Session(engine, expire_on_commit=False) as session:
                 session.connection()  # checkout + pool_pre_ping
                 t1 = time.perf_counter()
-                view = service.view(session, service.get_request(session, request_id), catalog, settings)
+                view = service.read_view(session, request_id, catalog, settings)
                 t2 = time.perf_counter()
             body = view.model_dump_json()
             t3 = time.perf_counter()
+            with Session(engine, expire_on_commit=False) as session:
+                session.connection()
+                t6 = time.perf_counter()
+                service.view(session, service.get_request(session, request_id), catalog, settings)
+                t7 = time.perf_counter()
             with engine.connect() as conn:
                 t4 = time.perf_counter()
                 conn.execute(text("SELECT 1"))
@@ -60,6 +66,7 @@ def main(argv: list[str] | None = None) -> None:
                 t_json.append(t3 - t2)
                 t_total.append(t3 - t0)
                 t_select1.append(t5 - t4)
+                t_two.append(t7 - t6)
         from agent import rules
         from api.services.chat import chat_turn
         from bench.chat_api import TEXTS
@@ -82,10 +89,12 @@ def main(argv: list[str] | None = None) -> None:
               "reads": args.reads, "response_bytes": len(body),
               "session_checkout_with_pre_ping_ms": summary(t_checkout, 1000, 3),
               "queries_and_view_ms": summary(t_queries, 1000, 3), "json_ms": summary(t_json, 1000, 3),
+              "two_query_view_ms": summary(t_two, 1000, 3),
               "total_in_process_ms": summary(t_total, 1000, 3), "baseline_select1_ms": summary(t_select1, 1000, 3),
               "chat_turn_in_process_ms": summary(t_chat, 1000, 3), "rules_interpret_ms": summary(t_parse, 1000, 3)}
     path = write_result("status_cost", result)
-    for key in ("session_checkout_with_pre_ping_ms", "queries_and_view_ms", "json_ms", "total_in_process_ms",
+    for key in ("session_checkout_with_pre_ping_ms", "queries_and_view_ms", "two_query_view_ms", "json_ms",
+                "total_in_process_ms",
                 "baseline_select1_ms", "chat_turn_in_process_ms", "rules_interpret_ms"):
         print(f"{key:<36} p50 {result[key]['p50']} ms  p95 {result[key]['p95']} ms")
     print(f"wrote {path.relative_to(ROOT)}")

@@ -177,3 +177,64 @@ def test_health_and_readiness(api):
     assert ready.status_code == 200 and ready.json() == {"database": "ok", "broker": "ok"}
     system = api.get("/api/v1/system").json()
     assert system["engine"] == "rules" and system["database"] == "ok" and system["awx"] == "ok"
+
+
+def _queries_during(call):
+    """The SQL statements the API ran during `call()`, on the shared engine."""
+    from sqlalchemy import event
+
+    from core.db import get_engine
+
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(get_engine(), "before_cursor_execute", record)
+    try:
+        response = call()
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", record)
+    return response, [s for s in statements if "patch_requests" in s or "host_results" in s or "request_stages" in s]
+
+
+def _with_progress(request_id: str) -> None:
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from core.db import get_engine
+    from core.models import HostResult, PatchRequest, RequestStage, utcnow
+
+    with Session(get_engine()) as session:
+        req = session.get(PatchRequest, request_id)
+        req.state, req.stage = "running", "patching"
+        now = utcnow()
+        session.add(RequestStage(request_id=request_id, stage="patching", at=now))
+        session.add(RequestStage(request_id=request_id, stage="prechecks", at=now - timedelta(seconds=5)))
+        session.add(HostResult(request_id=request_id, host="web-02", status="changed", ok=3, changed=2))
+        session.commit()
+
+
+def test_status_read_is_one_query_with_hosts_in_request_order_and_stages_in_time_order(api):
+    body = api.post("/api/v1/chat", json={"text": "Patch web-01 and web-02 with Group-1"},
+                    headers=bearer("alice")).json()
+    request_id = body["proposal"]["id"]
+    _with_progress(request_id)
+    response, queries = _queries_during(lambda: api.get(f"/api/v1/requests/{request_id}"))
+    assert response.status_code == 200 and len(queries) == 1, queries
+    view = response.json()
+    assert [(h["name"], h["status"], h["changed"]) for h in view["hosts"]] == [("web-01", "pending", 0),
+                                                                               ("web-02", "changed", 2)]
+    assert [s["stage"] for s in view["stages"]] == ["prechecks", "patching"]
+    assert view["stages"][1]["label"] == "Patching in progress" and view["state"] == "running"
+
+
+def test_request_list_is_one_query_however_many_requests(api):
+    for host in ("web-01", "web-02", "db-01"):
+        api.post("/api/v1/chat", json={"text": f"Patch {host} with Group-1"}, headers=bearer("alice"))
+    response, queries = _queries_during(lambda: api.get("/api/v1/requests?limit=50"))
+    assert response.status_code == 200 and len(queries) == 1, queries
+    items = response.json()["items"]
+    assert [i["hosts"][0]["name"] for i in items] == ["db-01", "web-02", "web-01"]
+    assert all(i["stages"] == [] and i["hosts"][0]["status"] == "pending" for i in items)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlmodel import Session
 
 from api.errors import Forbidden, NotFound, PolicyRefused
@@ -138,19 +139,54 @@ def cancel(session: Session, request_id: str, user: str) -> PatchRequest:
                             + (" (reject a proposal instead)" if req.state == PROPOSED else ""))
 
 
+# A request's host results and stage timeline as two JSON columns of the request's own row: a status read is one
+# query (bench/README.md, benchmark 2), and a list of N requests is one query too.
+_HOSTS_JSON = (
+    select(func.json_agg(func.json_build_object(
+        "host", HostResult.host, "status", HostResult.status, "ok", HostResult.ok, "changed", HostResult.changed,
+        "failed", HostResult.failed, "unreachable", HostResult.unreachable, "skipped", HostResult.skipped,
+        "message", HostResult.message)))
+    .where(HostResult.request_id == PatchRequest.id).correlate(PatchRequest).scalar_subquery()
+)
+_STAGES_JSON = (
+    select(func.json_agg(aggregate_order_by(func.json_build_object("stage", RequestStage.stage, "at", RequestStage.at),
+                                            RequestStage.at, RequestStage.id)))
+    .where(RequestStage.request_id == PatchRequest.id).correlate(PatchRequest).scalar_subquery()
+)
+
+
 def view(session: Session, req: PatchRequest, catalog: Catalog, settings: Settings) -> RequestView:
-    host_rows = {h.host: h for h in session.execute(select(HostResult).where(HostResult.request_id == req.id)).scalars()}
-    hosts = [
-        HostView(name=name, status=row.status, ok=row.ok, changed=row.changed, failed=row.failed,
-                 unreachable=row.unreachable, skipped=row.skipped, message=row.message)
-        if (row := host_rows.get(name)) else HostView(name=name)
-        for name in req.hosts
-    ]
-    stages = [
-        StageView(stage=s.stage, label=STAGE_LABELS.get(s.stage, s.stage), at=s.at)
-        for s in session.execute(select(RequestStage).where(RequestStage.request_id == req.id)
-                                 .order_by(RequestStage.at, RequestStage.id)).scalars()
-    ]
+    """The view of a request already loaded (after a change): its hosts and stages in one more query."""
+    hosts, stages = session.execute(select(_HOSTS_JSON, _STAGES_JSON).where(PatchRequest.id == req.id)).one()
+    return build_view(req, hosts or [], stages or [], catalog, settings)
+
+
+def read_view(session: Session, request_id: str, catalog: Catalog, settings: Settings) -> RequestView:
+    """The status read: the request, its hosts and its stages in one query."""
+    row = session.execute(select(PatchRequest, _HOSTS_JSON, _STAGES_JSON).where(PatchRequest.id == request_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no request with id {request_id}")
+    return build_view(row[0], row[1] or [], row[2] or [], catalog, settings)
+
+
+def list_views(session: Session, *, state: str | None, limit: int, catalog: Catalog,
+               settings: Settings) -> list[RequestView]:
+    """Newest first, in one query however many there are."""
+    query = (select(PatchRequest, _HOSTS_JSON, _STAGES_JSON)
+             .order_by(PatchRequest.created_at.desc(), PatchRequest.id).limit(limit))
+    if state:
+        query = query.where(PatchRequest.state == state)
+    return [build_view(req, hosts or [], stages or [], catalog, settings)
+            for req, hosts, stages in session.execute(query).all()]
+
+
+def build_view(req: PatchRequest, host_rows: list[dict], stage_rows: list[dict], catalog: Catalog,
+               settings: Settings) -> RequestView:
+    by_host = {row["host"]: row for row in host_rows}
+    hosts = [HostView(**{k: v for k, v in row.items() if k != "host"}, name=name) if (row := by_host.get(name))
+             else HostView(name=name) for name in req.hosts]
+    stages = [StageView(stage=row["stage"], label=STAGE_LABELS.get(row["stage"], row["stage"]), at=row["at"])
+              for row in stage_rows]
     group = catalog.patch_groups.get(req.patch_group or "")
     by_env: dict[str, list[str]] = {}
     for name in req.hosts:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import Depends, HTTPException, Request
 from limits import parse as parse_limit
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from core.db import get_engine
 from core.identity import Principal, principal_for_proxy, principal_for_token
@@ -27,7 +29,9 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
+    # Async, so the common case (proxy headers, a role check) costs no threadpool hop; only the token lookup
+    # goes to a thread.
     settings = get_settings()
     if settings.auth_mode == "proxy":
         user = (request.headers.get(settings.proxy_user_header) or "").strip()
@@ -41,19 +45,24 @@ def authenticate(request: Request) -> Principal:
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise _unauthorized("send an API token as 'Authorization: Bearer <token>' (patchpilot token create)")
-        with Session(get_engine()) as session:
-            principal = principal_for_token(session, token.strip())
-        if principal is None:
+        found = await run_in_threadpool(_principal_for_token, token.strip())
+        if found is None:
             raise _unauthorized("the API token is unknown or revoked")
+        principal = found
     request.state.principal = principal
     return principal
 
 
-def require(role: str) -> Callable[..., Principal]:
-    def check(request: Request, principal: Principal = Depends(authenticate)) -> Principal:
+def _principal_for_token(token: str) -> Principal | None:
+    with Session(get_engine()) as session:
+        return principal_for_token(session, token)
+
+
+def require(role: str) -> Callable[..., Any]:
+    async def check(request: Request, principal: Principal = Depends(authenticate)) -> Principal:
         if not principal.has(role):
-            deny(principal, f"{principal.user} needs the {role} role for {request.method} {request.url.path}",
-                 request_id=request.path_params.get("request_id"))
+            await run_in_threadpool(deny, principal, f"{principal.user} needs the {role} role for {request.method} "
+                                    f"{request.url.path}", request.path_params.get("request_id"))
         return principal
 
     check.__name__ = f"require_{role}"
@@ -73,7 +82,7 @@ def deny(principal: Principal, reason: str, request_id: str | None = None) -> No
 def rate_limit(kind: str) -> Callable[..., None]:
     """Per-user limit on a kind of action (chat, decide). In-process: each API replica counts on its own."""
 
-    def check(request: Request, principal: Principal = Depends(authenticate)) -> None:
+    async def check(request: Request, principal: Principal = Depends(authenticate)) -> None:
         settings = get_settings()
         item = parse_limit(settings.chat_rate_limit if kind == "chat" else settings.approve_rate_limit)
         if not _limiter.hit(item, kind, principal.user):

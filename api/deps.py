@@ -20,9 +20,17 @@ def get_session() -> Iterator[Session]:
         yield session
 
 
+async def current_settings() -> Settings:
+    return get_settings()  # cached: no I/O after the first call, so no threadpool hop per request
+
+
+async def current_catalog() -> Catalog:
+    return get_catalog()  # cached, like the settings (tests override this dependency)
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+SettingsDep = Annotated[Settings, Depends(current_settings)]
+CatalogDep = Annotated[Catalog, Depends(current_catalog)]
 CallerDep = Annotated[Principal, Depends(authenticate)]
 ViewerDep = Annotated[Principal, Depends(require("viewer"))]
 RequesterDep = Annotated[Principal, Depends(require("requester"))]

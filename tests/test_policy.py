@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.intent import IntentDraft
+from api.deps import current_catalog
 from core.inventory import get_catalog
 from core.policy import ChangeFreeze, MaintenanceWindow, Policy, PolicyError, load_policy
 from core.validation import validate_draft
@@ -98,7 +99,7 @@ def _override_policy(policy: Policy):
     from api.main import app
 
     catalog = replace(get_catalog(), policy=policy)
-    app.dependency_overrides[get_catalog] = lambda: catalog
+    app.dependency_overrides[current_catalog] = lambda: catalog
     return app
 
 

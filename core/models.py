@@ -83,6 +83,9 @@ class PatchRequest(SQLModel, table=True):
     finished_at: datetime | None = _ts()
     cancel_requested_at: datetime | None = _ts()
     last_polled_at: datetime | None = _ts()
+    # When the follower polls this running request next: PostgreSQL is the follow schedule (worker.execution).
+    next_poll_at: datetime | None = _ts(index=True)
+    run_ended_at: datetime | None = _ts()  # the playbook's final stats arrived (AWX's status follows shortly)
 
     awx_template_id: int | None = None
     awx_job_id: int | None = Field(default=None, index=True)

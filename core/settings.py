@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     follow_poll_seconds: float = Field(
         default=2.5, gt=0, description="Pause between two polls of one AWX job (the contract asks >= 2 s)."
     )
+    follow_tick_seconds: float = Field(
+        default=0.5, gt=0, description="How often the beat starts a follow round (polls whatever is due)."
+    )
     sweep_interval_seconds: float = Field(default=15.0, gt=0, description="How often stuck requests are re-driven.")
     stuck_after_seconds: float = Field(
         default=30.0, gt=0, description="A request untouched this long in approved/queued/launching/running is re-driven."

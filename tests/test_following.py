@@ -196,3 +196,54 @@ def test_a_cancel_is_sent_from_the_batched_status(db, stack_env, awx_double):
         _follow_to_the_end([request_id], client, statuses)
     with Session(get_engine()) as session:
         assert session.get(PatchRequest, request_id).state == "canceled"
+
+
+# --------------------------------------------------------------------------------------------- follow rounds
+
+
+def _due_now(request_ids) -> None:
+    from sqlalchemy import update
+
+    with Session(get_engine()) as session:
+        session.execute(update(PatchRequest).where(PatchRequest.id.in_(request_ids)).values(next_poll_at=None))
+        session.commit()
+
+
+@pytest.mark.integration
+def test_two_workers_claim_disjoint_batches_and_a_claim_is_not_due_again_within_its_lease(db, stack_env, awx_double):
+    with AWXClient.from_settings() as client:
+        request_ids = _running_requests(client, 5)
+    first, second = execution.claim_due(3), execution.claim_due(3)
+    assert len(first) == 3 and len(second) == 2
+    assert {t.request_id for t in first} | {t.request_id for t in second} == set(request_ids)
+    assert all(t.job_id and t.cursor == 0 and not t.cancel_wanted and not t.ending for t in first)
+    assert execution.claim_due(10) == []  # all leased
+    with Session(get_engine()) as session:
+        session.get(PatchRequest, request_ids[0]).state = "canceled"
+        session.commit()
+    _due_now(request_ids)
+    assert {t.request_id for t in execution.claim_due(10)} == set(request_ids[1:])  # only running ones
+
+
+@pytest.mark.integration
+def test_rounds_follow_jobs_to_the_end_and_a_lost_claim_comes_due_again(db, stack_env, awx_double):
+    awx_double.scenario(job_seconds=40)
+    with AWXClient.from_settings() as client:
+        request_ids = _running_requests(client, 4)
+        lost = execution.claim_due(1)  # a round that died right after claiming: nothing polled
+        statuses = JobStatusBatch(client, max_age=0.5)
+        deadline, rounds = time.monotonic() + 60, 0
+        while time.monotonic() < deadline:
+            execution.follow_round(client, statuses, budget_seconds=1.0)
+            rounds += 1
+            with Session(get_engine()) as session:
+                states = {session.get(PatchRequest, r).state for r in request_ids}
+            if states == {"succeeded"}:
+                break
+            time.sleep(0.1)
+    assert states == {"succeeded"}, states
+    with Session(get_engine()) as session:
+        for request_id in request_ids:
+            counters = session.exec(select(JobEvent.counter).where(JobEvent.request_id == request_id)).all()
+            assert sorted(counters) == list(range(1, len(counters) + 1)) and len(counters) > 10
+    assert lost[0].request_id in request_ids and rounds > 3

@@ -29,6 +29,9 @@ def make_celery() -> Celery:
         worker_hijack_root_logger=False,
         beat_schedule={
             "sweep": {"task": "worker.tasks.sweep", "schedule": settings.sweep_interval_seconds},
+            # A follow round polls whatever is due; a tick not picked up in time is dropped, not queued up.
+            "follow": {"task": "worker.tasks.follow_due", "schedule": settings.follow_tick_seconds,
+                       "options": {"expires": max(1.0, 2 * settings.follow_tick_seconds)}},
         },
         timezone="UTC",
     )

@@ -11,11 +11,12 @@ The Celery tasks in `worker.tasks` are thin wrappers around these functions.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import Session
 
@@ -39,6 +40,7 @@ WORKER = "worker"
 AWX_TERMINAL = {"successful": SUCCEEDED, "failed": FAILED, "error": ERROR, "canceled": CANCELED}
 AWX_ACTIVE = ("new", "pending", "waiting", "running")
 STATUS_AT_LEAST_EVERY_POLLS = 4
+FOLLOW_LEASE_POLLS = 3  # a claimed request comes due again after this many intervals if its poll never ended
 FINAL_STAGE = {SUCCEEDED: "completed", FAILED: "failed", ERROR: "failed", CANCELED: "canceled"}
 HOST_STATUS_RANK = {"pending": 0, "running": 1, "skipped": 2, "ok": 3, "changed": 4, "failed": 5, "unreachable": 6}
 
@@ -165,7 +167,8 @@ def _record_launch(request_id: str, template_id: int, job_id: int, *, reason: st
     with session_scope() as session:
         req = session.get(PatchRequest, request_id)
         transition(session, req, RUNNING, actor=WORKER, reason=reason, detail={"awx_job_id": job_id},
-                   awx_job_id=job_id, awx_template_id=template_id, started_at=utcnow(), failure_reason=None)
+                   awx_job_id=job_id, awx_template_id=template_id, started_at=utcnow(), failure_reason=None,
+                   next_poll_at=utcnow())
         for host in req.hosts:
             session.execute(pg_insert(HostResult).values(request_id=request_id, host=host, status="pending")
                             .on_conflict_do_nothing(constraint="uq_host_results_request_host"))
@@ -185,68 +188,134 @@ def _finish_launch(request_id: str, state: str, reason: str) -> None:
 # --------------------------------------------------------------------------------------------- follow
 
 
+@dataclass(frozen=True)
+class FollowTarget:
+    """What one poll needs to know about a running request, read when it was claimed (or locked)."""
+
+    request_id: str
+    job_id: int
+    cursor: int
+    cancel_wanted: bool
+    ending: bool  # the run's stats or a terminal status were seen: read the job in full first
+
+
+def follow_round(client: AWXClient, statuses: JobStatuses, *, budget_seconds: float, batch: int = 50) -> int:
+    """Poll every running request that is due, in batches, until none is due or the budget is spent. Returns
+    how many polls were made. Run by the `follow_due` task on every beat tick, on as many workers as there are.
+
+    PostgreSQL is the scheduler: a request is due when its `next_poll_at` has passed. Claiming a batch moves
+    their `next_poll_at` a lease ahead (SKIP LOCKED, so two workers never claim the same rows), and each poll
+    sets it one interval ahead. A worker that dies mid-round loses nothing: its claims come due again when the
+    lease ends.
+    """
+    from core.observability import bind_request
+
+    deadline = time.monotonic() + budget_seconds
+    polls = 0
+    while time.monotonic() < deadline:
+        targets = claim_due(batch)
+        for target in targets:
+            with bind_request(target.request_id):
+                _poll_target(target, client, statuses)
+            polls += 1
+        if len(targets) < batch:
+            break
+    return polls
+
+
+def claim_due(limit: int) -> list[FollowTarget]:
+    settings = get_settings()
+    now = utcnow()
+    lease = now + timedelta(seconds=FOLLOW_LEASE_POLLS * settings.follow_poll_seconds)
+    due = (select(PatchRequest.id)
+           .where(PatchRequest.state == RUNNING, PatchRequest.awx_job_id.is_not(None),
+                  or_(PatchRequest.next_poll_at.is_(None), PatchRequest.next_poll_at <= now))
+           .order_by(PatchRequest.next_poll_at.asc().nulls_first())
+           .limit(limit).with_for_update(skip_locked=True).scalar_subquery())
+    with session_scope() as session:
+        rows = session.execute(
+            update(PatchRequest).where(PatchRequest.id.in_(due)).values(next_poll_at=lease)
+            .returning(PatchRequest.id, PatchRequest.awx_job_id, PatchRequest.event_cursor,
+                       PatchRequest.cancel_requested_at, PatchRequest.awx_status, PatchRequest.run_ended_at)
+            .execution_options(synchronize_session=False)
+        ).all()
+    return [FollowTarget(request_id=r[0], job_id=r[1], cursor=r[2], cancel_wanted=r[3] is not None,
+                         ending=r[4] in AWX_TERMINAL or r[5] is not None) for r in rows]
+
+
 def poll(request_id: str, client: AWXClient, statuses: JobStatuses | None = None) -> bool:
-    """One poll of a running job. Returns True when the caller should poll again after the interval.
+    """One poll of one running request, outside the rounds (right after the launch, after a cancel, a
+    redelivered message). Returns True while the job goes on.
 
     The events are read first. While they keep coming the job is evidently running, so its status is asked for
-    only when they stop, when the run's final stats arrive, when a cancel is pending, or every few intervals
-    regardless; `statuses` (one per worker process) answers those asks for many jobs with one AWX request. Once a
-    terminal status is seen, the next polls read the job in full *before* the events, until AWX says event
-    processing finished: the events read after that is the contract's final sweep, with no extra request.
+    only when they stop, when a cancel is pending, or every few intervals regardless; `statuses` (one per worker
+    process) answers those asks for many jobs with one AWX request. Once the run's final stats (or a terminal
+    status) are seen, the next polls read the job in full *before* the events, until AWX says event processing
+    finished: the events read after that is the contract's final sweep, with no extra request.
     """
     settings = get_settings()
-    statuses = statuses or DirectJobStatus(client)
     with advisory_lock("follow", request_id) as acquired:
         if not acquired:
-            return False  # another follower holds it and will reschedule itself
+            return False  # another poll of it is under way
         with session_scope() as session:
             req = session.get(PatchRequest, request_id)
             if req is None or req.state != RUNNING or req.awx_job_id is None:
                 return False
             if req.last_polled_at and (utcnow() - req.last_polled_at).total_seconds() < settings.follow_poll_seconds * 0.5:
-                return False  # a duplicate follow chain: let the other one carry on
-            job_id, cursor, cancel_wanted = req.awx_job_id, req.event_cursor, req.cancel_requested_at is not None
-            ending = req.awx_status in AWX_TERMINAL
+                return True  # polled a moment ago (by a round): nothing to add
+            target = FollowTarget(request_id=request_id, job_id=req.awx_job_id, cursor=req.event_cursor,
+                                  cancel_wanted=req.cancel_requested_at is not None,
+                                  ending=req.awx_status in AWX_TERMINAL or req.run_ended_at is not None)
+        return _poll_target(target, client, statuses or DirectJobStatus(client))
 
-        try:
-            job: dict[str, Any] | None = client.get_job(job_id) if ending else None
-            read_before_events = job is not None
-            events = client.job_events(job_id, after_counter=cursor)
-            if job is None and (cancel_wanted or _may_have_ended(events) or _status_overdue(statuses, job_id, settings)):
-                job = statuses.get(job_id)
-                if cancel_wanted and job.get("status") in AWX_ACTIVE:
-                    client.cancel(job_id)
-            finished = job is not None and job.get("status") in AWX_TERMINAL and bool(job.get("event_processing_finished"))
-            if finished and not read_before_events:
-                # Events keep landing until processing finished: one more sweep past what we just read.
-                seen = {int(e["counter"]) for e in events}
-                events += [e for e in client.job_events(job_id, after_counter=cursor) if int(e["counter"]) not in seen]
-        except AWXError as exc:
-            AWX_ERRORS.labels(kind=exc.kind).inc()
-            return _poll_failed(request_id, exc)
 
-        crashpoint("while_following")
-        with session_scope() as session:
-            req = session.get(PatchRequest, request_id, with_for_update=True)
-            if req is None or req.state != RUNNING:
-                return False
-            _store_events(session, req, events)
-            if job is not None:
-                req.awx_status = job.get("status")
-            elif events and req.awx_status not in AWX_TERMINAL:
-                req.awx_status = "running"  # events are coming: it runs, whatever the last status read said
-            req.last_polled_at = utcnow()
-            req.follow_failures = 0
-            req.updated_at = utcnow()
-            if finished:
-                _finish_job(session, req, job)
-                return False
-        return True
+def _poll_target(target: FollowTarget, client: AWXClient, statuses: JobStatuses) -> bool:
+    """Read AWX for one job, then store what is new in one transaction. Safe to run twice at once for the same
+    request: events are inserted once by their (request, counter) key and only inserted ones are applied."""
+    settings = get_settings()
+    request_id, job_id, cursor = target.request_id, target.job_id, target.cursor
+    try:
+        job: dict[str, Any] | None = client.get_job(job_id) if target.ending else None
+        read_before_events = job is not None
+        events = client.job_events(job_id, after_counter=cursor)
+        if job is None and (target.cancel_wanted or _may_have_ended(events)
+                            or _status_overdue(statuses, job_id, settings)):
+            job = statuses.get(job_id)
+            if target.cancel_wanted and job.get("status") in AWX_ACTIVE:
+                client.cancel(job_id)
+        finished = job is not None and job.get("status") in AWX_TERMINAL and bool(job.get("event_processing_finished"))
+        if finished and not read_before_events:
+            # Events keep landing until processing finished: one more sweep past what we just read.
+            seen = {int(e["counter"]) for e in events}
+            events += [e for e in client.job_events(job_id, after_counter=cursor) if int(e["counter"]) not in seen]
+    except AWXError as exc:
+        AWX_ERRORS.labels(kind=exc.kind).inc()
+        return _poll_failed(request_id, exc)
+
+    crashpoint("while_following")
+    with session_scope() as session:
+        req = session.get(PatchRequest, request_id, with_for_update=True)
+        if req is None or req.state != RUNNING:
+            return False
+        _store_events(session, req, events)
+        if job is not None:
+            req.awx_status = job.get("status")
+        elif events and req.awx_status not in AWX_TERMINAL:
+            req.awx_status = "running"  # events are coming: it runs, whatever the last status read said
+        now = utcnow()
+        req.last_polled_at = now
+        req.next_poll_at = now + timedelta(seconds=settings.follow_poll_seconds)
+        req.follow_failures = 0
+        req.updated_at = now
+        if finished:
+            _finish_job(session, req, job)
+            return False
+    return True
 
 
 def _may_have_ended(events: list[dict]) -> bool:
-    """Nothing new (the job may be over, or waiting), or the run's closing stats: time to read the status."""
-    return not events or any(e.get("event") == "playbook_on_stats" for e in events)
+    """Nothing new: the job may be over (canceled, or an error with no stats), or just quiet."""
+    return not events
 
 
 def _status_overdue(statuses: JobStatuses, job_id: int, settings) -> bool:
@@ -264,6 +333,7 @@ def _poll_failed(request_id: str, exc: AWXError) -> bool:
             return False
         req.follow_failures += 1
         req.last_polled_at = utcnow()
+        req.next_poll_at = req.last_polled_at + timedelta(seconds=settings.follow_poll_seconds)
         give_up = exc.kind == "auth" or req.follow_failures >= settings.follow_error_budget
         if give_up:
             reason = f"AWX rejected the token: {exc}" if exc.kind == "auth" else (
@@ -345,6 +415,7 @@ def _apply_event(session: Session, req: PatchRequest, e: dict) -> None:
         _update_host(session, req.id, e["host_name"], status, message)
     elif kind == "playbook_on_stats":
         _apply_stats(session, req.id, e.get("event_data") or {})
+        req.run_ended_at = req.run_ended_at or utcnow()  # the playbook is done: the next poll reads the job
 
 
 def _reach_stage(session: Session, req: PatchRequest, stage: str, at: datetime | None = None) -> None:
@@ -416,12 +487,12 @@ def _finish_job(session: Session, req: PatchRequest, job: dict) -> None:
 
 def sweep() -> dict[str, int]:
     """Re-drive whatever a lost message, a dead worker or a broker outage left behind, and expire proposals."""
-    from worker.dispatch import enqueue_follow, enqueue_launch
+    from worker.dispatch import enqueue_launch
 
     settings = get_settings()
     now = utcnow()
     stuck_before = now - timedelta(seconds=settings.stuck_after_seconds)
-    counts = {"expired": 0, "relaunched": 0, "refollowed": 0, "queued": 0}
+    counts = {"expired": 0, "relaunched": 0, "queued": 0}
     with session_scope() as session:
         for req in session.execute(select(PatchRequest).where(PatchRequest.state == PROPOSED,
                                                               PatchRequest.expires_at < now)).scalars():
@@ -432,17 +503,10 @@ def sweep() -> dict[str, int]:
                 pass
         to_launch = session.execute(select(PatchRequest.id).where(
             PatchRequest.state.in_((APPROVED, QUEUED, LAUNCHING)), PatchRequest.updated_at < stuck_before)).scalars().all()
-        follow_before = now - timedelta(seconds=max(settings.stuck_after_seconds, 4 * settings.follow_poll_seconds))
-        to_follow = session.execute(select(PatchRequest.id).where(
-            PatchRequest.state == RUNNING,
-            func.coalesce(PatchRequest.last_polled_at, PatchRequest.started_at) < follow_before)).scalars().all()
     for request_id in to_launch:
         if enqueue_launch(request_id):
             counts["relaunched"] += 1
             mark_queued(request_id)
-    for request_id in to_follow:
-        if enqueue_follow(request_id):
-            counts["refollowed"] += 1
     return counts
 
 

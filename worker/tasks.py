@@ -16,7 +16,6 @@ from core.settings import get_settings
 from worker import execution
 from worker.awx_client import AWXClient
 from worker.celery_app import celery_app
-from worker.dispatch import enqueue_follow
 from worker.job_status import JobStatusBatch
 
 log = logging.getLogger("patchpilot.worker")
@@ -43,6 +42,7 @@ def awx() -> AWXClient:
     return _client
 
 
+ROUND_BUDGET_SECONDS = 1.0
 _statuses: JobStatusBatch | None = None
 
 
@@ -62,14 +62,23 @@ def launch_request(request_id: str) -> str:
     return outcome
 
 
+@celery_app.task(name="worker.tasks.follow_due")
+def follow_due() -> int:
+    """One follow round, started by the beat every FOLLOW_TICK_SECONDS: poll every running request that is due,
+    for at most about one second, so launches queued behind it wait little. Nothing to retry: the next tick
+    takes over, and requests claimed by a round that died come due again on their own."""
+    try:
+        return execution.follow_round(awx(), job_statuses(), budget_seconds=ROUND_BUDGET_SECONDS)
+    except (OperationalError, DBAPIError) as exc:
+        log.warning("follow round stopped: %s", exc)
+        return 0
+
+
 @celery_app.task(name="worker.tasks.follow_request", **DB_RETRY)
 def follow_request(request_id: str) -> bool:
+    """Poll one request now (right after its launch, or after a cancel); the rounds go on from there."""
     with bind_request(request_id):
-        again = execution.poll(request_id, awx(), job_statuses())
-    if again:
-        # Re-schedule instead of sleeping: one worker slot follows hundreds of jobs this way.
-        enqueue_follow(request_id, countdown=get_settings().follow_poll_seconds)
-    return again
+        return execution.poll(request_id, awx(), job_statuses())
 
 
 @celery_app.task(name="worker.tasks.sweep", **DB_RETRY)

@@ -4,7 +4,9 @@
 
 For each N: launch N jobs on the double (each on `--hosts`, lasting `--job-seconds` of job time at `--speed`),
 create their requests directly in PostgreSQL in state `running` with the AWX job id (no chat, no approval, no
-launch), start a fresh worker and hand it the N follows, spread over one poll interval. Measured:
+launch), their first polls spread over one poll interval, and start a fresh worker. The follower finds them through
+`next_poll_at` (its follow rounds); the chain variant (`bench/experiment_app.py`, BENCH_CHAINS=1) and the naive
+baseline get one task per request instead. Measured:
 
 - event lag: the double's event `created` -> `job_events.stored_at` (the row written in the worker's
   transaction); events still not stored when the run ends count with (end - created) ("censored");
@@ -66,7 +68,9 @@ async def launch_jobs(double, n: int, hosts: list[str], concurrency: int = 16) -
         return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-def create_running_requests(jobs: list[dict], hosts: list[str]) -> None:
+def create_running_requests(jobs: list[dict], hosts: list[str], poll: float) -> None:
+    from datetime import timedelta
+
     from sqlalchemy import insert
 
     from core.db import get_engine
@@ -77,7 +81,9 @@ def create_running_requests(jobs: list[dict], hosts: list[str]) -> None:
                  check_mode=False, intent={}, engine="bench", state="running", stage="pending", requested_by="bench",
                  approved_by="bench", created_at=now, updated_at=now, approved_at=now, launch_started_at=now,
                  started_at=now, awx_job_id=j["job_id"], awx_template_id=j["template_id"], event_cursor=0,
-                 launch_attempts=1, follow_failures=0) for j in jobs]
+                 launch_attempts=1, follow_failures=0,
+                 # first polls spread over one interval (the follow rounds' schedule)
+                 next_poll_at=now + timedelta(seconds=poll * i / max(1, len(jobs)))) for i, j in enumerate(jobs)]
     hosts_rows = [dict(request_id=j["request_id"], host=h, status="pending") for j in jobs for h in hosts]
     with get_engine().begin() as conn:
         for i in range(0, len(rows), 500):
@@ -132,6 +138,7 @@ def run_one(stack: Stack, double, n: int, design: str, args: argparse.Namespace)
     stack.clean()
     double.control("POST", "reset")
     double.control("POST", "scenario", {"job_seconds": args.job_seconds})
+    env: dict[str, str] = {}
     if design == "naive":
         worker = stack.start_worker("bench.naive_tasks:app", concurrency=args.concurrency, beat=False,
                                     queues="naive", name="naive")
@@ -144,13 +151,15 @@ def run_one(stack: Stack, double, n: int, design: str, args: argparse.Namespace)
         t_launch = time.monotonic()
         jobs = asyncio.run(launch_jobs(double, n, hosts))
         launch_seconds = time.monotonic() - t_launch
-        create_running_requests(jobs, hosts)
+        create_running_requests(jobs, hosts, args.poll)
         sampler = Sampler(groups, interval=1.0)
         sampler.start()
         stats0 = double.stats()["requests"]
         t0 = time.monotonic()
         wall0 = datetime.now(timezone.utc)
-        enqueue(jobs, design, args.poll, stack.redis_url)
+        chains = design == "naive" or env.get("BENCH_CHAINS") == "1"
+        if chains:  # the rounds need no message: PostgreSQL's next_poll_at is their schedule
+            enqueue(jobs, design, args.poll, stack.redis_url)
         job_wall = (args.job_seconds + 1.5) / args.speed
         last_launch = max(j["launched_at"] for j in jobs)
         deadline = t0 + job_wall + args.margin

@@ -24,7 +24,7 @@ def main() -> None:
     fig, axes = plt.subplots(2, 3, figsize=(16, 9))
     follow = load("follow")
     if follow:
-        for design, style in (("patchpilot", "o-"), ("naive", "s--")):
+        for design, style in (("patchpilot", "o-"), ("before", "D:"), ("naive", "s--")):
             rows = sorted((r for r in follow["runs"] if r["design"] == design), key=lambda r: r["jobs"])
             if not rows:
                 continue
@@ -41,17 +41,6 @@ def main() -> None:
                 for proc, mark in (("awx_double", "^:"), ("postgres", "v:"), ("redis", "x:")):
                     axes[0][2].plot(n, [r["resources"].get(proc, {}).get("cpu_mean_pct", 0) for r in rows], mark,
                                     label=f"{proc} CPU % ({design})")
-        fixes = load("follow_fixes")
-        for design, style in (("patchpilot", "D:"), ("shared-client", "P-."), ("shared-client+status-when-needed", "X-.")):
-            rows = sorted((r for r in (fixes or {}).get("runs", []) if r["design"] == design), key=lambda r: r["jobs"])
-            if rows:
-                n = [r["jobs"] for r in rows]
-                axes[0][0].plot(n, [r["lag_censored_seconds"]["p95"] for r in rows], style,
-                                label=f"{design} p95 (fixes run)")
-                axes[0][1].plot(n, [r["awx_requests_per_second"] for r in rows], style,
-                                label=f"{design} AWX req/s (fixes run)")
-                axes[0][2].plot(n, [r["resources"].get("worker", {}).get("cpu_mean_pct", 0) for r in rows], style,
-                                label=f"{design} worker CPU % (fixes run)")
         axes[0][0].axhline(5, color="red", lw=0.8, label="target p95 5 s")
         for ax, title, ylabel in ((axes[0][0], "1. Event lag vs concurrent jobs", "lag, s (censored: unstored = end - created)"),
                                   (axes[0][1], "1. AWX requests vs concurrent jobs", "requests/s"),

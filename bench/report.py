@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from bench.plot import load
 
-FOLLOW_CMD = "`python -m bench.follow --jobs 10,100,500,1000 --baseline-jobs 10,100`"
-FIXES_CMD = "`python -m bench.follow --jobs 300,1000 --variant …` (see above)"
+FOLLOW_CMD = "`python -m bench.follow --jobs 10,100,300,1000 --baseline-jobs 10 --variant …` (full line above)"
 
 
 def _lag(r: dict) -> str:
@@ -16,7 +15,16 @@ def _lag(r: dict) -> str:
     return f"{lag['p50']} / {lag['p95']} / {lag['max']}"
 
 
+def _ratio(r: dict, base: dict) -> str:
+    cpu = r["resources"].get("worker", {}).get("cpu_mean_pct") or 0
+    base_cpu = base["resources"].get("worker", {}).get("cpu_mean_pct") or 0
+    return (f"p95 lag x{r['lag_censored_seconds']['p95'] / max(base['lag_censored_seconds']['p95'], 0.01):.2f}, "
+            f"AWX requests per job-interval x{r['awx_requests_per_job_per_poll_interval'] / max(base['awx_requests_per_job_per_poll_interval'], 0.01):.2f}"
+            + (f", worker CPU x{cpu / base_cpu:.2f}" if base_cpu else "") + f" vs {base['design']} N={base['jobs']}")
+
+
 def follow_rows(name: str, cmd: str) -> list[str]:
+    """patchpilot against the earlier design with the same N; the earlier design against the naive follower."""
     data = load(name)
     if not data:
         return []
@@ -25,17 +33,12 @@ def follow_rows(name: str, cmd: str) -> list[str]:
     for r in runs:
         if r["design"] == "naive":
             base = None
-        elif r["design"] != "patchpilot":
-            base = next((b for b in runs if b["design"] == "patchpilot" and b["jobs"] == r["jobs"]), None)
+        elif r["design"] == "patchpilot":
+            base = next((b for b in runs if b["design"] == "before" and b["jobs"] == r["jobs"]), None)
         else:  # the naive run with the same N, else the largest N below (its lag is bounded by the job length)
             naive = sorted((b for b in runs if b["design"] == "naive" and b["jobs"] <= r["jobs"]),
                            key=lambda b: b["jobs"])
             base = naive[-1] if naive else None
-        ratio = ""
-        if base is not None and base is not r:
-            ratio = (f"p95 lag x{r['lag_censored_seconds']['p95'] / base['lag_censored_seconds']['p95']:.2f}, "
-                     f"AWX req/s x{r['awx_requests_per_second'] / max(base['awx_requests_per_second'], 0.1):.1f} "
-                     f"vs {base['design']} N={base['jobs']}")
         res = r["resources"]
         worker = res.get("worker", {})
         numbers = (f"lag p50/p95/max {_lag(r)} s; missed {r['events_missed']}/{r['events_per_job'] * r['jobs']}; "
@@ -45,23 +48,26 @@ def follow_rows(name: str, cmd: str) -> list[str]:
                    f"{res.get('awx_double', {}).get('cpu_mean_pct')} %, PostgreSQL "
                    f"{res.get('postgres', {}).get('cpu_mean_pct')} %, Redis {res.get('redis', {}).get('cpu_mean_pct')} %;"
                    f" machine {res.get('machine_all_cores', {}).get('cpu_mean_pct', 'n/a')} % of 2 cores")
-        rows.append(f"| 1. follow, {r['design']} | {r['jobs']} jobs | {numbers} | {ratio or 'baseline'} | {cmd} |")
+        ratio = _ratio(r, base) if base is not None else "baseline"
+        rows.append(f"| 1. follow, {r['design']} | {r['jobs']} jobs | {numbers} | {ratio} | {cmd} |")
     return rows
 
 
 def main() -> None:
     out = ["| What | N | Numbers | Ratio vs baseline (same run) | Command |", "|---|---|---|---|---|"]
     out += follow_rows("follow", FOLLOW_CMD)
-    out += follow_rows("follow_fixes", FIXES_CMD)
     cost = load("poll_cost")
-    if cost:
-        phases = ", ".join(f"{k} {v}" for k, v in sorted(cost["phase_ms_per_poll"].items(), key=lambda kv: -kv[1]))
-        out.append(f"| 1. one `execution.poll` in process | {cost['polls']} polls | wall p50 {cost['poll_ms']['p50']} ms, "
-                   f"CPU p50 {cost['poll_cpu_ms']['p50']} ms, {cost['awx_requests_per_poll']} AWX requests/poll; "
-                   f"ms/poll: {phases}; enqueue p50 {cost['enqueue_follow_ms']['p50']} ms | poll = "
-                   f"x{cost['poll_ms']['p50'] / cost['baseline_http_ping_ms']['p50']:.1f} one HTTP ping "
-                   f"({cost['baseline_http_ping_ms']['p50']} ms), SELECT 1 {cost['baseline_select1_ms']['p50']} ms "
-                   f"| `{cost['command']}` |")
+    if cost and "round" in cost:
+        for name, what in (("round", "a poll in a follow round"), ("single", "a poll on its own, status every poll")):
+            r = cost[name]
+            phases = ", ".join(f"{k} {v}" for k, v in sorted(r["phase_ms_per_poll"].items(), key=lambda kv: -kv[1]))
+            ratio = (f"CPU x{cost['cpu_ratio_round_vs_single']} of a poll on its own; one HTTP ping "
+                     f"{cost['baseline_http_ping_ms']['p50']} ms, SELECT 1 {cost['baseline_select1_ms']['p50']} ms"
+                     if name == "round" else "baseline")
+            out.append(f"| 1. {what}, in process | {r['polls']} polls of {cost['jobs']} jobs | wall p50 "
+                       f"{r['wall_ms_per_poll']['p50']} ms, CPU p50 {r['cpu_ms_per_poll']['p50']} ms, "
+                       f"{r['awx_requests_per_poll']} AWX requests/poll; ms/poll: {phases} | {ratio} | "
+                       f"`{cost['command']}` |")
     api = load("chat_api")
     if api:
         for r in api["runs"]:

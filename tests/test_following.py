@@ -247,3 +247,24 @@ def test_rounds_follow_jobs_to_the_end_and_a_lost_claim_comes_due_again(db, stac
             counters = session.exec(select(JobEvent.counter).where(JobEvent.request_id == request_id)).all()
             assert sorted(counters) == list(range(1, len(counters) + 1)) and len(counters) > 10
     assert lost[0].request_id in request_ids and rounds > 3
+
+
+@pytest.mark.integration
+def test_one_broken_job_does_not_stop_the_round_for_the_others(db, stack_env, awx_double, monkeypatch):
+    with AWXClient.from_settings() as client:
+        request_ids = _running_requests(client, 3)
+        with Session(get_engine()) as session:
+            broken_job = session.get(PatchRequest, request_ids[0]).awx_job_id
+        real_events = client.job_events
+
+        def events(job_id, after_counter):
+            if job_id == broken_job:
+                raise ValueError("a page AWX should never send")
+            return real_events(job_id, after_counter=after_counter)
+
+        monkeypatch.setattr(client, "job_events", events)
+        time.sleep(0.5)
+        assert execution.follow_round(client, JobStatusBatch(client, max_age=0.5), budget_seconds=5) == 3
+    with Session(get_engine()) as session:
+        polled = {r: session.get(PatchRequest, r).last_polled_at for r in request_ids}
+    assert polled[request_ids[0]] is None and all(polled[r] is not None for r in request_ids[1:])

@@ -3,8 +3,9 @@
 - `launch()` runs under a PostgreSQL advisory lock per request (released by PostgreSQL if the process dies).
   A request found in `launching` was interrupted: before launching again we look the job up in AWX by the
   request id carried in its extra_vars, so a job whose 201 we never recorded is adopted, not launched twice.
-- `poll()` does one short poll of a running job and says whether to poll again; it never holds a worker slot
-  for the job's duration. Events are stored with a unique (request, counter) key and a gap-safe cursor.
+- Following is scheduled in PostgreSQL (`next_poll_at`): `follow_round()` claims the running requests that are
+  due, with a lease, and polls each once; `poll()` polls one request on its own. Neither holds a worker slot for
+  a job's duration. Events are stored with a unique (request, counter) key and a gap-safe cursor.
 The Celery tasks in `worker.tasks` are thin wrappers around these functions.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
 
 from core.db import advisory_lock, session_scope
@@ -216,7 +218,13 @@ def follow_round(client: AWXClient, statuses: JobStatuses, *, budget_seconds: fl
         targets = claim_due(batch)
         for target in targets:
             with bind_request(target.request_id):
-                _poll_target(target, client, statuses)
+                try:
+                    _poll_target(target, client, statuses)
+                except DBAPIError:
+                    raise  # the database is away: end the round, the claims come due again
+                except Exception:  # noqa: BLE001 - one bad job must not stop the others' follow
+                    log.exception("poll of request %s failed; it comes due again after its lease",
+                                  target.request_id)
             polls += 1
         if len(targets) < batch:
             break

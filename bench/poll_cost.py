@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
                 before = double.stats()["requests"]
                 t, c = time.perf_counter(), time.process_time()
                 if name == "round":
-                    polls = execution.follow_round(client, statuses, budget_seconds=600)
+                    polls, _ = execution.follow_round(client, statuses, budget_seconds=600)
                 else:
                     polls = sum(1 for job in jobs if execution.poll(job["request_id"], client) is not None)
                 measured[name]["wall"].append((time.perf_counter() - t) / polls)

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     follow_tick_seconds: float = Field(
         default=0.5, gt=0, description="How often the beat starts a follow round (polls whatever is due)."
     )
+    follow_round_threads: int = Field(
+        default=4, ge=1, le=32,
+        description="Polls a follow round runs at once in each worker process (they mostly wait on AWX).",
+    )
     sweep_interval_seconds: float = Field(default=15.0, gt=0, description="How often stuck requests are re-driven.")
     stuck_after_seconds: float = Field(
         default=30.0, gt=0, description="A request untouched this long in approved/queued/launching/running is re-driven."

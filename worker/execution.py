@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -201,34 +202,53 @@ class FollowTarget:
     ending: bool  # the run's stats or a terminal status were seen: read the job in full first
 
 
-def follow_round(client: AWXClient, statuses: JobStatuses, *, budget_seconds: float, batch: int = 50) -> int:
+def follow_round(client: AWXClient, statuses: JobStatuses, *, budget_seconds: float, batch: int = 50,
+                 threads: int = 1) -> tuple[int, bool]:
     """Poll every running request that is due, in batches, until none is due or the budget is spent. Returns
-    how many polls were made. Run by the `follow_due` task on every beat tick, on as many workers as there are.
+    how many polls were made and whether more were due when the budget ran out. Run by the `follow_due` task.
 
     PostgreSQL is the scheduler: a request is due when its `next_poll_at` has passed. Claiming a batch moves
     their `next_poll_at` a lease ahead (SKIP LOCKED, so two workers never claim the same rows), and each poll
     sets it one interval ahead. A worker that dies mid-round loses nothing: its claims come due again when the
-    lease ends.
+    lease ends. With `threads` > 1 the polls of a batch overlap their waits on AWX and PostgreSQL.
     """
-    from core.observability import bind_request
-
     deadline = time.monotonic() + budget_seconds
     polls = 0
-    while time.monotonic() < deadline:
+    while True:  # at least one batch, however short the budget
         targets = claim_due(batch)
-        for target in targets:
-            with bind_request(target.request_id):
-                try:
-                    _poll_target(target, client, statuses)
-                except DBAPIError:
-                    raise  # the database is away: end the round, the claims come due again
-                except Exception:  # noqa: BLE001 - one bad job must not stop the others' follow
-                    log.exception("poll of request %s failed; it comes due again after its lease",
-                                  target.request_id)
-            polls += 1
+        statuses.track([target.job_id for target in targets])  # a status read, if one is needed, covers them all
+        if threads > 1 and len(targets) > 1:
+            list(_round_pool(threads).map(lambda target: _poll_claimed(target, client, statuses), targets))
+        else:
+            for target in targets:
+                _poll_claimed(target, client, statuses)
+        polls += len(targets)
         if len(targets) < batch:
-            break
-    return polls
+            return polls, False
+        if time.monotonic() >= deadline:
+            return polls, True
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _round_pool(threads: int) -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None or _POOL._max_workers != threads:  # one per worker process, made after the fork
+        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="follow")
+    return _POOL
+
+
+def _poll_claimed(target: FollowTarget, client: AWXClient, statuses: JobStatuses) -> None:
+    from core.observability import bind_request
+
+    with bind_request(target.request_id):
+        try:
+            _poll_target(target, client, statuses)
+        except DBAPIError:
+            raise  # the database is away: end the round, the claims come due again
+        except Exception:  # noqa: BLE001 - one bad job must not stop the others' follow
+            log.exception("poll of request %s failed; it comes due again after its lease", target.request_id)
 
 
 def claim_due(limit: int) -> list[FollowTarget]:

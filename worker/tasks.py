@@ -64,14 +64,20 @@ def launch_request(request_id: str) -> str:
 
 @celery_app.task(name="worker.tasks.follow_due")
 def follow_due() -> int:
-    """One follow round, started by the beat every FOLLOW_TICK_SECONDS: poll every running request that is due,
-    for at most about one second, so launches queued behind it wait little. Nothing to retry: the next tick
-    takes over, and requests claimed by a round that died come due again on their own."""
+    """One follow round: poll every running request that is due, for about one second, so launches queued
+    behind it wait little. The beat starts one every FOLLOW_TICK_SECONDS; a round that runs out of time with
+    work left starts the next one at once instead of waiting for a tick. Nothing to retry on errors: requests
+    claimed by a round that failed or died come due again on their own."""
+    settings = get_settings()
     try:
-        return execution.follow_round(awx(), job_statuses(), budget_seconds=ROUND_BUDGET_SECONDS)
+        polls, more_due = execution.follow_round(awx(), job_statuses(), budget_seconds=ROUND_BUDGET_SECONDS,
+                                                 threads=settings.follow_round_threads)
     except (OperationalError, DBAPIError) as exc:
         log.warning("follow round stopped: %s", exc)
         return 0
+    if more_due:
+        follow_due.apply_async(expires=ROUND_BUDGET_SECONDS * 2)
+    return polls
 
 
 @celery_app.task(name="worker.tasks.follow_request", **DB_RETRY)

@@ -62,7 +62,9 @@ def launch_request(request_id: str) -> str:
     return outcome
 
 
-@celery_app.task(name="worker.tasks.follow_due")
+# Acknowledged as it starts, unlike the other tasks: a lost tick costs nothing (the next one comes), and an
+# unacknowledged message in hand when Redis drops is what trips kombu's reconnect into killing the worker.
+@celery_app.task(name="worker.tasks.follow_due", acks_late=False)
 def follow_due() -> int:
     """One follow round: poll every running request that is due, for about one second, so launches queued
     behind it wait little. The beat starts one every FOLLOW_TICK_SECONDS; a round that runs out of time with

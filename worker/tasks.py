@@ -78,7 +78,10 @@ def follow_due() -> int:
         log.warning("follow round stopped: %s", exc)
         return 0
     if more_due:
-        follow_due.apply_async(expires=ROUND_BUDGET_SECONDS * 2)
+        try:
+            follow_due.apply_async(expires=ROUND_BUDGET_SECONDS * 2)
+        except Exception as exc:  # noqa: BLE001 - the broker is away: the beat's next tick takes over
+            log.warning("could not start the next follow round at once: %s", exc)
     return polls
 
 

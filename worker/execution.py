@@ -229,14 +229,14 @@ def follow_round(client: AWXClient, statuses: JobStatuses, *, budget_seconds: fl
             return polls, True
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 def _round_pool(threads: int) -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None or _POOL._max_workers != threads:  # one per worker process, made after the fork
-        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="follow")
-    return _POOL
+    """One pool per worker process (made on first use, after the fork) and thread count."""
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="follow")
+    return _POOLS[threads]
 
 
 def _poll_claimed(target: FollowTarget, client: AWXClient, statuses: JobStatuses) -> None:

@@ -1,18 +1,23 @@
 """The LLM tool-calling loop: chat text (+ history and the open draft) -> a validated intent.
 
 An explicit loop rather than a generic agent, so it is bounded and testable: at most `max_calls` model calls per
-turn; a final tool (propose_patch, job_status, list_jobs, propose_cancel) ends the turn with a validated result;
-a malformed tool call is answered with its error once, the second one gives up. Every draft goes through
-`core.validation.validate_draft`, and a draft naming hosts or groups that neither the user nor a search brought up
-(the model widening the targets) becomes a clarification instead of a proposal. The model only ever sees the
-tools in `agent.tools`: none of them writes, approves or launches.
+turn, all within one deadline for the turn; a final tool (propose_patch, job_status, list_jobs, propose_cancel)
+ends the turn with a validated result; a malformed tool call is answered with its error once, the second one gives
+up. Every draft goes through `core.validation.validate_draft`, and every target term of a proposal must be grounded
+in the user's own words of this conversation (see `ungrounded_terms`): a term that only a search, the model itself
+or an earlier draft brought up makes the turn a clarification naming it. The model only ever sees the tools in
+`agent.tools`: none of them writes, approves or launches, and free text claiming such an outcome is never shown.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
 import string
+import threading
+import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,21 +31,39 @@ from pydantic import ValidationError
 from agent.llm import LLM_CALLS, LLM_TOKENS
 from agent.memory import TOOL_CALL_CONTENT, Turn, history_messages
 from agent.prompts import load_prompt
-from agent.tools import FINAL_TOOLS, TOOL_SCHEMAS, JobReader, ToolContext, openai_tools, run_tool
+from agent.tools import (
+    FINAL_TOOLS, TOOL_SCHEMAS, JobReader, Targets, ToolContext, openai_tools, result_view, run_tool,
+)
 from core.intent import IntentDraft, IntentResult
-from core.inventory import ENVIRONMENT_GROUPS, Catalog
-from core.validation import normalize_name, resolve_group, resolve_host
+from core.inventory import Catalog
+from core.targets import Term, TargetExpr, clean_name
+from core.validation import normalize_name, validate_draft
+from core.vocabulary import MAX_PHRASE_WORDS, Vocabulary, fold
 
-SYSTEM_PROMPT = "intent_system.v1"
-EXAMPLES_PROMPT = "intent_examples.v1"
+SYSTEM_PROMPT = "intent_system.v2"
+EXAMPLES_PROMPT = "intent_examples.v2"
 PROMPT_VERSION = f"{SYSTEM_PROMPT}+{EXAMPLES_PROMPT}"
 MAX_REPLY_CHARS = 800
-# Claims a model's free text must never make: only the Approve / Cancel buttons do these things.
-_FALSE_CLAIM = re.compile(
-    r"\b(?:i(?:'ve|\s+have)?|we(?:'ve|\s+have)?)\s+(?:just\s+|now\s+|already\s+)?(?:approved|launched|started|"
-    r"executed|run|ran|rebooted|canceled|cancelled|patched|scheduled)\b|\b(?:has|have)\s+been\s+(?:approved|launched)\b",
-    re.IGNORECASE,
+# Outcomes a model's free text must never claim: only the Approve / Cancel buttons and the worker make them happen,
+# and the service words them. Matched on text folded to lower case without accents; deliberately broad (a false
+# alarm only replaces the model's sentence with the service's own).
+_CLAIM_WORDS = (
+    # English
+    r"approved|launched|started|executed|ran|rebooted|restarted|cancell?ed|stopped|aborted|terminated|killed|"
+    r"patched|applied|installed|scheduled|triggered|kicked\s+off|deployed|completed|finished|queued|submitted|"
+    r"done|under\s*way|in\s+progress|(?:is|are)\s+(?:now\s+)?running|launching|rebooting|cancell?ing|approving|"
+    r"success(?:ful(?:ly)?)?|"
+    # German
+    r"genehmigt|freigegeben|gestartet|ausgefuhrt|gepatcht|abgebrochen|storniert|installiert|eingespielt|"
+    r"aktualisiert|erledigt|lauft|"
+    # French
+    r"approuvee?s?|validee?s?|lancee?s?|demarree?s?|executee?s?|redemarree?s?|annulee?s?|patchee?s?|appliquee?s?|"
+    r"installee?s?|mise?s?\s+a\s+jour|terminee?s?|c'est\s+fait|en\s+cours|"
+    # Spanish
+    r"aprobad[oa]s?|lanzad[oa]s?|iniciad[oa]s?|ejecutad[oa]s?|reiniciad[oa]s?|cancelad[oa]s?|parchead[oa]s?|"
+    r"aplicad[oa]s?|instalad[oa]s?|actualizad[oa]s?|completad[oa]s?|terminad[oa]s?|hecho|listo|en\s+marcha"
 )
+_FALSE_CLAIM = re.compile(rf"\b(?:{_CLAIM_WORDS})\b")
 
 
 class AgentFailure(RuntimeError):
@@ -67,68 +90,198 @@ def system_prompt(catalog: Catalog, previous: IntentDraft | None) -> str:
     examples, _ = load_prompt(EXAMPLES_PROMPT)
     groups = "\n".join(f"- {g.name}: {g.description}" for g in catalog.patch_groups.values())
     inventory_groups = catalog.inventory.groups
-    environments = [g for g in ENVIRONMENT_GROUPS if g in inventory_groups]
+    environments = sorted(catalog.vocabulary.environments)
     roles = sorted(g for g in inventory_groups if g not in environments and g not in ("all", "ungrouped") and "_" not in g)
     if previous is not None and previous.action in ("patch", "precheck", "clarify"):
-        fields = {k: v for k, v in previous.model_dump(mode="json", exclude={"note"}).items() if v not in (None, [], False)}
-        open_draft = "Open request (amend it when the user changes something): " + json.dumps(fields)
+        fields = previous.model_dump(mode="json", exclude={"note", "targets"}, exclude_defaults=True)
+        if not previous.targets.is_empty:
+            fields["targets"] = Targets.of(previous.targets).model_dump(exclude_defaults=True)
+        open_draft = "Open request: " + json.dumps(fields, ensure_ascii=False)
     else:
         open_draft = "There is no open request."
     body = string.Template(text).safe_substitute(
-        patch_groups=groups, environments=", ".join(environments), roles=", ".join(roles), open_draft=open_draft)
+        patch_groups=groups, environments=", ".join(environments), roles=", ".join(roles),
+        attributes=_attributes(catalog), open_draft=open_draft)
     return f"{body}\n\n{examples}"
 
 
-# --- grounding: the model may not add targets nobody named ----------------------------------------------------------
+def _attributes(catalog: Catalog, limit: int = 8) -> str:
+    """'os_family (Debian, RedHat)': the host variables a request may filter on, with some of their values."""
+    parts = []
+    for key in catalog.policy.filter_variables:
+        values = sorted({str(h.vars[key]) for h in catalog.inventory.hosts.values()
+                         if isinstance(h.vars.get(key), (str, int, float)) and not isinstance(h.vars.get(key), bool)})
+        if values:
+            more = ", …" if len(values) > limit else ""
+            parts.append(f"{key} ({', '.join(values[:limit])}{more})")
+    return "; ".join(parts) or "none"
 
-def _named_in(texts: list[str], catalog: Catalog) -> tuple[set[str], set[str]]:
-    """Hosts and groups that the user's own words name (single words and word pairs, aliases included)."""
-    hosts: set[str] = set()
-    groups: set[str] = set()
-    inventory = catalog.inventory
+
+# --- grounding: every target term comes from the user's own words ------------------------------------------------
+
+_TOKEN_SPLIT = re.compile(r"[\s,;()\[\]{}<>\"`]+")
+_GLOB_CHARS = re.compile(r"[*?]")
+Meaning = tuple[str, str, "str | None"]  # (host | group | attribute, value, attribute key)
+
+
+@dataclass(frozen=True)
+class UserWords:
+    """What the user's own messages of a conversation can mean: the hosts, groups and host-variable values that
+    their words and 1-4-word phrases resolve to, and the patterns (globs) they typed."""
+
+    meanings: frozenset[Meaning]
+    globs: frozenset[str]
+
+
+def user_words(texts: list[str], catalog: Catalog) -> UserWords:
+    vocabulary = catalog.vocabulary
+    meanings: set[Meaning] = set()
+    globs: set[str] = set()
     for text in texts:
-        words = [w for w in (normalize_name(w) for w in re.split(r"[\s,;/]+", text)) if w]
-        for i, word in enumerate(words):
-            for candidate in (word, f"{word} {words[i + 1]}" if i + 1 < len(words) else None):
-                if not candidate:
-                    continue
-                if host := resolve_host(candidate, inventory):
-                    hosts.add(host)
-                if (group := resolve_group(candidate, inventory)) is not None:
-                    groups.add(group)
-    return hosts, groups
+        tokens = [t for t in _TOKEN_SPLIT.split(text) if t]
+        for token in tokens:
+            if _GLOB_CHARS.search(token):
+                typed = clean_name(token).strip(".,:!'").lower()
+                globs |= {form for form in (typed, typed.rstrip("?")) if _GLOB_CHARS.search(form)}
+        words = [w for w in (normalize_name(t) for t in tokens) if w]
+        for start in range(len(words)):
+            for size in range(1, min(MAX_PHRASE_WORDS, len(words) - start) + 1):
+                meanings |= _phrase_meanings(" ".join(words[start:start + size]), vocabulary)
+    return UserWords(frozenset(meanings), frozenset(globs))
 
 
-def _ungrounded(draft: IntentDraft, catalog: Catalog, user_texts: list[str], previous: IntentDraft | None,
-                seen_hosts: set[str]) -> list[str]:
-    named_hosts, named_groups = _named_in(user_texts, catalog)
-    if previous is not None:
-        prev_hosts, prev_groups = _named_in([*previous.hosts, *previous.groups, *previous.within], catalog)
-        named_hosts |= prev_hosts
-        named_groups |= prev_groups
-    inventory = catalog.inventory
-    extra: list[str] = []
-    for raw in draft.hosts:
-        host = resolve_host(raw, inventory)
-        if host and host not in named_hosts and host not in seen_hosts:
-            extra.append(host)
-        elif host is None and (group := resolve_group(raw, inventory)) and group not in named_groups:
-            extra.append(raw)
-    for raw in [*draft.groups, *draft.within]:
-        group = resolve_group(raw, inventory)
-        if group is not None and group not in named_groups:
-            extra.append(raw)
-    return extra
+def _phrase_meanings(text: str, vocabulary: Vocabulary) -> set[Meaning]:
+    out: set[Meaning] = set()
+    if host := vocabulary.host(text):
+        out.add(("host", host, None))
+    else:  # a short form ('web-01' for 'fra1-prd-web-01'): every host it may stand for
+        out |= {("host", h, None) for h in vocabulary.hosts_ending(text)}
+    out |= {("group", g, None) for g in vocabulary.groups(text)}
+    out |= {(m.kind, m.value, m.key) for m in vocabulary.lookup(text) if m.kind in ("group", "attribute")}
+    return out
 
 
-def _without(draft: IntentDraft, names: list[str]) -> IntentDraft:
-    drop = {normalize_name(n) for n in names}
+def _term_meanings(term: Term, vocabulary: Vocabulary) -> set[Meaning] | None:
+    """What a name or attribute term resolves to, as the validator resolves it. None: it narrows nothing ('all' in
+    an intersection; alone the validator refuses it) or resolves to nothing (the validator reports it unknown)."""
+    raw = clean_name(term.value)
+    if term.kind == "all" or vocabulary.is_whole_fleet(raw):
+        return None
+    if term.kind == "attribute":
+        return {("attribute", fold(raw), term.key)}
+    if host := vocabulary.host(raw):
+        return {("host", host, None)}
+    if groups := vocabulary.groups(raw):
+        return {("group", g, None) for g in groups}
+    if tails := vocabulary.hosts_ending(raw):
+        return {("host", h, None) for h in tails}
+    return None
 
-    def keep(values: list[str]) -> list[str]:
-        return [v for v in values if normalize_name(v) not in drop]
 
-    return draft.model_copy(update={"hosts": keep(draft.hosts), "groups": keep(draft.groups),
-                                    "within": keep(draft.within)})
+def ungrounded_terms(targets: TargetExpr, words: UserWords, catalog: Catalog) -> list[Term]:
+    """The include terms that the user's own words do not ground: a name that resolves to a host, group or value no
+    word or phrase of the user resolves to, or a pattern the user did not type. Exclusions only narrow a request
+    and are not checked here (one that does not resolve stops the request in the validator)."""
+    vocabulary = catalog.vocabulary
+    attribute_values = {(value, key) for kind, value, key in words.meanings if kind == "attribute"}
+    out: list[Term] = []
+    for selection in targets.include:
+        for term in selection.terms:
+            if term.kind == "glob":
+                if clean_name(term.value).lower() not in words.globs:
+                    out.append(term)
+                continue
+            meanings = _term_meanings(term, vocabulary)
+            if meanings is None:
+                continue
+            if term.kind == "attribute" and term.key is None:
+                grounded = any(value == fold(clean_name(term.value)) for value, _ in attribute_values)
+            else:
+                grounded = meanings <= words.meanings
+            if not grounded:
+                out.append(term)
+    return list(dict.fromkeys(out))
+
+
+def _grounded(draft: IntentDraft, result: IntentResult, catalog: Catalog,
+              words: UserWords) -> tuple[IntentDraft, IntentResult]:
+    """A patch / pre-check draft whose include terms are all the user's, unchanged; else a clarification naming the
+    rest, and a draft that keeps only the include selections free of them (dropping a whole selection, never a
+    term of one: that would widen it). The kept draft becomes the open draft of the conversation."""
+    bad = ungrounded_terms(draft.targets, words, catalog)
+    if not bad:
+        return draft, result
+    dropped = set(bad)
+    kept = TargetExpr(include=[s for s in draft.targets.include if not dropped & set(s.terms)],
+                      exclude=list(draft.targets.exclude))
+    pruned = draft.model_copy(update={"targets": kept})
+    check = validate_draft(pruned, catalog)
+    labels = list(dict.fromkeys(t.label() for t in bad))
+    one = len(labels) == 1
+    it = "it" if one else "them"
+    message = (f"I left out {', '.join(labels)}: you did not write {it} in this conversation, and a request only "
+               f"uses the names, groups, values and patterns you typed yourself (a search result or my own guess "
+               f"does not count). If you mean {it}, please name {it}.")
+    missing = ["targets"]
+    if result.patch_group is None and (draft.action == "patch" or draft.patch_group):
+        missing.append("patch_group")
+    clarify = IntentResult(
+        action="clarify", requested_action=draft.action, hosts=check.hosts if not kept.is_empty else [],
+        patch_group=result.patch_group, reboot=draft.reboot, check_mode=draft.check_mode, missing=missing,
+        unknown_hosts=check.unknown_hosts, suggestions=check.suggestions,
+        targets=kept.describe() if not kept.is_empty else "", message=message,
+    )
+    return pruned, clarify
+
+
+# --- the deadline of a turn ------------------------------------------------------------------------------------------
+
+class _Deadline:
+    """One time limit for all model calls of a turn. `remaining()` is the timeout of the next call."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds if seconds else None
+
+    def remaining(self, usage: dict) -> float | None:
+        if self.end is None:
+            return None
+        left = self.end - time.monotonic()
+        if left <= 0.01:
+            raise self.failure(usage)
+        return left
+
+    def failure(self, usage: dict) -> AgentFailure:
+        return AgentFailure("deadline", f"did not finish within the time limit of a turn ({self.seconds:g} s)", usage)
+
+
+class _DeadlinePassed(Exception):
+    pass
+
+
+def _invoke(bound: Any, messages: list[BaseMessage], timeout: float | None) -> Any:
+    """One model call. With a timeout it is passed to the call (the openai client's own request timeout) and the
+    call runs on its own thread, so the turn goes on when the time is up even if the call does not return."""
+    if timeout is None:
+        return bound.invoke(messages)
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["value"] = bound.invoke(messages, timeout=timeout)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+        finally:
+            done.set()
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(work,), name="llm-call", daemon=True).start()
+    if not done.wait(timeout):
+        raise _DeadlinePassed()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 # --- the loop --------------------------------------------------------------------------------------------------------
@@ -136,22 +289,24 @@ def _without(draft: IntentDraft, names: list[str]) -> IntentDraft:
 def run_agent(text: str, *, catalog: Catalog, model: BaseChatModel, previous: IntentDraft | None = None,
               history: list[Turn] | None = None, jobs: JobReader | None = None, max_calls: int = 4,
               max_history_messages: int = 12, max_history_chars: int = 6000,
-              tool_choice: str | dict = "auto") -> AgentOutcome:
-    """One chat turn through the model. Raises `AgentFailure` when the model gives no usable answer."""
+              tool_choice: str | dict = "auto", deadline_seconds: float | None = None) -> AgentOutcome:
+    """One chat turn through the model. Raises `AgentFailure` when the model gives no usable answer, or none within
+    `deadline_seconds` (all calls of the turn together; None: each call only has the client's own timeout)."""
+    deadline = _Deadline(deadline_seconds)
     history = history or []
     messages: list[BaseMessage] = [SystemMessage(system_prompt(catalog, previous))]
     messages += history_messages(history, max_messages=max_history_messages, max_chars=max_history_chars)
     messages.append(HumanMessage(text))
-    user_texts = [t.text for t in history if t.role == "user"] + [text]
+    # The user's own words of this conversation: the only thing that grounds a target.
+    words = user_words([t.text for t in history if t.role == "user"] + [text], catalog)
     bound = model.bind_tools(openai_tools(), tool_choice=tool_choice)
     ctx = ToolContext(catalog=catalog, jobs=jobs)
     usage = {"llm_calls": 0, "input_tokens": 0, "output_tokens": 0}
     trace: list[dict] = []
-    seen_hosts: set[str] = set()
     errors_fed_back = 0
 
     while usage["llm_calls"] < max_calls:
-        ai = _call(bound, messages, usage)
+        ai = _call(bound, messages, usage, deadline)
         _check_refusal(ai, usage)
         calls = list(ai.tool_calls)
         bad = list(getattr(ai, "invalid_tool_calls", []) or [])
@@ -161,9 +316,10 @@ def run_agent(text: str, *, catalog: Catalog, model: BaseChatModel, previous: In
             if not reply:
                 raise AgentFailure("empty", "returned an empty answer", usage)
             # Nothing to do: the open draft (kept by the chat service) is left as it was.
-            return AgentOutcome(draft=IntentDraft(action="unsupported", note=reply[:500]),
-                                result=IntentResult(action="unsupported", message=reply[:500]),
-                                reply=_safe_reply(reply), tool_calls=trace, usage=usage)
+            shown = _safe_reply(reply)
+            return AgentOutcome(draft=IntentDraft(action="unsupported", note=shown[:500]),
+                                result=IntentResult(action="unsupported", message=shown[:500]),
+                                reply=shown, tool_calls=trace, usage=usage)
 
         final = None
         errors: list[str] = []
@@ -184,18 +340,18 @@ def run_agent(text: str, *, catalog: Catalog, model: BaseChatModel, previous: In
                 errors.append(error)
                 continue
             outcome = run_tool(name, args, ctx)
-            seen_hosts |= outcome.seen_hosts
             messages.append(ToolMessage(outcome.content, tool_call_id=call_id))
             trace.append({"id": call_id, "name": name, "args": args.model_dump(mode="json", exclude_defaults=True),
                           "result": outcome.content})
             if name in FINAL_TOOLS and final is None:
-                final = outcome
+                final, final_entry = outcome, trace[-1]
         if final is not None:
             draft, result = final.draft, final.result
-            if result.is_proposable or (result.action == "clarify" and not result.unknown_hosts):
-                extra = _ungrounded(draft, catalog, user_texts, previous, seen_hosts)
-                if extra:
-                    draft, result = _widened(draft, result, extra)
+            if draft.action in ("patch", "precheck"):
+                draft, grounded = _grounded(draft, result, catalog, words)
+                if grounded is not result:  # memory keeps what really came of the call, not the refused proposal
+                    final_entry["result"] = result_view(grounded)
+                result = grounded
             return AgentOutcome(draft=draft, result=result, reply=None, tool_calls=trace, usage=usage)
         if errors:
             if errors_fed_back:
@@ -204,21 +360,14 @@ def run_agent(text: str, *, catalog: Catalog, model: BaseChatModel, previous: In
     raise AgentFailure("exhausted", f"did not finish within {max_calls} calls", usage)
 
 
-def _widened(draft: IntentDraft, result: IntentResult, extra: list[str]) -> tuple[IntentDraft, IntentResult]:
-    names = ", ".join(dict.fromkeys(extra))
-    clarify = IntentResult(
-        action="clarify", requested_action=result.requested_action or result.action, hosts=[],
-        patch_group=result.patch_group, reboot=result.reboot, check_mode=result.check_mode, missing=["targets"],
-        message=f"I left out {names}: you did not name {'it' if len(extra) == 1 else 'them'} and I did not look "
-                f"{'it' if len(extra) == 1 else 'them'} up. Please name the hosts the request should cover.",
-    )
-    return _without(draft, extra), clarify
-
-
-def _call(bound: Any, messages: list[BaseMessage], usage: dict) -> AIMessage:
+def _call(bound: Any, messages: list[BaseMessage], usage: dict, deadline: _Deadline) -> AIMessage:
+    timeout = deadline.remaining(usage)
     usage["llm_calls"] += 1
     try:
-        ai = bound.invoke(messages)
+        ai = _invoke(bound, messages, timeout)
+    except _DeadlinePassed:
+        LLM_CALLS.labels(outcome="error").inc()
+        raise deadline.failure(usage) from None
     except Exception as exc:  # every failure of the call becomes one labelled AgentFailure
         LLM_CALLS.labels(outcome="error").inc()
         raise _failure(exc, usage) from exc
@@ -262,11 +411,20 @@ def _text(ai: AIMessage) -> str:
     return " ".join(b.get("text", "") for b in ai.content if isinstance(b, dict) and b.get("type") == "text").strip()
 
 
-def _safe_reply(text: str) -> str:
-    from agent.service import UNSUPPORTED_REPLY
+def claims_an_outcome(text: str) -> bool:
+    """Whether text says that something was approved, launched, started, canceled, rebooted or patched (English,
+    German, French, Spanish; accents and case ignored)."""
+    folded = unicodedata.normalize("NFKD", text.replace("\u2019", "'"))
+    folded = "".join(c for c in folded if not unicodedata.combining(c)).lower()
+    return bool(_FALSE_CLAIM.search(folded))
 
-    if _FALSE_CLAIM.search(text):
-        return UNSUPPORTED_REPLY
+
+def _safe_reply(text: str) -> str:
+    """The model's own words, unless they claim an outcome: then the service's wording (nothing happened)."""
+    from agent.service import OUTCOME_CLAIM_REPLY
+
+    if claims_an_outcome(text):
+        return OUTCOME_CLAIM_REPLY
     return text if len(text) <= MAX_REPLY_CHARS else text[:MAX_REPLY_CHARS].rstrip() + "…"
 
 
@@ -295,7 +453,8 @@ def parse_with_llm(text: str, catalog: Catalog, history: list[str] | None = None
     for message in [*(history or []), text]:
         outcome = run_agent(message, catalog=catalog, model=model, previous=previous, history=turns,
                             max_calls=settings.llm_max_calls_per_turn, max_history_messages=settings.memory_max_messages,
-                            max_history_chars=settings.memory_max_chars, tool_choice=tool_choice)
+                            max_history_chars=settings.memory_max_chars, tool_choice=tool_choice,
+                            deadline_seconds=settings.llm_turn_deadline_seconds)
         if outcome.result.action in ("patch", "precheck", "clarify"):
             previous = outcome.draft
         turns += [Turn("user", message), Turn("assistant", outcome.reply or outcome.result.message or "",

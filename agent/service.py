@@ -13,6 +13,7 @@ from core.inventory import Catalog
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
+DEFAULT_TURN_DEADLINE_SECONDS = 20.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def interpret_message(text: str, *, catalog: Catalog, previous: IntentDraft | No
     except Exception as exc:  # noqa: BLE001 - a bad LLM setting must not take the chat down
         log.error("cannot build the chat model: %s", exc)
         INTENT_TURNS.labels(path="rules_fallback").inc()
-        return Interpretation(draft=draft, result=result, engine="rules",
+        return Interpretation(draft=draft, result=unconfirmed(result), engine="rules",
                               notice="The language model is misconfigured; the offline rules parser answered instead.")
     if model is None:
         INTENT_TURNS.labels(path="rules_only").inc()
@@ -64,12 +65,14 @@ def interpret_message(text: str, *, catalog: Catalog, previous: IntentDraft | No
             text, catalog=catalog, model=model, previous=previous, history=history or [], jobs=jobs,
             max_calls=settings.llm_max_calls_per_turn, max_history_messages=settings.memory_max_messages,
             max_history_chars=settings.memory_max_chars,
+            deadline_seconds=getattr(settings, "llm_turn_deadline_seconds", DEFAULT_TURN_DEADLINE_SECONDS),
         )
     except AgentFailure as failure:
         log.warning("LLM turn failed (%s), the rules parser answers: %s", failure.kind, failure)
         INTENT_TURNS.labels(path="rules_fallback").inc()
+        # The rules parser was not sure of this message: its reading is asked about, never proposed.
         return Interpretation(
-            draft=draft, result=result, engine="rules", usage=failure.usage,
+            draft=draft, result=unconfirmed(result), engine="rules", usage=failure.usage,
             notice=f"The language model {failure.notice}; the offline rules parser answered instead.",
         )
     INTENT_TURNS.labels(path="llm").inc()
@@ -79,13 +82,37 @@ def interpret_message(text: str, *, catalog: Catalog, previous: IntentDraft | No
     )
 
 
+def unconfirmed(result: IntentResult) -> IntentResult:
+    """A proposable reading that nobody is sure of (the rules parser was not confident and no model answered) as a
+    question: what was understood, and a request to confirm it in plain words. Anything else is returned as it is.
+    The hosts stay in the result (what was understood), but a clarification never becomes a proposal."""
+    if not result.is_proposable:
+        return result
+    precheck = result.action == "precheck"
+    hosts = ", ".join(result.hosts)
+    read = f"{'pre-checks' if precheck else 'a dry run' if result.check_mode else 'a patch run'} on {hosts}"
+    if result.patch_group:
+        read += f" with {result.patch_group}"
+    if not precheck and result.reboot:
+        read += f", {REBOOT_WORDS.get(result.reboot, result.reboot)}"
+    example = f"{'Pre-checks on' if precheck else 'Patch'} {hosts}"
+    if result.patch_group and not precheck:
+        example += f" with {result.patch_group}"
+    if result.check_mode and not precheck:
+        example += ", dry run"
+    message = (f"I am not sure I understood. I read {read}. Nothing is proposed yet: if that is right, please "
+               f"confirm by writing it plainly, for example \"{example}\"; otherwise say what you mean.")
+    return result.model_copy(update={"action": "clarify", "requested_action": result.action, "missing": [],
+                                     "message": message})
+
+
 REBOOT_WORDS = {"never": "no reboot", "if_needed": "reboot only if needed", "always": "always reboot"}
 
 
 def describe_targets(hosts: list[str], catalog: Catalog) -> str:
     by_env: dict[str, list[str]] = {}
     for host in hosts:
-        env = catalog.inventory.hosts[host].environment or "other"
+        env = catalog.environment_of(host) or "other"
         by_env.setdefault(env, []).append(host)
     return "; ".join(f"{env}: {', '.join(sorted(names))}" for env, names in sorted(by_env.items()))
 
@@ -125,4 +152,11 @@ def describe_clarification(result: IntentResult, catalog: Catalog) -> str:
 UNSUPPORTED_REPLY = (
     "I can only help with patching: propose a patch or pre-check run for inventory hosts with a patch group, "
     "report job status, list jobs, or prepare a cancel. Approvals happen only through the Approve button."
+)
+# What the service says instead of a model's text that claims an approval, launch, cancel, reboot or patch: such
+# outcomes are only ever worded by the service, from what really happened.
+OUTCOME_CLAIM_REPLY = (
+    "Nothing was approved, launched, canceled or rebooted by this message: chat text cannot do that. A proposal runs "
+    "only after a person clicks its Approve button, and a running job stops only with its Cancel button. "
+    + UNSUPPORTED_REPLY.split(": ", 1)[0] + "."
 )

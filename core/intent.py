@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.targets import TargetExpr, from_fields
 
 Action = Literal["patch", "precheck", "status", "cancel", "list_jobs", "clarify", "unsupported"]
 ACTIONS: tuple[str, ...] = ("patch", "precheck", "status", "cancel", "list_jobs", "clarify", "unsupported")
@@ -22,25 +24,34 @@ Missing = Literal["targets", "patch_group"]
 DEFAULT_REBOOT: RebootPolicy = "if_needed"
 
 
+_FLAT_TARGET_KEYS = ("hosts", "groups", "within", "exclude_hosts")
+
+
 class IntentDraft(BaseModel):
-    """A parser's proposal. Target semantics: `hosts` (exact names or globs) UNION `groups`, where every group
-    (and glob) result is then intersected with each of the `within` groups.
-    "prod web servers" -> groups=["web"], within=["prod"]; "web-01 and the db boxes" -> hosts=["web-01"], groups=["db"].
-    """
+    """A parser's proposal. `targets` is a set expression (`core.targets`): names as written, resolved only by
+    the validator. The flat keys `hosts`, `groups`, `within`, `exclude_hosts` are accepted as a shorthand
+    (hosts UNION groups, group and glob matches narrowed to `within`, minus `exclude_hosts`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     action: Action
-    hosts: list[str] = Field(default_factory=list, max_length=200, description="Host names or globs as given.")
-    groups: list[str] = Field(default_factory=list, max_length=50, description="Inventory groups, unioned.")
-    within: list[str] = Field(default_factory=list, max_length=10, description="Groups every group/glob match must be in.")
-    exclude_hosts: list[str] = Field(default_factory=list, max_length=200, description="Names removed from the result.")
+    targets: TargetExpr = Field(default_factory=TargetExpr)
     patch_group: str | None = Field(default=None, max_length=100)
     reboot: RebootPolicy | None = None
     check_mode: bool = False
     job_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     # Why the parser chose clarify/unsupported, for the reply. Never used as a command.
     note: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_targets(cls, data):
+        if isinstance(data, dict) and any(k in data for k in _FLAT_TARGET_KEYS):
+            data = dict(data)
+            flat = from_fields(*(list(data.pop(k, None) or []) for k in _FLAT_TARGET_KEYS))
+            given = TargetExpr.model_validate(data.get("targets") or {})
+            data["targets"] = TargetExpr(include=[*given.include, *flat.include], exclude=[*given.exclude, *flat.exclude])
+        return data
 
 
 class IntentResult(BaseModel):
@@ -58,6 +69,7 @@ class IntentResult(BaseModel):
     unknown_hosts: list[str] = Field(default_factory=list)
     suggestions: dict[str, list[str]] = Field(default_factory=dict)  # unknown name -> did you mean
     refused_hosts: list[str] = Field(default_factory=list)  # known hosts that policy keeps out of chat
+    targets: str = ""  # the target expression in words ("prod ∩ Debian, except lb-01")
     message: str = ""
 
     @property

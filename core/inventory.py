@@ -1,21 +1,21 @@
-"""The fleet (an Ansible YAML inventory) and the patch groups, loaded once and queried by the validator.
+"""The fleet (an Ansible YAML inventory), the patch groups and the policy, loaded once and queried by the
+parser and the validator.
 
-Pure data: no I/O beyond reading the two files at load time.
+Pure data: no I/O beyond reading the three files at load time. What people may call each thing is derived from
+this data in `core.vocabulary` (`Catalog.vocabulary`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from core.policy import Policy, load_policy
-
-# Groups that name an environment; every other group is a role or an ad-hoc group.
-ENVIRONMENT_GROUPS = ("prod", "staging", "dev")
+from core.vocabulary import Vocabulary
 
 
 @dataclass(frozen=True)
@@ -23,13 +23,6 @@ class Host:
     name: str
     groups: frozenset[str]
     vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-
-    @property
-    def environment(self) -> str | None:
-        for env in ENVIRONMENT_GROUPS:
-            if env in self.groups:
-                return env
-        return None
 
     @property
     def os_family(self) -> str | None:
@@ -101,6 +94,7 @@ class PatchGroup:
     description: str
     job_template: str
     extra_vars: dict[str, Any]
+    aliases: tuple[str, ...] = ()  # what people call it besides its name ("monthly", "security only")
 
 
 def load_patch_groups(path: Path) -> dict[str, PatchGroup]:
@@ -111,6 +105,7 @@ def load_patch_groups(path: Path) -> dict[str, PatchGroup]:
             description=str(body.get("description", "")),
             job_template=str(body["job_template"]),
             extra_vars=dict(body.get("extra_vars") or {}),
+            aliases=tuple(str(a) for a in body.get("aliases") or ()),
         )
         for name, body in data.items()
     }
@@ -118,11 +113,18 @@ def load_patch_groups(path: Path) -> dict[str, PatchGroup]:
 
 @dataclass(frozen=True)
 class Catalog:
-    """Everything the validator checks against."""
+    """Everything the parser and the validator check against."""
 
     inventory: Inventory
     patch_groups: dict[str, PatchGroup]
     policy: Policy = field(default_factory=Policy)
+
+    @cached_property
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary.build(self)
+
+    def environment_of(self, host: str) -> str | None:
+        return self.vocabulary.environment_of(host)
 
     def is_refused(self, host: str) -> bool:
         """Kept out of chat by the inventory (patch_from_chat: false) or by the policy file."""
@@ -130,15 +132,15 @@ class Catalog:
         return known is None or not known.patchable_from_chat or host in self.policy.never_patch_hosts
 
     def is_production(self, host: str) -> bool:
-        known = self.inventory.hosts.get(host)
-        return known is not None and known.environment in self.policy.production_environments
+        return host in self.inventory.hosts and self.environment_of(host) in self.policy.production()
 
 
 @lru_cache(maxsize=4)
 def load_catalog(inventory_file: Path, patch_groups_file: Path, policy_file: Path | None = None) -> Catalog:
     inventory = Inventory.load(inventory_file)
     patch_groups = load_patch_groups(patch_groups_file)
-    policy = load_policy(policy_file, known_hosts=set(inventory.hosts), known_groups=set(patch_groups))
+    policy = load_policy(policy_file, known_hosts=set(inventory.hosts), known_groups=set(patch_groups),
+                         inventory_groups=set(inventory.groups))
     return Catalog(inventory=inventory, patch_groups=patch_groups, policy=policy)
 
 

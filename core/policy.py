@@ -85,15 +85,35 @@ class ChangeFreeze(_Strict):
         return not self.environments or bool(environments & set(self.environments))
 
 
+class Environment(_Strict):
+    production: bool = False
+    aliases: list[str] = Field(default_factory=list, description="What people call it besides the group name.")
+
+
+DEFAULT_FILTER_VARIABLES = ["os_family", "os_version", "os", "distribution", "site", "location", "datacenter",
+                            "owner", "team"]
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     never_patch_hosts: list[str] = Field(default_factory=list, description="Never patched from chat.")
     max_hosts_per_request: int = Field(default=25, ge=1, le=10000)
-    production_environments: list[str] = Field(default_factory=lambda: ["prod"])
+    # Inventory groups that are environments, their other names, and which are production (four-eyes). Empty:
+    # groups named like an environment in some language are environments, production_environments production.
+    environments: dict[str, Environment] = Field(default_factory=dict)
+    production_environments: list[str] = Field(default_factory=list, description="Used when environments is empty.")
+    # Host variables a request may filter on ("the Debian ones", "owner payments").
+    filter_variables: list[str] = Field(default_factory=lambda: list(DEFAULT_FILTER_VARIABLES))
     allow_self_approval_non_production: bool = True
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list, description="Empty: any time.")
     change_freezes: list[ChangeFreeze] = Field(default_factory=list)
     reboot_allowed: dict[str, bool] = Field(default_factory=dict, description="Patch group -> may reboot (default yes).")
+
+    def production(self) -> set[str]:
+        """The production environments: the one definition four-eyes and the parser share."""
+        if self.environments:
+            return {name for name, env in self.environments.items() if env.production}
+        return set(self.production_environments)
 
     def may_reboot(self, patch_group: str | None) -> bool:
         return self.reboot_allowed.get(patch_group or "", True)
@@ -112,7 +132,8 @@ class Policy(_Strict):
         return None
 
 
-def load_policy(path: Path | None, known_hosts: set[str] | None = None, known_groups: set[str] | None = None) -> Policy:
+def load_policy(path: Path | None, known_hosts: set[str] | None = None, known_groups: set[str] | None = None,
+                inventory_groups: set[str] | None = None) -> Policy:
     if path is None:
         return Policy()
     try:
@@ -130,6 +151,11 @@ def load_policy(path: Path | None, known_hosts: set[str] | None = None, known_gr
         unknown = sorted(set(policy.never_patch_hosts) - known_hosts)
         if unknown:
             raise PolicyError(f"the policy file {path} names hosts that are not in the inventory: {', '.join(unknown)}")
+    if inventory_groups is not None:
+        unknown = sorted((set(policy.environments) | set(policy.production_environments)) - inventory_groups)
+        if unknown:
+            raise PolicyError(f"the policy file {path} names environments that are not inventory groups: "
+                              f"{', '.join(unknown)} (key 'environments')")
     if known_groups is not None:
         unknown = sorted(set(policy.reboot_allowed) - known_groups)
         if unknown:

@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         default="Patch Linux", description="Job template for pre-check runs that name no patch group."
     )
     max_launch_attempts: int = Field(default=5, ge=1, description="Launch tries before a request goes to error.")
+    launch_fence_seconds: float = Field(
+        default=60.0, gt=0,
+        description="After a launch attempt proved in PostgreSQL that it still holds the launch, no other attempt "
+        "may take the launch over for this long: it covers the launch POST in flight. Keep it well above "
+        "AWX_TIMEOUT_SECONDS (it is never shorter than that plus 5 s).",
+    )
     follow_error_budget: int = Field(
         default=4, ge=1, description="Consecutive failed polls of one job before its request goes to error."
     )
@@ -116,6 +122,11 @@ class Settings(BaseSettings):
         default=2, ge=0, le=10, description="Retries (with backoff, Retry-After honoured) of one model call on 429, 5xx, timeouts."
     )
     llm_max_calls_per_turn: int = Field(default=4, ge=1, le=10, description="Model calls one chat turn may make.")
+    llm_turn_deadline_seconds: float = Field(
+        default=20.0, gt=0, le=300,
+        description="One time limit for all model calls of a chat turn (each call gets what is left as its timeout). "
+        "When it passes, the rules parser's answer stands. Keep it well below the UI's chat timeout (60 s).",
+    )
     llm_azure_api_version: str = Field(default="2024-10-21", description="Azure OpenAI API version (provider azure).")
     llm_azure_deployment: str | None = Field(
         default=None, description="Azure OpenAI deployment name (provider azure); defaults to LLM_MODEL."

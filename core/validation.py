@@ -6,40 +6,19 @@ Fail closed: a name that does not resolve exactly is never guessed, it becomes a
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import unicodedata
 
-from rapidfuzz import fuzz, process
-
 from core.intent import DEFAULT_REBOOT, IntentDraft, IntentResult
 from core.inventory import Catalog, Inventory
-
-# Spellings people use for the demo fleet's groups. Canonical group names always work as they are.
-GROUP_ALIASES: dict[str, str] = {
-    "production": "prod", "prd": "prod", "live": "prod",
-    "stage": "staging", "stg": "staging", "preprod": "staging", "pre-prod": "staging", "uat": "staging",
-    "development": "dev", "develop": "dev",
-    "webserver": "web", "webservers": "web", "websrv": "web", "frontend": "web", "frontends": "web",
-    "application": "app", "applications": "app", "apps": "app", "appserver": "app", "appservers": "app",
-    "database": "db", "databases": "db", "dbs": "db", "dbserver": "db", "dbservers": "db",
-    "caches": "cache", "redis": "cache",
-    "loadbalancer": "lb", "loadbalancers": "lb", "lbs": "lb", "balancer": "lb", "balancers": "lb",
-    "bastions": "bastion", "jump": "bastion", "jumphost": "bastion", "jumphosts": "bastion",
-    "everything": "all", "allhosts": "all", "allservers": "all", "fleet": "all",
-}
+from core.targets import Resolution, evaluate
 
 # Characters with a meaning in an Ansible host pattern. None of them may ever reach AWX's `limit`.
 LIMIT_FORBIDDEN = re.compile(r"[,:!&*?~\[\]@\s]")
 SAFE_HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 GLOB_CHARS = re.compile(r"[*?\[\]]")
-# What a name from a parser may look like: letters, digits, '.', '_', '-', spaces (group phrases) and the two
-# glob wildcards. Anything else ('!all', 'a:&b', '~regex', '@file', 'web*,db*', '[1-4]') is Ansible pattern syntax
-# and is reported as an unknown name instead of being interpreted.
-SAFE_NAME_INPUT = re.compile(r"^[A-Za-z0-9._* ?-]+$")
 # Group names that mean the whole fleet. A chat request never targets the whole fleet in one go: it is asked to
 # name environments or roles instead (a human still approves, but a fleet-wide run is too easy to trigger by accident).
-WHOLE_FLEET = "all"
 TOO_BROAD_NOTE = "That would be the whole fleet. Please name an environment, a role or the hosts."
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
 
@@ -55,232 +34,82 @@ def normalize_name(raw: str) -> str:
     return text.strip().strip(".,;:!?\"'()").lower()
 
 
-def canonical_patch_group(raw: str | None, names: list[str]) -> str | None:
-    """'group 2', 'grp 2', 'GROUP-2', 'g2', 'Group-2' -> 'Group-2'. None when it matches no known group."""
-    if not raw:
+def canonical_patch_group(raw: str | None, catalog: Catalog) -> str | None:
+    """'group 2', 'grp 2', 'GROUP-2', 'g2', an alias from the patch-groups file -> the group's name. None when it
+    fits no group or several."""
+    if not raw or not raw.strip():
         return None
-    key = re.sub(r"[^a-z0-9]", "", normalize_name(raw))
-    words = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
-    for word, digit in words.items():
-        key = key.replace(word, digit)
-    for prefix in ("patchgroup", "group", "grp", "gr", "pg", "g"):
-        if key.startswith(prefix) and key[len(prefix):].isdigit():
-            key = key[len(prefix):]
-            break
-    for name in names:
-        name_key = re.sub(r"[^a-z0-9]", "", name.lower())
-        if key == name_key or (key.isdigit() and name_key.endswith(key) and re.sub(r"\d+$", "", name_key) + key == name_key):
-            return name
-    return None
+    if raw in catalog.patch_groups:
+        return raw
+    found = {m.value for m in catalog.vocabulary.lookup(normalize_name(raw)) if m.kind == "patch_group"}
+    return found.pop() if len(found) == 1 else None
 
 
-def is_safe_name(raw: str) -> bool:
-    """True when `raw` contains no host-pattern syntax (checked before any punctuation is stripped)."""
-    text = unicodedata.normalize("NFKC", raw).translate(_ZERO_WIDTH).strip()
-    return bool(text) and SAFE_NAME_INPUT.match(text) is not None
-
-
-def _separator_key(name: str) -> str:
-    return re.sub(r"[-_.\s]", "", name.lower())
-
-
-def resolve_host(raw: str, inventory: Inventory) -> str | None:
-    """Exact host name, ignoring case and separators ('WEB01' -> 'web-01') when exactly one host matches.
+def resolve_host(raw: str, catalog: Catalog) -> str | None:
+    """The one host a name means exactly (name, FQDN, case and separators ignored when that stays unique).
     Different digits ('web-1', 'web-001') are not the same name and are not resolved."""
-    name = normalize_name(raw)
-    by_lower = {h.lower(): h for h in inventory.hosts}
-    if name in by_lower:
-        return by_lower[name]
-    key = _separator_key(name)
-    matches = [h for h in inventory.hosts if _separator_key(h) == key]
-    return matches[0] if len(matches) == 1 else None
+    return catalog.vocabulary.host(normalize_name(raw)) if raw.strip() else None
 
 
-def resolve_group(raw: str, inventory: Inventory) -> str | None:
-    name = normalize_name(raw).replace(" ", "")
-    if name in inventory.groups:
-        return name
-    alias = GROUP_ALIASES.get(name)
-    if alias and alias in inventory.groups:
-        return alias
-    # "prod-web" / "prod web" -> prod_web
-    underscored = re.sub(r"[-\s]+", "_", normalize_name(raw))
-    if underscored in inventory.groups:
-        return underscored
-    return None
-
-
-def suggest_hosts(name: str, inventory: Inventory, limit: int = 3) -> list[str]:
-    matches = process.extract(name, inventory.host_names(), scorer=fuzz.ratio, limit=limit, score_cutoff=60)
-    return [m[0] for m in matches]
-
-
-class Targets:
-    """What the target fields of a draft resolve to."""
-
-    def __init__(self) -> None:
-        self.hosts: set[str] = set()
-        self.explicit: set[str] = set()  # hosts named one by one (not via a group or glob)
-        self.unknown: list[str] = []
-        self.suggestions: dict[str, list[str]] = {}
-        self.too_broad = False  # asked for the whole fleet
-
-    def add_unknown(self, raw: str, inventory: Inventory) -> None:
-        name = raw.strip()
-        if name not in self.unknown:
-            self.unknown.append(name)
-        hint = suggest_hosts(normalize_name(raw), inventory) if is_safe_name(raw) and raw.isascii() else []
-        if hint:
-            self.suggestions[name] = hint
-
-
-def _glob_matches(raw: str, inventory: Inventory) -> set[str]:
-    # Not normalize_name: it strips a trailing '?', which is part of the glob here.
-    pattern = unicodedata.normalize("NFKC", raw).translate(_ZERO_WIDTH).strip().lower()
-    return {h for h in inventory.hosts if fnmatch.fnmatchcase(h.lower(), pattern)}
-
-
-def _is_glob(name: str) -> bool:
-    return bool(GLOB_CHARS.search(name))
-
-
-def resolve_targets(draft: IntentDraft, inventory: Inventory) -> Targets:
-    """The hosts a draft's target fields name (before policy), plus what could not be resolved."""
-    targets = Targets()
-    every_host = set(inventory.hosts)
-
-    within_sets: list[frozenset[str]] = []
-    for raw in draft.within:
-        group = resolve_group(raw, inventory) if is_safe_name(raw) else None
-        if group is None:
-            targets.add_unknown(raw, inventory)
-        elif group != WHOLE_FLEET:  # "all prod servers": 'all' narrows nothing
-            within_sets.append(inventory.group_hosts(group))
-
-    def narrow(hosts: set[str]) -> set[str]:
-        for allowed in within_sets:
-            hosts &= allowed
-        return hosts
-
-    def add_group(raw: str) -> None:
-        group = resolve_group(raw, inventory)
-        if group == WHOLE_FLEET:
-            targets.too_broad = True
-        elif group is not None:
-            targets.hosts |= narrow(set(inventory.group_hosts(group)))
-        else:
-            targets.add_unknown(raw, inventory)
-
-    for raw in draft.hosts:
-        if not raw.strip():
-            continue
-        if not is_safe_name(raw):
-            targets.add_unknown(raw, inventory)
-            continue
-        name = normalize_name(raw)
-        host = resolve_host(raw, inventory)
-        if host:
-            targets.hosts.add(host)
-            targets.explicit.add(host)
-        elif _is_glob(raw):
-            matched = _glob_matches(raw, inventory)
-            if not re.search(r"[a-z0-9]", name) or matched == every_host:
-                targets.too_broad = True
-            elif narrow(matched):
-                targets.hosts |= narrow(matched)
-            else:
-                targets.add_unknown(raw, inventory)
-        elif resolve_group(raw, inventory):
-            # A parser may put a group where a host belongs; accept it as the group it names.
-            add_group(raw)
-        else:
-            targets.add_unknown(raw, inventory)
-
-    groups = list(draft.groups)
-    if not groups and within_sets and not draft.hosts:
-        # "patch prod with Group-1": the environment alone is the target.
-        groups = [g for g in draft.within if resolve_group(g, inventory) not in (None, WHOLE_FLEET)]
-    for raw in groups:
-        if is_safe_name(raw):
-            add_group(raw)
-        else:
-            targets.add_unknown(raw, inventory)
-
-    for raw in draft.exclude_hosts:
-        # An exclusion that does not resolve is reported, not skipped: skipping it would patch a host the user
-        # meant to leave out (a typo in "except stg-web-1").
-        host = resolve_host(raw, inventory) if is_safe_name(raw) else None
-        group = resolve_group(raw, inventory) if is_safe_name(raw) else None
-        if host:
-            targets.hosts.discard(host)
-        elif is_safe_name(raw) and _is_glob(raw) and _glob_matches(raw, inventory):
-            targets.hosts -= _glob_matches(raw, inventory)
-        elif group not in (None, WHOLE_FLEET):
-            targets.hosts -= set(inventory.group_hosts(group))
-        else:
-            targets.add_unknown(raw, inventory)
-    return targets
+def resolve_group(raw: str, catalog: Catalog) -> str | None:
+    """The one inventory group a name or alias means, else None."""
+    groups = catalog.vocabulary.groups(normalize_name(raw)) if raw.strip() else set()
+    return groups.pop() if len(groups) == 1 else None
 
 
 def validate_draft(draft: IntentDraft, catalog: Catalog) -> IntentResult:
-    inventory = catalog.inventory
-
     if draft.action in ("unsupported", "list_jobs"):
         return IntentResult(action=draft.action, message=draft.note or "")
 
-    targets = resolve_targets(draft, inventory)
-    hosts, unknown, suggestions = targets.hosts, targets.unknown, targets.suggestions
-    refused = sorted(h for h in hosts if catalog.is_refused(h))
-    patch_group = canonical_patch_group(draft.patch_group, list(catalog.patch_groups))
+    refused_all = {h for h in catalog.inventory.hosts if catalog.is_refused(h)}
+    targets = evaluate(draft.targets, catalog.vocabulary, refused_all)
+    hosts = set(targets.hosts)
+    patch_group = canonical_patch_group(draft.patch_group, catalog)
     # A patch group that was named but is not known counts as missing: it is never replaced by a default.
     unknown_patch_group = bool(draft.patch_group and draft.patch_group.strip()) and patch_group is None
+    common = {"unknown_hosts": targets.unknown, "suggestions": targets.suggestions,
+              "targets": draft.targets.describe() if not draft.targets.is_empty else ""}
 
     if draft.action in ("status", "cancel"):
-        if unknown:
-            return _clarify(draft, [], unknown, suggestions, [], patch_group, "targets")
+        if targets.unknown or targets.ambiguous:
+            return _clarify(draft, targets, patch_group, ["targets"], **common)
         if draft.action == "cancel" and ((not hosts and draft.job_id is None) or targets.too_broad):
-            return _clarify(draft, [], [], {}, [], None, "targets", note="Which job should I cancel? Give its number or the host.")
-        return IntentResult(action=draft.action, hosts=sorted(hosts), job_id=draft.job_id, message=draft.note or "")
+            return _clarify(draft, targets, None, ["targets"], message="Which job should I cancel? Give its number or the host.")
+        return IntentResult(action=draft.action, hosts=sorted(hosts), job_id=draft.job_id, message=draft.note or "",
+                            targets=common["targets"])
 
     if draft.action == "clarify":
-        missing = []
-        if not hosts:
-            missing.append("targets")
-        if patch_group is None:
-            missing.append("patch_group")
+        missing = [m for m, absent in (("targets", not hosts), ("patch_group", patch_group is None)) if absent]
         return IntentResult(
             action="clarify", hosts=sorted(hosts), patch_group=patch_group, reboot=draft.reboot,
-            check_mode=draft.check_mode, missing=missing, unknown_hosts=unknown, suggestions=suggestions,
-            message=draft.note or (TOO_BROAD_NOTE if targets.too_broad else ""),
+            check_mode=draft.check_mode, missing=missing, message=draft.note or _target_problem(targets) or "",
+            **common,
         )
 
     # patch / precheck
-    explicit_refused = sorted(set(refused) & targets.explicit)
+    refused = sorted(hosts & refused_all)
+    named_refused = sorted(set(refused) & targets.named)
     hosts -= set(refused)
     missing: list[str] = []
-    if not hosts or unknown or explicit_refused or targets.too_broad:
+    if not hosts or targets.problems or named_refused or targets.refused_only:
         missing.append("targets")
     if (draft.action == "patch" and patch_group is None) or unknown_patch_group:
         missing.append("patch_group")
     if missing:
-        if unknown:
-            note = ""
-        elif targets.too_broad:
-            note = TOO_BROAD_NOTE
-        elif explicit_refused:
-            note = f"{', '.join(explicit_refused)} may not be patched from chat (policy). Please name other hosts."
-        else:
-            note = draft.note or ""
+        note = _target_problem(targets)
+        if not note and (named_refused or targets.refused_only):
+            what = ", ".join(named_refused or targets.refused_only)
+            note = f"{what} may not be patched from chat (policy). Please name other hosts."
         return IntentResult(
             action="clarify", requested_action=draft.action, hosts=[] if targets.too_broad else sorted(hosts),
             patch_group=patch_group, reboot=draft.reboot, check_mode=draft.check_mode, missing=missing,
-            unknown_hosts=unknown, suggestions=suggestions, refused_hosts=explicit_refused or refused, message=note,
+            refused_hosts=named_refused or refused, message=note or draft.note or "", **common,
         )
     policy = catalog.policy
     if len(hosts) > policy.max_hosts_per_request:
         return IntentResult(
             action="clarify", requested_action=draft.action, patch_group=patch_group, reboot=draft.reboot,
-            check_mode=draft.check_mode, missing=["targets"], refused_hosts=refused,
+            check_mode=draft.check_mode, missing=["targets"], refused_hosts=refused, targets=common["targets"],
             message=f"That is {len(hosts)} hosts; the policy allows at most {policy.max_hosts_per_request} in one "
                     "request. Please narrow it down (an environment, a role, or a list of hosts).",
         )
@@ -290,21 +119,33 @@ def validate_draft(draft: IntentDraft, catalog: Catalog) -> IntentResult:
             return IntentResult(
                 action="clarify", requested_action=draft.action, hosts=sorted(hosts), patch_group=patch_group,
                 reboot=draft.reboot, check_mode=draft.check_mode, missing=[], refused_hosts=refused,
+                targets=common["targets"],
                 message=f"The policy does not allow {patch_group} runs to reboot. Say 'no reboot' to go ahead.",
             )
         reboot = "never"  # the default yields to the policy; an explicit request is asked about above
     return IntentResult(
         action=draft.action, hosts=sorted(hosts), patch_group=patch_group,
         reboot=reboot, check_mode=draft.check_mode or draft.action == "precheck",
-        refused_hosts=refused, message=draft.note or "",
+        refused_hosts=refused, message=draft.note or "", targets=common["targets"],
     )
 
 
-def _clarify(draft, hosts, unknown, suggestions, refused, patch_group, *missing, note=None) -> IntentResult:
+def _target_problem(targets: Resolution) -> str:
+    """Why the targets cannot be used as they are (unknown names are listed by the reply itself)."""
+    if targets.too_broad:
+        return TOO_BROAD_NOTE
+    for raw in targets.ambiguous:
+        return f"'{raw}' fits several: {', '.join(targets.suggestions.get(raw, []))}. Which one do you mean?"
+    if targets.empty:
+        return f"No host matches {'; '.join(targets.empty)}."
+    return ""
+
+
+def _clarify(draft: IntentDraft, resolution: Resolution, patch_group: str | None, missing: list[str],
+             message: str | None = None, **extra) -> IntentResult:
     return IntentResult(
-        action="clarify", requested_action=draft.action, hosts=sorted(hosts), patch_group=patch_group,
-        job_id=draft.job_id, missing=list(missing), unknown_hosts=unknown, suggestions=suggestions,
-        refused_hosts=refused, message=note or draft.note or "",
+        action="clarify", requested_action=draft.action, patch_group=patch_group, job_id=draft.job_id,
+        missing=missing, message=message or _target_problem(resolution) or draft.note or "", **extra,
     )
 
 

@@ -108,9 +108,10 @@ def _assert_safe(outcome, catalog) -> None:
     if outcome.draft is not None and result.action in ("patch", "precheck", "clarify"):
         from core.validation import resolve_group, resolve_host
 
-        invented = [h.strip() for h in outcome.draft.hosts
-                    if h.strip() and resolve_host(h, catalog.inventory) is None
-                    and resolve_group(h, catalog.inventory) is None and "*" not in h and "?" not in h]
+        names = [t.value for s in outcome.draft.targets.include for t in s.terms if t.kind == "name"]
+        invented = [h.strip() for h in names
+                    if h.strip() and resolve_host(h, catalog) is None and resolve_group(h, catalog) is None
+                    and not catalog.vocabulary.hosts_ending(h) and not catalog.vocabulary.is_whole_fleet(h)]
         if invented:
             assert result.action == "clarify" and not result.is_proposable
             assert set(invented) <= set(result.unknown_hosts)

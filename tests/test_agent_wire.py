@@ -14,6 +14,7 @@ from core.inventory import get_catalog
 from core.settings import Settings
 
 TEXT = "can you sort out the security fixes on the second prod web box? full update"
+PROD_WEB_GROUP_3 = '{"targets": {"include": [["prod", "web"]]}, "patch_group": "Group-3"}'
 
 
 def completion(message: dict, finish_reason: str = "tool_calls", prompt_tokens: int = 321) -> dict:
@@ -57,10 +58,11 @@ def chat_model(server: Server, **overrides):
 def test_tool_loop_over_the_wire():
     server = Server(
         (200, completion(tool_call("call_a", "search_inventory", '{"query": "prod web"}'))),
-        (200, completion(tool_call("call_b", "propose_patch", '{"hosts": ["web-02"], "patch_group": "Group-3"}'))),
+        (200, completion(tool_call("call_b", "propose_patch", PROD_WEB_GROUP_3))),
     )
     out = run_agent(TEXT, catalog=get_catalog(), model=chat_model(server))
-    assert out.result.is_proposable and out.result.hosts == ["web-02"] and out.result.patch_group == "Group-3"
+    assert out.result.is_proposable and out.result.patch_group == "Group-3"
+    assert out.result.hosts == ["web-01", "web-02", "web-03", "web-04"]
     assert out.usage == {"llm_calls": 2, "input_tokens": 642, "output_tokens": 24}
 
     first, second = server.bodies()
@@ -73,6 +75,9 @@ def test_tool_loop_over_the_wire():
         "search_inventory", "list_patch_groups", "propose_patch", "job_status", "list_jobs", "propose_cancel"]
     propose = next(t for t in first["tools"] if t["function"]["name"] == "propose_patch")["function"]["parameters"]
     assert propose["properties"]["action"]["enum"] == ["patch", "precheck"]
+    assert "hosts" not in propose["properties"] and "groups" not in propose["properties"]
+    include = propose["properties"]["targets"]["properties"]["include"]
+    assert include["items"] == {"items": {"type": "string"}, "type": "array"}  # selections of terms
     assert first["messages"][0]["role"] == "system" and "cannot approve" in first["messages"][0]["content"]
     assert first["messages"][-1] == {"role": "user", "content": TEXT}
 
@@ -94,6 +99,14 @@ def test_malformed_json_arguments_are_fed_back_with_the_call_id():
     fed_back = server.bodies()[1]["messages"][-1]
     assert fed_back["role"] == "tool" and fed_back["tool_call_id"] == "call_bad"
     assert "not valid JSON" in fed_back["content"]
+
+
+def test_the_turn_deadline_is_a_client_timeout_not_a_request_field():
+    server = Server((200, completion(tool_call("c1", "propose_patch", PROD_WEB_GROUP_3))))
+    out = run_agent(TEXT, catalog=get_catalog(), model=chat_model(server), deadline_seconds=5)
+    assert out.result.is_proposable
+    assert "timeout" not in server.bodies()[0]
+    assert server.requests[0].extensions["timeout"]["read"] <= 5
 
 
 def test_refusal_field_is_a_failure():

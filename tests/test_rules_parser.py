@@ -126,7 +126,8 @@ def test_injection_follow_up_keeps_the_open_intent_unchanged():
 
 def test_confidence():
     assert is_confident(*interpret("patch web-01 with group 1", CATALOG))
-    assert not is_confident(*interpret("patch all Debian servers with group 1", CATALOG))
+    assert is_confident(*interpret("patch all Debian servers in prod with group 1", CATALOG))  # a host variable
+    assert not is_confident(*interpret("patch web-01 with group 1, the balancer isnt drained yet", CATALOG))
     assert not is_confident(*interpret("patch web-01 with security updates", CATALOG))
     assert not is_confident(*interpret("blorp the flux capacitor", CATALOG))
     assert not is_confident(IntentDraft(action="patch", hosts=["web-01"]), interpret("patch web-01", CATALOG)[1])

@@ -19,7 +19,7 @@ def check(**fields):
     ("g1", "Group-1"), ("Group-3", "Group-3"), ("group 7", None), ("security updates", None), (None, None),
 ])
 def test_canonical_patch_group(raw, expected):
-    assert canonical_patch_group(raw, list(CATALOG.patch_groups)) == expected
+    assert canonical_patch_group(raw, CATALOG) == expected
 
 
 def test_group_within_environment():
@@ -63,9 +63,14 @@ def test_refused_host_named_explicitly_asks_for_other_hosts():
     assert result.action == "clarify" and result.refused_hosts == ["jump-01"] and result.missing == ["targets"]
 
 
-def test_refused_host_reached_through_a_group_is_dropped():
+def test_refused_host_reached_through_a_mixed_selection_is_dropped():
+    result = check(hosts=["*-01"], within=["all"])
+    assert result.action == "patch" and "jump-01" not in result.hosts and result.refused_hosts == ["jump-01"]
+
+
+def test_a_role_whose_every_host_is_refused_is_asked_about():
     result = check(hosts=["web-01"], groups=["bastion"])
-    assert result.action == "patch" and result.hosts == ["web-01"] and result.refused_hosts == ["jump-01"]
+    assert result.action == "clarify" and "targets" in result.missing and "bastion" in result.message
 
 
 def test_unknown_exclusion_fails_closed():

@@ -86,7 +86,7 @@ def _check_policy(session: Session, req: PatchRequest, user: str, catalog: Catal
                "someone other than the requester must approve") if production else \
               "the policy does not allow approving your own request"
         raise deny(session, user=user, request_id=req.id, reason=why, error=Forbidden)
-    environments = {catalog.inventory.hosts[h].environment or "other" for h in req.hosts if h in catalog.inventory.hosts}
+    environments = {catalog.environment_of(h) or "other" for h in req.hosts if h in catalog.inventory.hosts}
     refusal = policy.when_refused(environments, utcnow())
     if refusal:
         raise deny(session, user=user, request_id=req.id, reason=f"cannot approve now: {refusal}", error=PolicyRefused)
@@ -190,8 +190,7 @@ def build_view(req: PatchRequest, host_rows: list[dict], stage_rows: list[dict],
     group = catalog.patch_groups.get(req.patch_group or "")
     by_env: dict[str, list[str]] = {}
     for name in req.hosts:
-        host = catalog.inventory.hosts.get(name)
-        by_env.setdefault((host.environment if host else None) or "other", []).append(name)
+        by_env.setdefault(catalog.environment_of(name) or "other", []).append(name)
     notes = list(_notes(req, catalog))
     progress = STAGE_PROGRESS.get(req.stage, 0.0)
     job_url = None
@@ -201,7 +200,8 @@ def build_view(req: PatchRequest, host_rows: list[dict], stage_rows: list[dict],
         id=req.id, action=req.action, state=req.state, stage=req.stage, stage_label=STAGE_LABELS.get(req.stage, req.stage),
         hosts=hosts, hosts_by_environment=by_env, patch_group=req.patch_group,
         patch_group_description=group.description if group else None, reboot=req.reboot, check_mode=req.check_mode,
-        awx_job_id=req.awx_job_id, awx_job_url=job_url, requested_by=req.requested_by, approved_by=req.approved_by,
+        awx_job_id=req.awx_job_id, awx_job_url=job_url, duplicate_awx_jobs=req.duplicate_awx_jobs or [],
+        requested_by=req.requested_by, approved_by=req.approved_by,
         decided_by=req.decided_by, created_at=req.created_at, updated_at=req.updated_at, expires_at=req.expires_at,
         approved_at=req.approved_at, started_at=req.started_at, finished_at=req.finished_at,
         failure_reason=req.failure_reason, stages=stages, latest_task=req.latest_task, progress=progress,
@@ -214,10 +214,13 @@ def _notes(req: PatchRequest, catalog: Catalog):
     refused = (req.intent or {}).get("refused_hosts") or []
     if refused:
         yield f"Left out by policy (never patched from chat): {', '.join(refused)}."
-    if any((catalog.inventory.hosts.get(h) and catalog.inventory.hosts[h].environment == "prod") for h in req.hosts):
+    if any(catalog.is_production(h) for h in req.hosts):
         yield "Touches production hosts."
     if req.check_mode:
         yield "Dry run: ansible-playbook --check, nothing is changed and nothing reboots."
+    if req.duplicate_awx_jobs:
+        listed = ", ".join(f"{d.get('job_id')} ({d.get('cancel')})" for d in req.duplicate_awx_jobs)
+        yield f"AWX had more than one job for this request: kept {req.awx_job_id}, canceled {listed}."
     if req.cancel_requested_at and req.state not in TERMINAL:
         yield "Cancel requested; waiting for AWX to confirm."
 

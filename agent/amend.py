@@ -1,0 +1,159 @@
+"""Conversations that amend a request: each message is read as an edit of the open draft.
+
+Edits, in the words people use:
+- add ("and web-03 too", "add the db servers"): the new selections join the expression;
+- drop ("drop web-01", "but skip the staging db"): a selection said before is removed, anything else is excluded;
+- swap ("swap app-02 for app-03"): a drop and an add;
+- replace ("web-02 instead", "make that the staging ones"): the new selections take the place of the old ones; when
+  they only name some kinds of term ("staging" after "prod web servers"), just those kinds change;
+- change an attribute ("no reboot", "as a dry run", "with group 3 instead"): the targets stay;
+- start over ("start over", or a complete new request with its own targets and patch group): nothing carries over.
+A status or cancel question about "both" / "them" is about the open draft's hosts.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from agent.rules import Reading, RulesDraft, new_draft
+from core.intent import IntentDraft
+from core.inventory import Catalog
+from core.targets import Selection, TargetExpr, Term, evaluate
+from core.validation import validate_draft
+from core.vocabulary import Meaning, Vocabulary
+
+_EDITABLE = ("patch", "precheck", "clarify")
+
+
+def amend(previous: IntentDraft, reading: Reading, catalog: Catalog) -> RulesDraft | None:
+    """The open draft changed by this message, or None when the message is not an edit of it."""
+    scan = reading.scan
+    if scan.start_over:
+        if reading.action is None and not scan.has_targets and not reading.patch_group:
+            return new_draft(reading, action="clarify", note="Starting over. What should I patch, and with which patch group?")
+        return None
+    if reading.action in ("status", "cancel"):
+        if reading.job_id is None and not scan.has_targets and scan.reference and not previous.targets.is_empty:
+            return new_draft(reading, action=reading.action, targets=previous.targets)
+        return None
+    if reading.action in ("list_jobs", "unsupported") or previous.action not in _EDITABLE:
+        return None
+    if _carries_nothing(reading):
+        return _copy_of(previous)  # only an injection or an approval request: the open draft stays as it was
+
+    edits_targets = bool(scan.include or scan.exclude or scan.whole_fleet)
+    changes = (reading.patch_group or reading.reboot or reading.check_mode is not None or edits_targets
+               or (reading.explicit_action and reading.action != previous.action) or scan.reference)
+    if not changes:
+        return None
+    marked = scan.additive or scan.replacing or scan.corrected or scan.reference or bool(scan.exclude)
+    if reading.explicit_action and not marked and scan.has_targets:
+        waiting = previous.action == "clarify" or validate_draft(previous, catalog).action == "clarify"
+        if reading.patch_group or not waiting:
+            return None  # a new request with its own targets
+
+    action = reading.action if reading.explicit_action else previous.action
+    if action == "clarify":
+        action = "patch"
+    targets = edit_targets(previous.targets, reading, catalog.vocabulary)
+    if scan.singular and len(evaluate(targets, catalog.vocabulary).hosts) != 1:
+        reading.doubts.append("'the ... one' does not single out one host")
+    check_mode = previous.check_mode if reading.check_mode is None else reading.check_mode
+    return new_draft(reading, action=action, targets=targets, patch_group=reading.patch_group or previous.patch_group,
+                     reboot=reading.reboot or previous.reboot, check_mode=check_mode)
+
+
+def edit_targets(previous: TargetExpr, reading: Reading, vocabulary: Vocabulary) -> TargetExpr:
+    scan = reading.scan
+    new = scan.expr()
+    include, exclude = list(previous.include), list(previous.exclude)
+    for selection in new.exclude:
+        if selection in include:
+            include.remove(selection)  # "drop web-01": it was named, so it simply goes
+        elif selection not in exclude:
+            exclude.append(selection)
+    if new.include:
+        if scan.additive or new.exclude:
+            added = _like_the_last(include, new.include, vocabulary)
+            include += [s for s in added if s not in include]
+        elif _narrows(include, new.include, scan, vocabulary):
+            include = [Selection(terms=[*old.terms, *n.terms]) for old in include for n in new.include]
+        else:
+            include = _replace(include, new.include, vocabulary)
+        exclude = [s for s in exclude if s not in new.include]  # named again: no longer excluded
+    return TargetExpr(include=include, exclude=exclude)
+
+
+def _replace(old: list[Selection], new: list[Selection], vocabulary: Vocabulary) -> list[Selection]:
+    """'make that the staging ones' after 'the prod web servers' changes only the environment."""
+    new_kinds = {_kinds(s, vocabulary) for s in new}
+    if old and len(new_kinds) == 1:
+        kinds = next(iter(new_kinds))
+        if all(kinds < _kinds(s, vocabulary) for s in old):
+            out: list[Selection] = []
+            for before, after in itertools.product(old, new):
+                kept = [t for t in before.terms if _kind(t, vocabulary) not in kinds]
+                selection = Selection(terms=[*kept, *after.terms])
+                if selection not in out:
+                    out.append(selection)
+            return out
+    return list(new)
+
+
+def _kinds(selection: Selection, vocabulary: Vocabulary) -> frozenset[str]:
+    return frozenset(_kind(t, vocabulary) for t in selection.terms)
+
+
+def _like_the_last(old: list[Selection], new: list[Selection], vocabulary: Vocabulary) -> list[Selection]:
+    """'plus the staging one' after 'the prod dbs': the staging db, not all of staging."""
+    if not old or any("host" in _kinds(s, vocabulary) for s in new):
+        return new
+    last = old[-1]
+    out = []
+    for selection in new:
+        kinds = _kinds(selection, vocabulary)
+        if kinds < _kinds(last, vocabulary):
+            kept = [t for t in last.terms if _kind(t, vocabulary) not in kinds]
+            out.append(Selection(terms=[*kept, *selection.terms]))
+        else:
+            out.append(selection)
+    return out
+
+
+def _narrows(old: list[Selection], new: list[Selection], scan, vocabulary: Vocabulary) -> bool:
+    """'only the debian ones' after 'prod': a filter of another kind than anything said before narrows it.
+    Without 'only', a filter of a new kind narrows too: that can only take hosts away, never add one."""
+    if not old or scan.replacing:
+        return False
+    old_kinds = frozenset().union(*(_kinds(s, vocabulary) for s in old))
+    new_kinds = frozenset().union(*(_kinds(s, vocabulary) for s in new))
+    if "host" in new_kinds or old_kinds & new_kinds:
+        return False
+    # A short form is narrowed too ("web-01", then "the one in fra1"); a host named in full is replaced.
+    return not any(t.kind == "name" and vocabulary.host(t.value) for s in old for t in s.terms)
+
+
+def _kind(term: Term, vocabulary: Vocabulary) -> str:
+    if term.kind == "attribute":
+        return f"attribute:{term.key}"
+    if term.kind != "name" or vocabulary.host(term.value):
+        return "host"
+    groups = vocabulary.groups(term.value)
+    if len(groups) == 1:
+        return vocabulary.dimension(Meaning("group", next(iter(groups))))
+    return "host"
+
+
+def _carries_nothing(reading: Reading) -> bool:
+    asks_approval = (reading.note or "").startswith("Approval")
+    scan = reading.scan
+    return (reading.injection or asks_approval) and reading.action is None and reading.patch_group is None \
+        and reading.reboot is None and reading.check_mode is None and reading.job_id is None \
+        and not scan.include and not scan.exclude
+
+
+def _copy_of(previous: IntentDraft) -> RulesDraft:
+    draft = RulesDraft(**previous.model_dump())
+    draft._unplaced = getattr(previous, "_unplaced", ())
+    draft._doubts = getattr(previous, "_doubts", ())
+    return draft

@@ -1,0 +1,79 @@
+"""Language data: the words people use around a fleet's names, one YAML file per language in `core/lang/`.
+
+Nothing about a particular fleet is here: these are words of a language (verbs, negations, "server", "except",
+"database" ~ "db"). Every file has the same keys (see `core/lang/en.yml`, which documents them); the parser and
+the vocabulary use all languages at once, so a message may mix them. Adding a language is adding a file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+LANG_DIR = Path(__file__).resolve().parent / "lang"
+WORD_KEYS = (
+    "filler", "host_nouns", "quantifiers", "whole_fleet", "excluders", "includers", "additive", "replacing",
+    "corrections", "connectors", "scope_prepositions", "rest", "references", "environment_words", "patch_group_words",
+    "start_over", "typo_targets", "negators",
+)
+PATTERN_KEYS = (
+    "injection", "approval_only", "destructive", "small_talk", "patch_verb", "other_operation", "reboot_never",
+    "reboot_if_needed", "reboot_always", "reboot_word", "dry_run", "not_dry_run", "precheck", "precheck_question",
+    "status", "cancel", "cancel_object", "list_jobs", "schedule", "mention", "swap", "job_number", "phrases",
+)
+
+
+@dataclass(frozen=True)
+class Language:
+    """All languages merged: word sets, synonym sets, number words and compiled phrase patterns."""
+
+    codes: tuple[str, ...]
+    words: dict[str, frozenset[str]]
+    synonyms: tuple[frozenset[str], ...]
+    numbers: dict[str, str]
+    patterns: dict[str, tuple[re.Pattern[str], ...]]
+    rewrites: tuple[tuple[re.Pattern[str], str], ...] = field(default=())
+
+    def has(self, kind: str, word: str) -> bool:
+        return word in self.words.get(kind, ())
+
+    def search(self, kind: str, text: str) -> re.Match[str] | None:
+        for pattern in self.patterns.get(kind, ()):
+            if match := pattern.search(text):
+                return match
+        return None
+
+
+@lru_cache(maxsize=1)
+def load_language(directory: Path = LANG_DIR) -> Language:
+    words: dict[str, set[str]] = {k: set() for k in WORD_KEYS}
+    synonyms: list[frozenset[str]] = []
+    numbers: dict[str, str] = {}
+    patterns: dict[str, list[re.Pattern[str]]] = {k: [] for k in PATTERN_KEYS}
+    rewrites: list[tuple[re.Pattern[str], str]] = []
+    codes = []
+    for path in sorted(directory.glob("*.yml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        codes.append(str(data.get("language", path.stem)))
+        for key in WORD_KEYS:
+            for word in data.get(key) or ():
+                if not isinstance(word, str):  # YAML reads a bare on/off/yes/no as a boolean: quote them
+                    raise ValueError(f"{path.name}: {key} has {word!r}, not a word; put it in quotes")
+                words[key].add(word.lower())
+        synonyms.extend(frozenset(str(w).lower() for w in group) for group in data.get("synonyms") or ())
+        numbers.update({str(k).lower(): str(v) for k, v in (data.get("numbers") or {}).items()})
+        for key in PATTERN_KEYS:
+            for source in data.get(key) or ():
+                if key == "phrases":  # {pattern: replacement}: rewrites applied before the token scan
+                    for pattern, replacement in source.items():
+                        rewrites.append((re.compile(pattern), f" {replacement} "))
+                else:
+                    patterns[key].append(re.compile(source))
+    return Language(
+        codes=tuple(codes), words={k: frozenset(v) for k, v in words.items()}, synonyms=tuple(synonyms),
+        numbers=numbers, patterns={k: tuple(v) for k, v in patterns.items()}, rewrites=tuple(rewrites),
+    )

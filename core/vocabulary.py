@@ -1,0 +1,330 @@
+"""Everything a fleet's own data lets people call things, derived from the catalog; no name is written in code.
+
+- hosts: the inventory name (case and separators ignored when that stays unique), the FQDN in `ansible_host`,
+  the first label of an FQDN, and short forms: the tail of a structured name ('web-01' for 'fra1-prd-web-01'),
+  which resolve only when one host ends that way in the scope the message gives;
+- groups: the name with its words split on '_', '-', '.', plural and singular, joined ('web_frontend' ->
+  'web frontend', 'web frontends', 'webfrontend'), the aliases the policy gives environments, the language's
+  synonyms ('database' for 'db'), and any part of a group name that no other group shares ('fra1' for
+  'site_fra1');
+- host variables listed in the policy's `filter_variables` ('Debian' -> os_family=Debian);
+- patch groups: their names, their `aliases:`, and '<group word> N' for numbered names ('grp 2' -> 'Group-2').
+
+A phrase that fits several things of the same rank is ambiguous and the caller asks; it is never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rapidfuzz import fuzz, process
+
+from core.language import Language, load_language
+
+if TYPE_CHECKING:
+    from core.inventory import Catalog
+
+MAX_PHRASE_WORDS = 4
+_SPLIT = re.compile(r"[-_.\s/]+")
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
+
+
+def fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).strip().lower()
+
+
+def compact(text: str) -> str:
+    """Separator-free key: 'Web_01' and 'web-01' -> 'web01'."""
+    return _SPLIT.sub("", fold(text))
+
+
+def phrase(text: str) -> str:
+    """Words joined by one space: 'web_frontend' -> 'web frontend'."""
+    return " ".join(w for w in _SPLIT.split(fold(text)) if w)
+
+
+def inflections(word: str) -> set[str]:
+    forms = {word}
+    if len(word) > 2 and not word[-1].isdigit():
+        forms |= {word + "s", word + "es"}
+        if word.endswith("es") and len(word) > 4:
+            forms.add(word[:-2])
+        if word.endswith("s") and len(word) > 3:
+            forms.add(word[:-1])
+    return forms
+
+
+@dataclass(frozen=True)
+class Meaning:
+    kind: str  # host | group | attribute | patch_group
+    value: str
+    key: str | None = None  # attribute: the host variable
+
+
+class _Ranked:
+    """phrase -> meanings, where a phrase keeps only the meanings of the best rank it was given."""
+
+    def __init__(self) -> None:
+        self.rank: dict[str, int] = {}
+        self.meanings: dict[str, set[Meaning]] = defaultdict(set)
+
+    def add(self, text: str, meaning: Meaning, rank: int) -> None:
+        if not text:
+            return
+        current = self.rank.get(text)
+        if current is None or rank < current:
+            self.rank[text] = rank
+            self.meanings[text] = {meaning}
+        elif rank == current:
+            self.meanings[text].add(meaning)
+
+
+@dataclass
+class Vocabulary:
+    all_hosts: frozenset[str]
+    host_keys: dict[str, str]  # compact name / FQDN / first label -> host (unique ones only)
+    host_tails: dict[str, frozenset[str]]  # compact tail of a structured name -> hosts
+    phrases: dict[str, frozenset[Meaning]]  # group, attribute and patch-group phrases
+    phrase_rank: dict[str, int]  # 0 a name, 1 an alias, 2 a synonym, 3 a part of a name, 4 a host variable value,
+    # 5 a word of host names ('pg' for the hosts named '*-pg-*')
+    group_members: dict[str, frozenset[str]]
+    environments: dict[str, bool]  # environment group -> production?
+    dimensions: dict[str, str]  # group -> environment | role | <prefix>
+    whole_fleet: frozenset[str]
+    attribute_values: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+
+    # --- hosts -----------------------------------------------------------------------------------------------
+    def host(self, raw: str) -> str | None:
+        """The one host this name means exactly (full name, FQDN, first label), else None."""
+        return self.host_keys.get(compact(raw)) or None
+
+    def hosts_ending(self, raw: str) -> frozenset[str]:
+        """Hosts whose structured name ends with this short form (the caller narrows them by scope)."""
+        return self.host_tails.get(compact(raw), frozenset())
+
+    # --- groups and attributes ---------------------------------------------------------------------------------
+    def lookup(self, text: str) -> frozenset[Meaning]:
+        return self.phrases.get(phrase(text), frozenset())
+
+    def is_derived(self, text: str) -> bool:
+        """True for phrases only derived from parts of names or from host variables (weaker than a word of the
+        language: 'new' in 'web_new' never hides the word 'new')."""
+        return self.phrase_rank.get(phrase(text), 0) >= 3
+
+    def groups(self, raw: str) -> set[str]:
+        if fold(raw) in self.group_members:
+            return {fold(raw)}
+        return {m.value for m in self.lookup(raw) if m.kind == "group"}
+
+    def group_hosts(self, group: str) -> frozenset[str]:
+        return self.group_members.get(group, frozenset())
+
+    def hosts_with(self, key: str, value: str) -> frozenset[str]:
+        return self.attribute_values.get((key, fold(value)), frozenset())
+
+    def is_whole_fleet(self, raw: str) -> bool:
+        return phrase(raw) in self.whole_fleet
+
+    def environment_of(self, host: str) -> str | None:
+        for env in self.environments:
+            if host in self.group_members.get(env, ()):
+                return env
+        return None
+
+    def dimension(self, meaning: Meaning) -> str:
+        if meaning.kind == "attribute":
+            return f"attribute:{meaning.key}"
+        if meaning.kind == "group":
+            return self.dimensions.get(meaning.value, "role")
+        return meaning.kind
+
+    def suggest(self, raw: str, limit: int = 3) -> list[str]:
+        choices = sorted(self.all_hosts)
+        return [m[0] for m in process.extract(fold(raw), choices, scorer=fuzz.ratio, limit=limit, score_cutoff=60)]
+
+    # --- building ------------------------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, catalog: Catalog, language: Language | None = None) -> Vocabulary:
+        language = language or load_language()
+        inventory, policy = catalog.inventory, catalog.policy
+        hosts = frozenset(inventory.hosts)
+
+        keys: dict[str, set[str]] = defaultdict(set)
+        tails: dict[str, set[str]] = defaultdict(set)
+        for name, host in inventory.hosts.items():
+            keys[compact(name)].add(name)
+            fqdn = str(host.vars.get("ansible_host") or "")
+            for full in {name, fqdn} - {""}:
+                if not re.fullmatch(r"[\d.]+|[\da-f:]+", full):  # an IP address is not a name people type
+                    keys[compact(full)].add(name)
+                    if "." in full:
+                        keys[compact(full.split(".")[0])].add(name)
+            parts = [p for p in re.split(r"[-_]+", fold(name.split(".")[0])) if p]
+            for start in range(1, len(parts)):
+                tail = parts[start:]
+                if any(re.search(r"[a-z]", p) for p in tail) and any(re.search(r"\d", p) for p in tail):
+                    tails["".join(tail)].add(name)
+        exact = {k: next(iter(v)) for k, v in keys.items() if len(v) == 1}
+        for key, names in keys.items():  # 'web01' typed for two hosts: a short form, resolved by scope
+            if len(names) > 1:
+                tails[key] |= names
+
+        groups: dict[str, frozenset[str]] = {g: m for g, m in inventory.groups.items() if g not in ("all", "ungrouped")}
+        environments = _environments(groups, policy, language)
+        synonyms = language.synonyms
+        ranked = _Ranked()
+        for group in groups:
+            for text in _forms(phrase(group)):
+                ranked.add(text, Meaning("group", group), 0)
+        for env, spec in policy.environments.items():
+            for alias in spec.aliases:
+                for text in _forms(phrase(alias)):
+                    ranked.add(text, Meaning("group", env), 1)
+        for group in groups:
+            for text in _synonym_forms(phrase(group), synonyms):
+                ranked.add(text, Meaning("group", group), 2)
+        for sub, owners in _unique_parts(groups).items():
+            for group in _outermost(owners, groups):
+                for text in _forms(sub) | _synonym_forms(sub, synonyms):
+                    ranked.add(text, Meaning("group", group), 3)
+
+        values: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for name, host in inventory.hosts.items():
+            for key in policy.filter_variables:
+                value = host.vars.get(key)
+                if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                    values[(key, fold(str(value)))].add(name)
+        for (key, value) in values:
+            if re.fullmatch(r"[\d.]+", value) or len(value) < 2:
+                continue  # '12' alone is not a filter anyone types without the variable's name
+            meaning = Meaning("attribute", value, key)
+            for text in _forms(phrase(value)) | _synonym_forms(phrase(value), synonyms):
+                ranked.add(text, meaning, 4)
+
+        # Words of structured host names that no group carries ('pg' in 'fra1-prd-pg-01'): the hosts named so.
+        named_like: dict[str, set[str]] = defaultdict(set)
+        for name in inventory.hosts:
+            parts = [p for p in re.split(r"[-_]+", fold(name.split(".")[0])) if p]
+            if len(parts) > 1:
+                for part in parts:
+                    if re.search(r"[a-z]", part) and len(part) > 1:
+                        named_like[part].add(name)
+        for part, members in named_like.items():
+            if len(members) > 1 and part not in groups and part not in ranked.rank:
+                groups[part] = frozenset(members)
+                for text in _forms(part) | _synonym_forms(part, synonyms):
+                    ranked.add(text, Meaning("group", part), 5)
+
+        for pg_name, pg in catalog.patch_groups.items():
+            meaning = Meaning("patch_group", pg_name)
+            for text in _patch_group_forms(pg_name, language):
+                ranked.add(text, meaning, 0)
+            for alias in pg.aliases:
+                for text in {phrase(alias)} | _synonym_forms(phrase(alias), synonyms):
+                    ranked.add(text, meaning, 1)
+
+        return cls(
+            all_hosts=hosts, host_keys=exact, host_tails={k: frozenset(v) for k, v in tails.items()},
+            phrases={k: frozenset(v) for k, v in ranked.meanings.items()}, phrase_rank=dict(ranked.rank),
+            group_members={g: frozenset(m) for g, m in groups.items()}, environments=environments,
+            dimensions=_dimensions(groups, environments), whole_fleet=language.words["whole_fleet"],
+            attribute_values={k: frozenset(v) for k, v in values.items()},
+        )
+
+
+def _forms(text: str) -> set[str]:
+    """A phrase with its last word inflected, and joined without spaces."""
+    words = text.split()
+    if not words:
+        return set()
+    forms = {" ".join([*words[:-1], last]) for last in inflections(words[-1])}
+    return forms | {f.replace(" ", "") for f in forms}
+
+
+def _synonym_forms(text: str, synonyms: tuple[frozenset[str], ...]) -> set[str]:
+    """Replace one word (or the whole phrase) by each of its synonyms: 'db' -> 'database', 'databases'."""
+    words = text.split()
+    out: set[str] = set()
+    for group in synonyms:
+        if text in group:
+            for other in group:
+                out |= _forms(other)
+        for i, word in enumerate(words):
+            if word in group and len(words) > 1:
+                for other in group:
+                    out |= _forms(" ".join([*words[:i], other, *words[i + 1:]]))
+    return out
+
+
+def _unique_parts(groups: dict[str, object]) -> dict[str, set[str]]:
+    """Contiguous parts of multi-word group names -> the groups that have them (one owner: an alias)."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for group in groups:
+        words = phrase(group).split()
+        for size in range(1, len(words)):
+            for start in range(0, len(words) - size + 1):
+                part = " ".join(words[start:start + size])
+                if re.search(r"[a-z]", part) and len(part) > 1:
+                    owners[part].add(group)
+        for word in words:  # 'ubuntu22' -> 'ubuntu'
+            stem = re.sub(r"\d+$", "", word)
+            if stem != word and len(stem) > 2:
+                owners[stem].add(group)
+    return owners
+
+
+def _outermost(owners: set[str], groups: dict[str, frozenset[str]]) -> set[str]:
+    """Of several groups that share a part of their names ('fra1' in 'site_fra1' and 'fra1_production'), the one
+    that holds all the others' hosts; none: they stay ambiguous."""
+    if len(owners) < 2:
+        return owners
+    for group in owners:
+        if all(groups[other] <= groups[group] for other in owners):
+            return {group}
+    return owners
+
+
+def _patch_group_forms(name: str, language: Language) -> set[str]:
+    forms = _forms(phrase(name))
+    match = re.fullmatch(r"(.*?)[\s_-]*(\d+)", name.lower())
+    if match and phrase(match.group(1)) in language.words["patch_group_words"]:
+        number = str(int(match.group(2)))
+        for word in language.words["patch_group_words"]:
+            forms |= {f"{word} {number}", f"{word}{number}"}
+        for spelled, digit in language.numbers.items():
+            if digit == number:
+                forms |= {f"{word} {spelled}" for word in language.words["patch_group_words"]}
+    return forms
+
+
+def _environments(groups: dict[str, object], policy, language: Language) -> dict[str, bool]:
+    """The policy's `environments`, else the groups whose name is an environment word of some language."""
+    if policy.environments:
+        return {env: spec.production for env, spec in policy.environments.items() if env in groups}
+    words = language.words["environment_words"]
+    found = {g: g in policy.production_environments for g in groups if phrase(g) in words
+             or (len(phrase(g).split()) == 2 and phrase(g).split()[1] in words)}
+    return found
+
+
+def _dimensions(groups: dict[str, object], environments: dict[str, bool]) -> dict[str, str]:
+    """Environment groups, prefix families ('site_fra1', 'site_ams2' -> 'site') and roles (everything else)."""
+    prefixes: dict[str, int] = defaultdict(int)
+    for group in groups:
+        words = phrase(group).split()
+        if len(words) > 1:
+            prefixes[words[0]] += 1
+    out = {}
+    for group in groups:
+        words = phrase(group).split()
+        if group in environments:
+            out[group] = "environment"
+        elif len(words) > 1 and prefixes[words[0]] > 1 and words[0] not in groups:
+            out[group] = words[0]
+        else:
+            out[group] = "role"
+    return out

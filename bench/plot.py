@@ -5,19 +5,12 @@
 
 from __future__ import annotations
 
-import json
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.stack import RESULTS, ROOT  # noqa: E402
-
-
-def load(name: str) -> dict | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+from bench.stack import RESULTS, ROOT, load  # noqa: E402,F401
 
 
 def main() -> None:

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from bench.plot import load
+from bench.stack import load
 
 FOLLOW_CMD = "`python -m bench.follow --jobs 10,100,300,1000 --baseline-jobs 10 --variant …` (full line above)"
 
@@ -51,6 +51,29 @@ def follow_rows(name: str, cmd: str) -> list[str]:
         ratio = _ratio(r, base) if base is not None else "baseline"
         rows.append(f"| 1. follow, {r['design']} | {r['jobs']} jobs | {numbers} | {ratio} | {cmd} |")
     return rows
+
+
+def parse_scale_table(data: dict, top: int = 6) -> list[str]:
+    """Markdown for bench.parse_scale: one row per inventory size, then the messages whose p50 grew most."""
+    runs = data["runs"]
+    out = ["| Hosts (groups) | Catalog load | First message | Per message p50 / p95 / max | Ratio vs "
+           f"{runs[0]['hosts']} hosts (same run) p50 / p95 / max |", "|---|---|---|---|---|"]
+    for r in runs:
+        lat, ratio = r["latency_ms"], r["ratio_vs_smallest"]
+        out.append(f"| {r['hosts']} ({r['groups']}) | {r['load_seconds']} s "
+                   f"({r['inventory_bytes'] / 1e6:.2f} MB YAML) | {r['first_message_ms']} ms | {lat['p50']} / {lat['p95']} / {lat['max']} ms | "
+                   + ("baseline" if r is runs[0] else f"x{ratio['p50']} / x{ratio['p95']} / x{ratio['max']}") + " |")
+    sizes = [str(r["hosts"]) for r in runs]
+    out += ["", f"Messages whose p50 grew most ({sizes[0]} -> {sizes[-1]} hosts; outcome at {sizes[-1]}):", "",
+            "| Message | Kind | p50 ms by size (" + " / ".join(sizes) + ") | Growth | Outcome |",
+            "|---|---|---|---|---|"]
+    for m in data["by_message"][:top]:
+        outcome = m["outcome_by_size"][sizes[-1]]
+        result = outcome["action"] + (f", {outcome['hosts']} hosts" if outcome["hosts"] else "") + (
+            f", missing {'+'.join(outcome['missing'])}" if outcome["missing"] else "")
+        out.append(f"| `{m['text']}` | {m['kind']} | " + " / ".join(str(m["p50_ms_by_size"][s]) for s in sizes)
+                   + f" | x{m['p50_ratio_largest_vs_smallest']} | {result} |")
+    return out
 
 
 def main() -> None:
@@ -113,6 +136,10 @@ def main() -> None:
                        f"x{r['api_visible_p50_ratio_vs_floor']} of the double's floor ({r['double_floor_seconds']} s)"
                        f" | `{e2e['command']}` |")
     print("\n".join(out))
+    scale = load("parse_scale")
+    if scale:
+        print(f"\nParse + validate against inventory size (`{scale['command']}`):\n")
+        print("\n".join(parse_scale_table(scale)))
 
 
 if __name__ == "__main__":

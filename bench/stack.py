@@ -365,6 +365,14 @@ def write_result(name: str, data: dict) -> Path:
     return path
 
 
+def load(name: str) -> dict | None:
+    """A result written by `write_result`, or None when that benchmark has not been run."""
+    import json
+
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def machine() -> dict:
     return {"cpus": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2),
             "python": sys.version.split()[0]}

@@ -34,12 +34,17 @@ def console_lines(run: Run) -> list[str]:
     lines.append("per-key accuracy:")
     for key, (passed, total) in run.per_key.items():
         lines.append(f"  {key:<14}{passed / total:.3f} ({passed}/{total})")
+    if run.wrong_target:
+        lines.append("wrong target (proposes a host the case does not expect): "
+                     + ", ".join(r.case.id for r in run.wrong_target))
     sure = [r for r in run.results if r.confident]
     unsure = [r for r in run.results if not r.confident]
     lines.append(f"rules parser confident: {len(sure)} cases, accuracy {_rate(sure)}; "
                  f"not confident (for the LLM path): {len(unsure)} cases, accuracy {_rate(unsure)}")
     if unsure:
         lines.append("  not confident: " + ", ".join(r.case.id for r in unsure))
+    if run.confident_and_wrong:
+        lines.append("  confident and wrong: " + ", ".join(r.case.id for r in run.confident_and_wrong))
     latency = run.latency()
     lines.append(f"latency per case: p50 {latency['p50']:.3f} ms, p95 {latency['p95']:.3f} ms, max {latency['max']:.3f} ms")
     used = [r for r in run.results if r.llm_calls is not None]
@@ -51,6 +56,12 @@ def console_lines(run: Run) -> list[str]:
     return lines
 
 
+def tail_lines(run: Run) -> list[str]:
+    """The last lines of the console output, in this order: the last one is always the accuracy."""
+    return [f"confident-and-wrong: {len(run.confident_and_wrong)}", f"wrong-target: {len(run.wrong_target)}",
+            last_line(run)]
+
+
 def last_line(run: Run) -> str:
     return f"accuracy: {run.accuracy:.3f} ({run.passed}/{run.total}) provider={run.provider}"
 
@@ -59,9 +70,10 @@ def _rate(results) -> str:
     return f"{sum(r.passed for r in results) / len(results):.3f}" if results else "n/a"
 
 
-def to_json(run: Run, dataset: Path) -> dict:
+def to_json(run: Run, dataset: Path, fleet: dict[str, str | None] | None = None) -> dict:
     return {
         "dataset": str(dataset),
+        "fleet": fleet or {},
         "provider": run.provider,
         "prompt_version": run.prompt_version,
         "model": run.model,
@@ -77,17 +89,20 @@ def to_json(run: Run, dataset: Path) -> dict:
             "not_confident": sum(not r.confident for r in run.results),
             "not_confident_passed": sum(not r.confident and r.passed for r in run.results),
         },
+        "confident_and_wrong": {"count": len(run.confident_and_wrong),
+                                "cases": [r.case.id for r in run.confident_and_wrong]},
+        "wrong_target": {"count": len(run.wrong_target), "cases": [r.case.id for r in run.wrong_target]},
         "cases": [
             {"id": r.case.id, "text": r.case.text, "history": list(r.case.history), "expected": r.case.expected,
              "got": r.got, "passed": r.passed, "failed_keys": r.failed_keys, "confident": r.confident,
-             "latency_ms": round(r.latency_ms, 4), "error": r.error,
+             "wrong_target": r.wrong_target, "latency_ms": round(r.latency_ms, 4), "error": r.error,
              **({"llm_calls": r.llm_calls, "llm_tokens": r.llm_tokens} if r.llm_calls is not None else {})}
             for r in run.results
         ],
     }
 
 
-def to_html(run: Run, dataset: Path) -> str:
+def to_html(run: Run, dataset: Path, fleet: dict[str, str | None] | None = None) -> str:
     e = html.escape
     bars = []
     for i, (key, (passed, total)) in enumerate(run.per_key.items()):
@@ -131,11 +146,18 @@ td.off{{background:#fdd}} code{{font-size:12px}} .big{{font-size:1.4em}}
 </style></head><body>
 <h1>Intent eval: {e(dataset.name)}</h1>
 <p class="big">accuracy {run.accuracy:.3f} ({run.passed}/{run.total}), {meta}</p>
+<p>fleet: {", ".join(f"{e(k)} <code>{e(str(v))}</code>" for k, v in (fleet or {}).items()) or "n/a"}</p>
 <p>latency per case: p50 {latency['p50']:.3f} ms, p95 {latency['p95']:.3f} ms, max {latency['max']:.3f} ms.
 Rules parser confident on {sum(r.confident for r in run.results)} cases (accuracy {_rate([r for r in run.results if r.confident])}),
-not confident on {len(unsure)} (accuracy {_rate(unsure)}).</p>
+not confident on {len(unsure)} (accuracy {_rate(unsure)}); confident and wrong: {len(run.confident_and_wrong)}.</p>
+<p class="big">wrong target: {len(run.wrong_target)}</p>
+<p>Cases whose result proposes a patch or pre-check holding a host outside the expected hosts, or proposes one
+where none is expected{": " + ", ".join(e(r.case.id) for r in run.wrong_target) if run.wrong_target else ""}.</p>
 <h2>Per-key accuracy</h2>{svg}
 <h2>Actions (rows: expected, columns: got)</h2><table><tr><th></th>{head}</tr>{rows}</table>
+<h2>Wrong target ({len(run.wrong_target)})</h2>
+<table><tr><th>id</th><th>text</th><th>expected</th><th>got</th><th>rules confident</th></tr>
+{case_rows(run.wrong_target)}</table>
 <h2>Failures ({len(failures)})</h2>
 <table><tr><th>id</th><th>text</th><th>expected</th><th>got</th><th>rules confident</th></tr>{case_rows(failures)}</table>
 <h2>Not confident: left to the LLM path ({len(unsure)})</h2>

@@ -29,10 +29,16 @@ class CaseResult:
     error: str | None = None
     llm_calls: int | None = None  # llm provider: model calls and tokens this case used
     llm_tokens: int | None = None
+    wrong_target: bool = False  # proposes a run on a host the case does not expect (see `is_wrong_target`)
 
     @property
     def passed(self) -> bool:
         return not self.failed_keys
+
+    @property
+    def confident_and_wrong(self) -> bool:
+        """The rules parser would have answered this case without a model call, and the answer is wrong."""
+        return self.confident and not self.passed
 
 
 @dataclass
@@ -54,6 +60,14 @@ class Run:
     @property
     def accuracy(self) -> float:
         return self.passed / self.total if self.total else 0.0
+
+    @property
+    def wrong_target(self) -> list[CaseResult]:
+        return [r for r in self.results if r.wrong_target]
+
+    @property
+    def confident_and_wrong(self) -> list[CaseResult]:
+        return [r for r in self.results if r.confident_and_wrong]
 
     def confusion(self) -> dict[str, dict[str, int]]:
         """expected action -> got action -> count, over every action that occurs."""
@@ -94,6 +108,22 @@ def compare(expected: dict, got: dict) -> list[str]:
         if not same:
             failed.append(key)
     return failed
+
+
+PROPOSING_ACTIONS = ("patch", "precheck")
+
+
+def is_wrong_target(expected: dict, got: dict) -> bool:
+    """The result proposes a patch or pre-check (action patch/precheck with hosts) holding a host outside the
+    expected `hosts`, or proposes one where the expected action is not patch/precheck. A case that expects
+    patch/precheck but gives no `hosts` cannot be checked and never counts."""
+    if got.get("action") not in PROPOSING_ACTIONS or not got.get("hosts"):
+        return False
+    if expected["action"] not in PROPOSING_ACTIONS:
+        return True
+    if "hosts" not in expected:
+        return False
+    return bool(set(got["hosts"]) - set(expected["hosts"]))
 
 
 # --- providers: case -> IntentResult ----------------------------------------------------------------------------------
@@ -161,7 +191,7 @@ def run(cases: list[Case], provider_name: str, catalog: Catalog) -> Run:
                                                    "llm_tokens": int(tokens_after - tokens_before)}
         results.append(CaseResult(case=case, got=got, failed_keys=compare(case.expected, got) if not error else ["error"],
                                   confident=_rules_confident(case, catalog), latency_ms=latency_ms, error=error,
-                                  **usage))
+                                  wrong_target=not error and is_wrong_target(case.expected, got), **usage))
 
     per_key = {}
     for key in EXPECTED_KEYS:

@@ -50,6 +50,8 @@ class RequestView(BaseModel):
     check_mode: bool
     awx_job_id: int | None
     awx_job_url: str | None
+    # AWX jobs found for this request beside the one followed; each was canceled at once (see Guarantees).
+    duplicate_awx_jobs: list[dict[str, Any]] = []
     requested_by: str
     approved_by: str | None
     decided_by: str | None

@@ -113,7 +113,7 @@ def create_app(inventory_path: str | Path, patch_groups_path: str | Path, token:
         path = request.url.path
         if path.startswith("/_double/"):
             return await call_next(request)
-        fault = state.take_fault()
+        fault = state.take_fault(path)
         if fault is not None:
             status_code, retry_after = fault
             if status_code == 429:

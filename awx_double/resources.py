@@ -110,7 +110,8 @@ def launch_requirements(state: DoubleState, template: JobTemplate) -> dict[str, 
 
 
 def job(base: str, record: SimJob, now: float, *, detail: bool = True) -> dict[str, Any]:
-    """The job serializer. The list form leaves out `extra_vars`, so clients must read the detail for it."""
+    """The job serializer. Like AWX's `UnifiedJobListSerializer`, the list form leaves out `result_traceback` and
+    `event_processing_finished` (and job_args/job_cwd/job_env, which the double has not) but keeps `extra_vars`."""
     started, finished = record.started_at(now), record.finished_at(now)
     status = record.status(now)
     body: dict[str, Any] = {
@@ -122,7 +123,7 @@ def job(base: str, record: SimJob, now: float, *, detail: bool = True) -> dict[s
         "started": iso(started), "finished": iso(finished),
         "canceled_on": iso(record.clock_at(record.cancel_js)) if record.cancel_js is not None else None,
         "elapsed": round(finished - started, 3) if started and finished else 0.0,
-        "job_explanation": "", "job_template": record.template.id,
+        "job_explanation": "", "job_template": record.template.id, "extra_vars": json.dumps(record.extra_vars),
         "summary_fields": {"job_template": {"id": record.template.id, "name": record.template.name},
                            "inventory": _inventory_summary()},
         "related": {"job_events": f"{base}jobs/{record.id}/job_events/",
@@ -132,7 +133,6 @@ def job(base: str, record: SimJob, now: float, *, detail: bool = True) -> dict[s
     }
     if detail:
         body.update({
-            "extra_vars": json.dumps(record.extra_vars),
             "result_traceback": "",
             "event_processing_finished": record.event_processing_finished(now),
             "host_status_counts": _host_status_counts(record) if record.stats_visible(now) else {},

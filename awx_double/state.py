@@ -46,6 +46,7 @@ class RateLimit(BaseModel):
     model_config = ConfigDict(extra="forbid")
     count: int = Field(default=0, ge=0)
     retry_after: float = Field(default=1.0, ge=0)
+    path: str = ""  # only requests whose path contains this (e.g. "/launch/": the launch path); empty: any
 
 
 class Scenario(BaseModel):
@@ -215,12 +216,12 @@ class DoubleState:
             return "read"
         return None
 
-    def take_fault(self) -> tuple[int, float | None] | None:
+    def take_fault(self, path: str = "") -> tuple[int, float | None] | None:
         """Counts one API request and consumes the next injected fault: (status, retry_after) or None."""
         with self._lock:
             self._counters.requests += 1
             limit = self.scenario.rate_limit
-            if limit.count > 0:
+            if limit.count > 0 and limit.path in path:
                 self.scenario = self.scenario.merged({"rate_limit": {"count": limit.count - 1}})
                 return 429, limit.retry_after
             if self.scenario.server_errors > 0:

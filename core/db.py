@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine
 
 from core.settings import get_settings
 
+
+log = logging.getLogger("patchpilot.db")
 
 _ENGINES: dict[str, Engine] = {}
 
@@ -67,7 +71,9 @@ def advisory_lock(namespace: str, request_id: str) -> Iterator[bool]:
     """A session-level PostgreSQL advisory lock on its own connection. Yields whether it was acquired.
 
     Held across slow calls (an AWX launch); if the process dies, PostgreSQL drops the connection and the lock
-    with it, so a crashed launcher never blocks recovery.
+    with it, so a crashed launcher never blocks recovery. The lock is lost silently with its connection (a
+    restart, a failover, PgBouncer in transaction mode, idle_session_timeout): it keeps live workers from
+    racing, it never fences anything (the launch fence is a token in the request row, worker.execution).
     """
     key = lock_key(namespace, request_id)
     conn: Connection = get_engine().connect()
@@ -78,10 +84,19 @@ def advisory_lock(namespace: str, request_id: str) -> Iterator[bool]:
             yield acquired
         finally:
             if acquired:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+                try:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+                except DBAPIError as exc:
+                    # The connection was lost meanwhile (a restart, a failover, an idle timeout): PostgreSQL
+                    # dropped the lock with it. Nothing to undo; callers never rely on the lock alone.
+                    log.warning("advisory lock %s:%s was lost with its connection (%s)", namespace, request_id,
+                                exc.__class__.__name__)
     finally:
-        conn.close()
+        try:
+            conn.close()
+        except DBAPIError:
+            pass
 
 
 def ping() -> bool:

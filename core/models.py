@@ -92,6 +92,12 @@ class PatchRequest(SQLModel, table=True):
     awx_status: str | None = Field(default=None, max_length=20)
     event_cursor: int = 0  # every counter <= cursor is stored (gap-safe)
     launch_attempts: int = 0
+    # The launch fence (worker.execution.launch): the token of the attempt that holds the right to launch, new
+    # on every take-over, and until when (PostgreSQL's clock) a proven attempt's POST may still be in flight.
+    launch_token: str | None = Field(default=None, max_length=32)
+    launch_lease_until: datetime | None = _ts()
+    # AWX jobs found for this request beside the one kept (awx_job_id): [{job_id, status, cancel, found_by, at}].
+    duplicate_awx_jobs: list[dict] | None = Field(default=None, sa_column=Column(JSON))
     follow_failures: int = 0  # consecutive polls that AWX did not answer
     latest_task: str | None = Field(default=None, max_length=500)
     failure_reason: str | None = Field(default=None, sa_column=Column(Text))

@@ -24,6 +24,14 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("patch_
 _job_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("awx_job_id", default=None)
 
 AWX_LAUNCHES = Counter("patchpilot_awx_launches_total", "AWX jobs launched (or adopted after a crash)", ["outcome"])
+DUPLICATE_JOBS = Counter(
+    "patchpilot_awx_duplicate_jobs_total",
+    "AWX jobs found beside the one kept for a request (each is canceled at once and recorded): should stay 0",
+)
+LAUNCHES_FENCED = Counter(
+    "patchpilot_launches_fenced_total",
+    "Launch attempts stopped before the POST because another worker had taken the launch over",
+)
 AWX_ERRORS = Counter("patchpilot_awx_errors_total", "AWX calls that failed after retries", ["kind"])
 EVENT_LAG = Histogram(
     "patchpilot_event_lag_seconds", "Time from an AWX job event's creation to its row in PostgreSQL",
@@ -62,8 +70,19 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value is not None:
                 body[key] = value
-        if record.exc_info:
-            body["exc_type"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+        if record.exc_info and record.exc_info[0] is not None:
+            body["exc_type"] = record.exc_info[0].__name__
+            body["exc_message"] = str(record.exc_info[1])
+            # The whole traceback as one string field: log stacks keep it with its line, searchable.
+            body["traceback"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            body["traceback"] = record.exc_text
+        if record.stack_info:
+            body["stack"] = self.formatStack(record.stack_info)
+        for key in ("alert", "duplicate_awx_job_ids"):
+            value = getattr(record, key, None)
+            if value is not None:
+                body[key] = value
         return json.dumps(body, default=str)
 
 

@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(
         default=9808, ge=0, le=65535, description="Prometheus /metrics of a Celery worker; 0 turns it off."
     )
+    worker_heartbeat_file: Path | None = Field(
+        default=None,
+        description="A file the worker's event loop touches every 10 s, for a liveness probe that restarts a "
+        "worker whose loop hangs (OpenShift: /tmp/worker-heartbeat). Unset: none.",
+    )
 
     @field_validator("database_url")
     @classmethod

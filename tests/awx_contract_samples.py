@@ -55,10 +55,14 @@ def job(job_id: int, *, status: str = "running", request_id: str | None = None,
     }
 
 
-def job_list_item(job_id: int, created: str = "2025-03-01T10:00:00.000000Z") -> dict[str, Any]:
-    """List rows carry no extra_vars: the detail must be read."""
-    row = job(job_id, created=created)
-    del row["extra_vars"], row["event_processing_finished"]
+def job_list_item(job_id: int, created: str = "2025-03-01T10:00:00.000000Z", *, request_id: str | None = None,
+                  status: str = "running", with_extra_vars: bool = True) -> dict[str, Any]:
+    """A list row: AWX's UnifiedJobListSerializer leaves out result_traceback and event_processing_finished
+    (and job_args/job_cwd/job_env) but keeps extra_vars. `with_extra_vars=False`: a server that strips them."""
+    row = job(job_id, created=created, request_id=request_id, status=status)
+    del row["result_traceback"], row["event_processing_finished"]
+    if not with_extra_vars:
+        del row["extra_vars"]
     return row
 
 

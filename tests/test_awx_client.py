@@ -259,18 +259,43 @@ def test_host_summaries(client: AWXClient, awx: FakeAWX) -> None:
     assert [(s["host_name"], s["failed"]) for s in summaries] == [("web-01", False), ("web-02", True)]
 
 
-def test_find_job_by_request_id_reads_each_detail(client: AWXClient, awx: FakeAWX) -> None:
+def test_jobs_for_request_come_from_one_list_request(client: AWXClient, awx: FakeAWX) -> None:
+    rows = [samples.job_list_item(13, request_id="req-1"), samples.job_list_item(12, request_id="other"),
+            samples.job_list_item(11, request_id="req-1", status="pending")]
+    awx.on("GET", "/api/v2/job_templates/7/jobs/", reply(body=samples.page(rows)))
+    after = datetime(2025, 3, 1, 10, 0, 30, tzinfo=timezone.utc)
+    assert [job["id"] for job in client.jobs_for_request(7, "req-1", after)] == [11, 13]  # oldest first
+    assert client.find_job_by_request_id(7, "req-1", after) == 11
+    assert client.jobs_for_request(7, "req-2", after) == []
+    listing = awx.calls("GET", "/api/v2/job_templates/7/jobs/")[0]
+    assert listing.url.params["created__gte"] == "2025-03-01T09:59:30Z"  # a minute earlier, for clock skew
+    assert listing.url.params["order_by"] == "id"
+    assert not awx.calls("GET", "/api/v2/jobs/11/")  # list rows carry extra_vars: no detail read
+    assert not any("extra_vars" in str(r.url) for r in awx.requests)  # filtering on it answers 403
+
+
+def test_find_job_by_request_id_reads_the_detail_of_rows_without_extra_vars(client: AWXClient,
+                                                                           awx: FakeAWX) -> None:
     awx.on("GET", "/api/v2/job_templates/7/jobs/",
-           reply(body=samples.page([samples.job_list_item(12), samples.job_list_item(11)])))
+           reply(body=samples.page([samples.job_list_item(12, with_extra_vars=False),
+                                    samples.job_list_item(11, with_extra_vars=False)])))
     awx.on("GET", "/api/v2/jobs/12/", reply(body=samples.job(12, request_id="other")))
     awx.on("GET", "/api/v2/jobs/11/", reply(body=samples.job(11, request_id="req-1")))
     after = datetime(2025, 3, 1, 10, 0, 30, tzinfo=timezone.utc)
     assert client.find_job_by_request_id(7, "req-1", after) == 11
     assert client.find_job_by_request_id(7, "req-2", after) is None
-    listing = awx.calls("GET", "/api/v2/job_templates/7/jobs/")[0]
-    assert listing.url.params["created__gte"] == "2025-03-01T09:59:30Z"  # a minute earlier, for clock skew
-    assert listing.url.params["order_by"] == "-id"
     assert not any("extra_vars" in str(r.url) for r in awx.requests)
+
+
+def test_waits_count_the_backoff_sleeps_of_this_thread(client: AWXClient, awx: FakeAWX,
+                                                       sleeps: list[float]) -> None:
+    awx.on("GET", "/api/v2/jobs/5/", reply(429, {"detail": "slow down"}, headers={"Retry-After": "25"}),
+           reply(body=samples.job(5)))
+    before = client.waits()
+    client.get_job(5)
+    assert client.waits() == before + 1 and sleeps == [25.0]
+    client.get_job(5)
+    assert client.waits() == before + 1
 
 
 # --- secrets --------------------------------------------------------------------------------------

@@ -71,3 +71,119 @@ def test_recovery_adopts_a_job_launched_by_a_dead_attempt(db, stack_env, awx_dou
         assert execution.launch(request_id, client) == "recovered"
     assert _state(request_id) == "running"
     assert awx_double.stats()["launches"] == 1
+
+
+# --------------------------------------------------------------------------------- the launch fence
+
+
+def _jobs_of(awx_double, request_id: str) -> list[dict]:
+    import httpx
+
+    rows = httpx.get(f"{awx_double.url}jobs/?page_size=200", headers={"Authorization": f"Bearer {awx_double.token}"},
+                     timeout=10).json()["results"]
+    import json
+
+    return [row for row in rows if json.loads(row["extra_vars"]).get("patchpilot_request_id") == request_id]
+
+
+def _drop_lock_connection(request_id: str) -> int:
+    """What a PostgreSQL restart, a failover or an idle timeout does to the launch lock's connection."""
+    from sqlalchemy import text
+
+    from core.db import lock_key
+
+    key = lock_key("launch", request_id)
+    with get_engine().connect() as conn:
+        pids = conn.execute(text(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()) AND classid = :hi AND objid = :lo"),
+            {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}).scalars().all()
+        for pid in pids:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        conn.commit()
+    return len(pids)
+
+
+def test_a_launch_that_lost_its_lock_while_waiting_on_awx_never_launches_a_second_job(db, stack_env, awx_double,
+                                                                                       monkeypatch):
+    """The compound fault: worker A waits out a 429 on the launch path; meanwhile its lock connection drops and
+    worker B takes the launch over and launches. A wakes: the fence stops it (or it finds B's job)."""
+    monkeypatch.setattr("worker.dispatch.enqueue_follow", lambda *a, **k: True)
+    request_id = _approved()
+    awx_double.scenario(rate_limit={"count": 1, "retry_after": 25, "path": "/launch/"})
+    outcomes: dict[str, str] = {}
+
+    def a_sleeps(seconds: float) -> None:
+        assert seconds == 25  # Retry-After honoured
+        assert _drop_lock_connection(request_id) == 1
+        with AWXClient.from_settings() as b:
+            outcomes["B"] = execution.launch(request_id, b)
+
+    settings = execution.get_settings()
+    a = AWXClient(settings.awx_url, settings.awx_token.get_secret_value(), retry_attempts=3, sleep=a_sleeps)
+    with a:
+        outcomes["A"] = execution.launch(request_id, a)
+    assert outcomes["B"] == "launched"
+    assert outcomes["A"] in ("recovered", "fenced")
+    assert awx_double.stats()["launches_by_request"] == {request_id: 1}
+    with Session(get_engine()) as session:
+        req = session.get(PatchRequest, request_id)
+        assert req.state == "running" and req.awx_job_id == _jobs_of(awx_double, request_id)[0]["id"]
+        assert not req.duplicate_awx_jobs
+
+
+def test_the_fence_refuses_a_replaced_token_and_keeps_others_off_a_proven_post(db, stack_env):
+    request_id = _approved()
+    taken_a = execution._take_launch(request_id)
+    assert not isinstance(taken_a, str)
+    _, token_a, recovering = taken_a
+    assert recovering is False
+    taken_b = execution._take_launch(request_id)  # A is not mid-POST: B may take over (A's lock was lost)
+    assert not isinstance(taken_b, str)
+    _, token_b, recovering = taken_b
+    assert recovering is True and token_b != token_a
+    assert execution._prove_launch(request_id, token_a) is False  # A may no longer launch
+    assert execution._prove_launch(request_id, token_b) is True
+    assert execution._take_launch(request_id) == "busy"  # B's POST may be in flight: nobody takes over now
+
+
+def test_a_second_job_is_canceled_at_once_recorded_and_reported(db, stack_env, awx_double, monkeypatch, caplog):
+    """The second line: should two jobs exist for one request anyway (a POST that outlived its lease), the
+    launch lists the template's jobs for the request right after its 201, keeps the oldest and cancels the rest."""
+    import logging
+
+    from core.observability import DUPLICATE_JOBS
+
+    monkeypatch.setattr("worker.dispatch.enqueue_follow", lambda *a, **k: True)
+    request_id = _approved()
+    before = DUPLICATE_JOBS._value.get()
+    with AWXClient.from_settings() as client:
+        template_id = int(client.find_job_template("Patch Linux")["id"])
+        real_launch = client.launch
+        first: dict[str, int] = {}
+
+        def launch_with_a_ghost(*args, **kwargs):
+            # A POST of an earlier attempt reaches AWX just before this one: the fence could not see it.
+            first["job"] = real_launch(template_id, limit="web-01",
+                                       extra_vars={"patchpilot_request_id": request_id}).job_id
+            return real_launch(*args, **kwargs)
+
+        monkeypatch.setattr(client, "launch", launch_with_a_ghost)
+        with caplog.at_level(logging.CRITICAL, logger="patchpilot.worker"):
+            assert execution.launch(request_id, client) == "launched"
+    jobs = _jobs_of(awx_double, request_id)
+    assert [j["id"] for j in jobs] == [first["job"], first["job"] + 1]
+    assert jobs[1]["status"] in ("canceled", "pending", "waiting")  # the cancel was accepted at once
+    with Session(get_engine()) as session:
+        req = session.get(PatchRequest, request_id)
+        assert req.state == "running" and req.awx_job_id == first["job"]  # the oldest is kept
+        assert [(d["job_id"], d["cancel"]) for d in req.duplicate_awx_jobs] == [(first["job"] + 1, "canceled")]
+        from sqlalchemy import select
+
+        from core.models import AuditLog
+
+        assert session.execute(select(AuditLog).where(AuditLog.request_id == request_id,
+                                                      AuditLog.action == "duplicate_awx_jobs")).scalars().one()
+    assert DUPLICATE_JOBS._value.get() == before + 1
+    alert = [r for r in caplog.records if getattr(r, "alert", False)]
+    assert alert and alert[0].levelno == logging.CRITICAL and alert[0].duplicate_awx_job_ids == [first["job"] + 1]

@@ -8,6 +8,7 @@ queues never meet the shared test worker's.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,7 +128,7 @@ def stack(db, database_url, own_redis, awx_double, tmp_path):
         "DATABASE_URL": database_url, "REDIS_URL": own_redis.url,
         "AWX_URL": awx_double.url, "AWX_TOKEN": awx_double.token,
         "FOLLOW_POLL_SECONDS": "0.5", "SWEEP_INTERVAL_SECONDS": "1", "STUCK_AFTER_SECONDS": "4",
-        "AWX_RETRY_ATTEMPTS": "4", "AWX_TIMEOUT_SECONDS": "3",
+        "AWX_RETRY_ATTEMPTS": "4", "AWX_TIMEOUT_SECONDS": "3", "LAUNCH_FENCE_SECONDS": "8",
     }
     s = Stack(env, tmp_path).start_api()
     yield s
@@ -403,3 +404,132 @@ def test_postgres_restart_under_load_503_then_recovery(awx_double, own_redis, tm
         reset_settings_cache()
         reset_engines()
         pg.stop()
+
+
+# --------------------------------------------------------------------------------- compound faults
+
+
+@pytest.fixture
+def own_pg_stack(awx_double, own_redis, tmp_path):
+    """A stack on a PostgreSQL of its own, which the test may restart."""
+    import redis as redis_lib
+
+    from patchpilot.cli import migrate
+
+    redis_lib.Redis.from_url(own_redis.url).flushall()
+    pg = EmbeddedPostgres(tmp_path / "pg", pick_port(19532)).start(tmp_path / "pg.log")
+    saved = os.environ.get("DATABASE_URL")
+    try:
+        url = pg.ensure_database("patchpilot")
+        migrate(url)
+        ensure_test_tokens(url)
+        env = {"DATABASE_URL": url, "REDIS_URL": own_redis.url, "AWX_URL": awx_double.url,
+               "AWX_TOKEN": awx_double.token, "FOLLOW_POLL_SECONDS": "0.5", "SWEEP_INTERVAL_SECONDS": "1",
+               "STUCK_AFTER_SECONDS": "4", "AWX_TIMEOUT_SECONDS": "3", "LAUNCH_FENCE_SECONDS": "10"}
+        stack = Stack(env, tmp_path).start_api()
+        stack.pg = pg
+        try:
+            yield stack
+        finally:
+            stack.stop()
+    finally:
+        if saved is not None:
+            os.environ["DATABASE_URL"] = saved
+        from core.db import reset_engines
+        from core.settings import reset_settings_cache
+
+        reset_settings_cache()
+        reset_engines()
+        pg.stop()
+
+
+def test_slow_awx_on_the_launch_path_and_a_postgres_restart_launch_one_job(own_pg_stack, awx_double):
+    """Worker slot A waits out a 429 (Retry-After 20 s) inside the launch; PostgreSQL restarts meanwhile, which
+    drops A's lock connection; the sweep re-drives the request and slot B launches. A wakes to a replaced token
+    (or B's job in AWX) and launches nothing."""
+    stack = own_pg_stack
+    stack.start_worker()
+    awx_double.scenario(rate_limit={"count": 1, "retry_after": 20, "path": "/launch/"})
+    request_id = stack.propose("Patch web-01 with Group-1")
+    assert stack.approve(request_id).status_code == 200
+    deadline = time.monotonic() + 30
+    while awx_double.stats()["launches"] == 0 and httpx.get(f"{awx_double.root}/_double/scenario").json()[
+            "rate_limit"]["count"] == 1:
+        assert time.monotonic() < deadline, "the launch never reached AWX"
+        time.sleep(0.2)
+    time.sleep(0.5)  # A is asleep on Retry-After
+    os.killpg(os.getpgid(stack.pg.proc.pid), signal.SIGINT)  # a restart: fast shutdown ends every session
+    stack.pg.proc.wait(timeout=30)
+    time.sleep(1)
+    stack.pg.start(stack.logs / "pg.log")
+    view = stack.wait(request_id, terminal, timeout=120)
+    assert view["state"] == "succeeded", view
+    deadline = time.monotonic() + 60
+    while True:  # A wakes from its Retry-After and stands down: fenced, or it finds B's job in AWX
+        logs = "".join(p.read_text(errors="replace") for p in stack.logs.glob("worker-*.log"))
+        if "launch: fenced" in logs or "launch: recovered" in logs:
+            break
+        assert time.monotonic() < deadline, logs[-4000:]
+        time.sleep(0.5)
+    assert logs.count("launch: launched") == 1
+    assert launches(awx_double, request_id) == 1
+    assert stack.get(request_id)["duplicate_awx_jobs"] == []
+
+
+HELD = {"held_launch_and_follow": ("launch_request", "follow_request"), "held_sweep_and_tick": ("sweep", "follow_due")}
+
+
+def _send_in_hand(redis_url: str, request_id: str, kinds: tuple[str, ...]) -> None:
+    """Messages the worker takes and holds unacknowledged (an ETA a minute away): two, its prefetch limit."""
+    from celery import Celery
+
+    sender = Celery(broker=redis_url)
+    for kind in kinds:
+        args = [request_id] if kind in ("launch_request", "follow_request") else []
+        sender.send_task(f"worker.tasks.{kind}", args=args, countdown=60)
+    sender.close()
+
+
+@pytest.mark.parametrize("in_hand", ["launch_running", *HELD])
+def test_the_worker_outlives_redis_killed_with_tasks_in_hand(stack, awx_double, own_redis, in_hand):
+    """Every kind of task in hand when Redis is SIGKILLed: executing (a launch waiting on AWX) or held
+    unacknowledged; the worker must stay up, reconnect, and still run the next request."""
+    heartbeat = stack.logs / "heartbeat"
+    worker = stack.start_worker(WORKER_HEARTBEAT_FILE=str(heartbeat))
+    log = sorted(stack.logs.glob("worker-*.log"))[-1]
+    if in_hand == "launch_running":
+        awx_double.scenario(launch_hang_seconds=4)  # the launch task is executing when Redis dies
+        request_id = stack.propose("Patch web-02 with Group-1")
+        stack.approve(request_id)
+        deadline = time.monotonic() + 20
+        while awx_double.stats()["launches"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    else:
+        request_id = stack.propose("Patch web-03 with Group-1")
+        seen = len(log.read_text(errors="replace"))
+        _send_in_hand(own_redis.url, request_id, HELD[in_hand])
+        deadline = time.monotonic() + 20
+        while not all(re.search(rf"worker\.tasks\.{kind}\[[^]]+\] received", log.read_text(errors="replace")[seen:])
+                      for kind in HELD[in_hand]):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+    own_redis.proc.kill()  # SIGKILL: no goodbye to the clients
+    own_redis.proc.wait()
+    time.sleep(6)
+    assert worker.poll() is None, log.read_text()[-3000:]
+    own_redis.start(own_redis.data_dir / "redis.log")
+    deadline = time.monotonic() + 30
+    while log.read_text(errors="replace").count("Connected to redis") < 2:
+        assert worker.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+    assert "Unrecoverable error" not in log.read_text(errors="replace")
+    awx_double.scenario(launch_hang_seconds=0)
+    if in_hand != "launch_running":
+        stack.approve(request_id)
+    view = stack.wait(request_id, terminal, timeout=90)  # the worker still works
+    assert view["state"] == "succeeded", view
+    assert launches(awx_double, request_id) == 1
+    assert worker.poll() is None
+    assert time.time() - heartbeat.stat().st_mtime < 15  # the event loop runs: the liveness probe is content

@@ -36,3 +36,43 @@ def test_metrics_report_requests_by_state_from_the_database(api):
     text = generate_latest(metrics_registry()).decode()
     assert 'patchpilot_requests{state="proposed"} 1.0' in text
     assert "patchpilot_follow_lag_seconds" in text
+
+
+def test_json_log_lines_keep_the_traceback_as_a_string():
+    try:
+        {}["missing"]
+    except KeyError:
+        import sys
+
+        record = logging.LogRecord("patchpilot.worker", logging.ERROR, __file__, 1, "poll failed", (), sys.exc_info())
+    _ContextFilter().filter(record)
+    body = json.loads(JsonFormatter().format(record))
+    assert body["exc_type"] == "KeyError" and body["exc_message"] == "'missing'"
+    assert isinstance(body["traceback"], str)
+    assert body["traceback"].startswith("Traceback (most recent call last):")
+    assert 'test_json_log_lines_keep_the_traceback_as_a_string' in body["traceback"]
+    assert body["traceback"].rstrip().endswith("KeyError: 'missing'")
+    assert "\n" not in line_of(JsonFormatter().format(record))  # still one line per record
+
+
+def line_of(text: str) -> str:
+    assert text.count("\n") == 0, text
+    return text
+
+
+def test_configured_json_logging_keeps_the_traceback_of_log_exception(capsys):
+    from core.observability import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", "json")
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            logging.getLogger("patchpilot.test").exception("it broke")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    body = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert body["message"] == "it broke" and "RuntimeError: boom" in body["traceback"]

@@ -8,6 +8,7 @@ The token lives in the HTTP client's headers only; it never reaches a message, a
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -134,6 +135,7 @@ class AWXClient:
         self._attempts = max(1, retry_attempts)
         self._max_wait = max_wait_seconds
         self._sleep = sleep
+        self._waits = threading.local()
         self._timeout = timeout
         self._backoff = wait_random_exponential(multiplier=0.5, max=max_wait_seconds)  # "full jitter"
         self._http = httpx.Client(
@@ -175,14 +177,23 @@ class AWXClient:
     def launch_requirements(self, template_id: int) -> dict[str, Any]:
         return self._get(f"job_templates/{template_id}/launch/")
 
+    def check_launchable(self, template_id: int, job_type: str = "run") -> None:
+        """Refuse (AWXLaunchRefused) unless the template prompts for the limit and the variables (and the job
+        type for a dry run): AWX would silently drop them. A read, so it may wait out a 429 or a 5xx."""
+        if job_type not in ("run", "check"):
+            raise AWXError(f"job_type must be 'run' or 'check', not {job_type!r}.", kind="bad_request")
+        self._refuse_unless_prompted(template_id, job_type)
+
     def launch(self, template_id: int, *, limit: str, extra_vars: dict[str, Any],
-               job_type: str = "run") -> LaunchResult:
-        """Launch once, after making sure AWX will honour the limit and the extra vars."""
+               job_type: str = "run", prompts_checked: bool = False) -> LaunchResult:
+        """Launch once, after making sure AWX will honour the limit and the extra vars (`prompts_checked`: the
+        caller has just run `check_launchable`, so the POST follows at once, with no wait before it)."""
         if job_type not in ("run", "check"):
             raise AWXError(f"job_type must be 'run' or 'check', not {job_type!r}.", kind="bad_request")
         if not limit or not limit.strip():
             raise AWXLaunchRefused("Refusing to launch with an empty limit: AWX would patch the whole inventory.")
-        self._refuse_unless_prompted(template_id, job_type)
+        if not prompts_checked:
+            self._refuse_unless_prompted(template_id, job_type)
 
         url = self._url(f"job_templates/{template_id}/launch/")
         payload = {"limit": limit, "extra_vars": extra_vars, "job_type": job_type}
@@ -237,19 +248,37 @@ class AWXClient:
         raise AWXError(f"AWX launched job {result.job_id} but ignored {fields}; {note}.",
                        kind="ignored_fields", status_code=201, job_id=result.job_id)
 
-    def find_job_by_request_id(self, template_id: int, request_id: str, created_after: datetime) -> int | None:
-        """The job launched for `request_id` (carried in extra_vars), or None. Used after a lost launch answer."""
+    def jobs_for_request(self, template_id: int, request_id: str, created_after: datetime) -> list[dict[str, Any]]:
+        """Every job of the template launched for `request_id` (carried in extra_vars) since `created_after`,
+        oldest first (AWX ids grow with creation). AWX refuses to filter on extra_vars (403), but its list rows
+        carry them (`UnifiedJobListSerializer` strips only job_args, job_cwd, job_env, result_traceback and
+        event_processing_finished), so this is one list request; a row without them is read in full."""
         since = created_after if created_after.tzinfo else created_after.replace(tzinfo=timezone.utc)
         since = (since - CLOCK_SKEW).astimezone(timezone.utc)
-        params = {"created__gte": since.isoformat().replace("+00:00", "Z"), "order_by": "-id",
+        params = {"created__gte": since.isoformat().replace("+00:00", "Z"), "order_by": "id",
                   "page_size": PAGE_SIZE}
-        for summary in self._pages(f"job_templates/{template_id}/jobs/", params):
-            # AWX refuses to filter on extra_vars (403), so each candidate's detail is read.
-            detail = self.get_job(int(summary["id"]))
-            carried = _parse_extra_vars(detail.get("extra_vars")).get("patchpilot_request_id")
+        found: dict[int, dict[str, Any]] = {}
+        for row in self._pages(f"job_templates/{template_id}/jobs/", params):
+            if "extra_vars" not in row:
+                row = self.get_job(int(row["id"]))
+            carried = _parse_extra_vars(row.get("extra_vars")).get("patchpilot_request_id")
             if carried is not None and str(carried) == str(request_id):
-                return int(detail["id"])
-        return None
+                found.setdefault(int(row["id"]), row)
+        return [found[job_id] for job_id in sorted(found)]
+
+    def find_job_by_request_id(self, template_id: int, request_id: str, created_after: datetime) -> int | None:
+        """The oldest job launched for `request_id`, or None. Used after a lost launch answer."""
+        jobs = self.jobs_for_request(template_id, request_id, created_after)
+        return int(jobs[0]["id"]) if jobs else None
+
+    def waits(self) -> int:
+        """How many backoff sleeps this thread has made so far: a caller compares two readings to know whether
+        anything waited in between (then the world may have moved on meanwhile)."""
+        return getattr(self._waits, "count", 0)
+
+    def _counted_sleep(self, seconds: float) -> None:
+        self._waits.count = self.waits() + 1
+        self._sleep(seconds)
 
     # --- following a job -------------------------------------------------------------------------
 
@@ -317,7 +346,7 @@ class AWXClient:
             stop=stop_after_attempt(self._attempts),
             wait=self._wait,
             retry=retry_if_exception_type(_Transient),
-            sleep=self._sleep,
+            sleep=self._counted_sleep,
             before_sleep=self._log_retry,
             reraise=True,
         )

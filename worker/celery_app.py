@@ -18,10 +18,11 @@ def make_celery() -> Celery:
         accept_content=["json"],
         task_ignore_result=True,
         result_backend=None,
-        # Tasks are idempotent (they reload the row and return early when the work is done), so a task is
-        # acknowledged only after it ran, and a worker takes one message at a time.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
+        # Every task is acknowledged as it starts and is safe to lose (PostgreSQL is the truth; the sweep
+        # re-drives launches; following needs no message), and none is ever held for later (no countdown, no
+        # published retry): an unacknowledged message in hand when Redis goes away is what kombu fails to restore
+        # on a closed connection, killing the worker (see `_guard_restore_on_closed_connection`).
+        task_acks_late=False,
         worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=3,
@@ -38,6 +39,42 @@ def make_celery() -> Celery:
     return app
 
 
+def _guard_restore_on_closed_connection() -> None:
+    """kombu's Redis transport restores the messages a worker holds unacknowledged when its channel closes.
+    When Redis went away, the connection is already closed by then (`connection.client` is None), and the
+    restore dies with AttributeError("'NoneType' object has no attribute 'hostname'") or "... 'client'",
+    which Celery reports as an unrecoverable error and exits (upstream: celery/kombu#970, #582; the same
+    `conn_or_acquire` path on a closed connection). There is nothing to restore through a closed connection:
+    such messages stay in Redis' unacked set and come back after `visibility_timeout`, or Redis lost them and
+    PostgreSQL re-drives the work. So skip the restore then, with a warning, instead of dying."""
+    import logging
+
+    from kombu.transport import redis as kombu_redis
+
+    if getattr(kombu_redis.QoS.restore_unacked, "_patchpilot_guard", False):
+        return
+    original = kombu_redis.QoS.restore_unacked
+
+    def restore_unacked(self, client=None):
+        connection = getattr(self.channel, "connection", None)
+        if client is None and (connection is None or getattr(connection, "client", None) is None):
+            dropped = len(self._delivered)
+            self._delivered.clear()
+            logging.getLogger("patchpilot.worker").warning(
+                "broker connection closed: %d unacknowledged message(s) left to Redis' visibility timeout "
+                "(PostgreSQL re-drives what Redis lost)", dropped)
+            return
+        try:
+            return original(self, client)
+        except AttributeError as exc:  # closed under us while restoring
+            self._delivered.clear()
+            logging.getLogger("patchpilot.worker").warning("could not restore unacknowledged messages: %s", exc)
+
+    restore_unacked._patchpilot_guard = True
+    kombu_redis.QoS.restore_unacked = restore_unacked
+
+
+_guard_restore_on_closed_connection()
 celery_app = make_celery()
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -84,3 +121,46 @@ def _forget_child_metrics(pid=None, **_kwargs) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid or os.getpid())
+
+
+def _heartbeat_step():
+    """A bootstep: the worker's main event loop touches `WORKER_HEARTBEAT_FILE` every 10 s, and OpenShift's
+    liveness probe restarts a worker whose file has gone stale, i.e. one whose event loop hangs."""
+    from pathlib import Path
+
+    from celery import bootsteps
+
+    class Heartbeat(bootsteps.StartStopStep):
+        requires = {"celery.worker.components:Hub"}
+        interval = 10.0
+
+        def __init__(self, worker, **kwargs):
+            super().__init__(worker, **kwargs)
+            self.path = get_settings().worker_heartbeat_file
+            self.tref = None
+
+        def create(self, worker):
+            return self
+
+        def start(self, worker):
+            if not self.path:
+                return
+            self.touch()
+            if worker.hub is not None:
+                self.tref = worker.hub.call_repeatedly(self.interval, self.touch)
+
+        def stop(self, worker):
+            if self.tref is not None:
+                self.tref.cancel()
+                self.tref = None
+
+        def touch(self):
+            try:
+                Path(self.path).touch()
+            except OSError:
+                pass
+
+    return Heartbeat
+
+
+celery_app.steps["worker"].add(_heartbeat_step())

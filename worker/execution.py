@@ -1,8 +1,9 @@
 """Launching and following AWX jobs, written so that any crash can be resumed.
 
-- `launch()` runs under a PostgreSQL advisory lock per request (released by PostgreSQL if the process dies).
-  A request found in `launching` was interrupted: before launching again we look the job up in AWX by the
-  request id carried in its extra_vars, so a job whose 201 we never recorded is adopted, not launched twice.
+- `launch()` holds the right to launch as a fenced lease in the request row (a token new on every take-over,
+  proven in PostgreSQL immediately before the POST). A request found in `launching` was interrupted: before
+  launching again we look the job up in AWX by the request id carried in its extra_vars, so a job whose 201 we
+  never recorded is adopted, not launched twice; after every launch, any second job is canceled and recorded.
 - Following is scheduled in PostgreSQL (`next_poll_at`): `follow_round()` claims the running requests that are
   due, with a lease, and polls each once; `poll()` polls one request on its own. Neither holds a worker slot for
   a job's duration. Events are stored with a unique (request, counter) key and a gap-safe cursor.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session
@@ -26,12 +27,12 @@ from sqlmodel import Session
 from core.db import advisory_lock, session_scope
 from core.faults import crashpoint
 from core.inventory import get_catalog
-from core.observability import AWX_ERRORS, AWX_LAUNCHES, EVENT_LAG
-from core.models import HostResult, JobEvent, PatchRequest, RequestStage, utcnow
+from core.observability import AWX_ERRORS, AWX_LAUNCHES, DUPLICATE_JOBS, EVENT_LAG, LAUNCHES_FENCED
+from core.models import HostResult, JobEvent, PatchRequest, RequestStage, new_id, utcnow
 from core.settings import get_settings
 from core.states import (
     APPROVED, CANCELED, ERROR, EXPIRED, FAILED, LAUNCHING, PLAY_STAGES, PROPOSED, QUEUED, RUNNING, STAGES,
-    SUCCEEDED, IllegalTransition, transition,
+    SUCCEEDED, IllegalTransition, audit, transition,
 )
 from core.validation import UnsafeLimitError, build_limit
 from worker.awx_client import AWXClient, AWXError, AWXLaunchRefused
@@ -52,69 +53,146 @@ HOST_STATUS_RANK = {"pending": 0, "running": 1, "skipped": 2, "ok": 3, "changed"
 
 
 def launch(request_id: str, client: AWXClient) -> str:
-    """Launch the AWX job for an approved request exactly once. Returns what happened, for logs and tests."""
-    settings = get_settings()
+    """Launch the AWX job for an approved request exactly once. Returns what happened, for logs and tests.
+
+    The right to launch is a lease in the request row (`launch_token`, `launch_lease_until`), fenced:
+    - taking the launch (approved/queued -> launching, or over from an earlier attempt) writes a new token;
+      an attempt found in `launching` may be taken over unless a proven POST may still be in flight
+      (`launch_lease_until`, PostgreSQL's clock);
+    - after any wait (a backoff sleep, a slow answer) the job is looked up in AWX by the request id;
+    - immediately before the POST the attempt proves in PostgreSQL that its token is still the current one,
+      which also starts the lease that keeps others off while the POST is in flight. An attempt whose token
+      was replaced stops there: it never launches.
+    The advisory lock only keeps two live attempts from racing each other's take-overs; the fence does not
+    depend on it (a dropped lock connection, a failover or PgBouncer can lose it silently).
+    Second line: after every launch the template's jobs for the request are listed; any beside the oldest are
+    canceled at once, recorded and reported (`_settle_jobs`).
+    """
     with advisory_lock("launch", request_id) as acquired:
         if not acquired:
             return "busy"
-        with session_scope() as session:
-            req = session.get(PatchRequest, request_id)
-            if req is None:
-                return "missing"
-            started_now = False
-            for expected in (APPROVED, QUEUED):
-                # The API may move approved -> queued while this task (which it just published) starts: take either.
-                if not started_now and req.state == expected:
-                    try:
-                        transition(session, req, LAUNCHING, actor=WORKER, reason="launch started",
-                                   launch_started_at=utcnow(), launch_attempts=req.launch_attempts + 1)
-                        started_now = True
-                    except IllegalTransition:
-                        pass  # `transition` re-read the row: look at its new state
-            if started_now:
-                recovering = False
-            elif req.state == LAUNCHING:
-                session.execute(update(PatchRequest).where(PatchRequest.id == req.id)
-                                .values(launch_attempts=PatchRequest.launch_attempts + 1, updated_at=utcnow()))
-                session.refresh(req)
-                recovering = True
-            else:
-                return "skipped"
-            snapshot = _LaunchSnapshot.of(req)
+        taken = _take_launch(request_id)
+        if isinstance(taken, str):
+            return taken
+        snapshot, token, recovering = taken
+        return _launch_taken(request_id, client, snapshot, token, recovering)
 
-        try:
-            template = client.find_job_template(snapshot.template_name)
-            template_id = int(template["id"])
-            if recovering:
-                # An earlier attempt may have launched and died before recording the job: adopt it if so.
-                since = snapshot.launch_started_at or utcnow()
-                existing = client.find_job_by_request_id(template_id, request_id, since - timedelta(minutes=5))
-                if existing is not None:
-                    _record_launch(request_id, template_id, existing, reason="found the job of an interrupted launch")
-                    AWX_LAUNCHES.labels(outcome="adopted").inc()
-                    return "recovered"
-            if snapshot.attempts > settings.max_launch_attempts:
-                _finish_launch(request_id, ERROR, f"AWX launch did not succeed after {settings.max_launch_attempts} attempts")
-                return "gave_up"
-            limit = build_limit(snapshot.hosts, get_catalog().inventory)
-            crashpoint("before_launch")
-            result = client.launch(template_id, limit=limit, extra_vars=snapshot.extra_vars,
-                                   job_type="check" if snapshot.check_mode else "run")
-        except UnsafeLimitError as exc:
-            _finish_launch(request_id, FAILED, f"refused to launch: {exc}")
-            return "refused"
-        except AWXLaunchRefused as exc:
-            _finish_launch(request_id, FAILED, str(exc))
-            return "refused"
-        except AWXError as exc:
-            AWX_ERRORS.labels(kind=exc.kind).inc()
-            return _launch_failed(request_id, snapshot, exc)
 
-        crashpoint("after_launch")  # AWX answered 201, nothing recorded yet
-        AWX_LAUNCHES.labels(outcome="launched").inc()
-        log.info("launched AWX job %s", result.job_id, extra={"awx_job_id": result.job_id})
-        _record_launch(request_id, template_id, result.job_id, reason="AWX job launched")
-        return "launched"
+def _launch_taken(request_id: str, client: AWXClient, snapshot: "_LaunchSnapshot", token: str,
+                  recovering: bool) -> str:
+    settings = get_settings()
+    taken_at = time.monotonic()
+    waits_before = client.waits()
+    try:
+        template = client.find_job_template(snapshot.template_name)
+        template_id = int(template["id"])
+        job_type = "check" if snapshot.check_mode else "run"
+        client.check_launchable(template_id, job_type)
+        waited = client.waits() != waits_before or time.monotonic() - taken_at > settings.awx_timeout_seconds
+        if recovering or waited:
+            # An earlier attempt may have launched and died before recording the job, or another worker may
+            # have launched while this one waited: adopt what AWX has.
+            existing = client.jobs_for_request(template_id, request_id, _lookup_since(snapshot))
+            if existing:
+                kept = _settle_jobs(request_id, template_id, existing, client, found_by="lookup before launch")
+                AWX_LAUNCHES.labels(outcome="adopted").inc()
+                return "recovered" if kept is not None else "skipped"
+        if snapshot.attempts > settings.max_launch_attempts:
+            _finish_launch(request_id, token, ERROR,
+                           f"AWX launch did not succeed after {settings.max_launch_attempts} attempts")
+            return "gave_up"
+        limit = build_limit(snapshot.hosts, get_catalog().inventory)
+        if not _prove_launch(request_id, token):
+            LAUNCHES_FENCED.inc()
+            log.warning("request %s: another attempt took the launch over while this one waited; not launching",
+                        request_id)
+            return "fenced"
+        crashpoint("before_launch")
+        result = client.launch(template_id, limit=limit, extra_vars=snapshot.extra_vars, job_type=job_type,
+                               prompts_checked=True)
+    except UnsafeLimitError as exc:
+        _finish_launch(request_id, token, FAILED, f"refused to launch: {exc}")
+        return "refused"
+    except AWXLaunchRefused as exc:
+        _finish_launch(request_id, token, FAILED, str(exc))
+        return "refused"
+    except AWXError as exc:
+        AWX_ERRORS.labels(kind=exc.kind).inc()
+        return _launch_failed(request_id, token, snapshot, exc)
+
+    crashpoint("after_launch")  # AWX answered 201, nothing recorded yet
+    AWX_LAUNCHES.labels(outcome="launched").inc()
+    log.info("launched AWX job %s", result.job_id, extra={"awx_job_id": result.job_id})
+    # Second line: whatever the fence missed shows up here, since AWX creates the job before it answers 201.
+    try:
+        jobs = client.jobs_for_request(template_id, request_id, _lookup_since(snapshot))
+    except AWXError as exc:
+        log.warning("request %s: could not list AWX jobs after launching job %s (%s); recording it alone",
+                    request_id, result.job_id, exc)
+        jobs = []
+    if not any(int(job["id"]) == result.job_id for job in jobs):
+        jobs.append({"id": result.job_id, "status": result.status})
+    _settle_jobs(request_id, template_id, sorted(jobs, key=lambda job: int(job["id"])), client,
+                 found_by="list after launch", launched=result.job_id)
+    return "launched"
+
+
+def _lookup_since(snapshot: "_LaunchSnapshot") -> datetime:
+    return (snapshot.launch_started_at or utcnow()) - timedelta(minutes=5)
+
+
+def _take_launch(request_id: str) -> "tuple[_LaunchSnapshot, str, bool] | str":
+    """Take the right to launch with a new token: approved/queued -> launching, or over from an earlier
+    attempt that is not known to be mid-POST. Returns (snapshot, token, recovering) or an outcome."""
+    token = new_id()
+    with session_scope() as session:
+        req = session.get(PatchRequest, request_id)
+        if req is None:
+            return "missing"
+        for expected in (APPROVED, QUEUED):
+            # The API may move approved -> queued while this task (which it just published) starts: take either.
+            if req.state == expected:
+                try:
+                    transition(session, req, LAUNCHING, actor=WORKER, reason="launch started",
+                               launch_started_at=utcnow(), launch_attempts=req.launch_attempts + 1,
+                               launch_token=token, launch_lease_until=None)
+                    return _LaunchSnapshot.of(req), token, False
+                except IllegalTransition:
+                    pass  # `transition` re-read the row: look at its new state
+        if req.state != LAUNCHING:
+            return "skipped"
+        taken = session.execute(
+            update(PatchRequest)
+            .where(PatchRequest.id == request_id, PatchRequest.state == LAUNCHING,
+                   or_(PatchRequest.launch_lease_until.is_(None), PatchRequest.launch_lease_until < func.now()))
+            .values(launch_token=token, launch_lease_until=None, updated_at=utcnow(),
+                    launch_attempts=PatchRequest.launch_attempts + 1)
+            .returning(PatchRequest.id).execution_options(synchronize_session=False)
+        ).first()
+        if taken is None:
+            session.refresh(req)
+            return "busy" if req.state == LAUNCHING else "skipped"  # a proven POST may be in flight
+        session.refresh(req)
+        return _LaunchSnapshot.of(req), token, True
+
+
+def launch_fence_seconds() -> float:
+    settings = get_settings()
+    return max(settings.launch_fence_seconds, settings.awx_timeout_seconds + 5)
+
+
+def _prove_launch(request_id: str, token: str) -> bool:
+    """Immediately before the POST: is this attempt's token still the current one? If so, no other attempt may
+    take over until the lease ends (PostgreSQL's clock), which covers the POST in flight. Committed at once."""
+    with session_scope() as session:
+        proven = session.execute(
+            update(PatchRequest)
+            .where(PatchRequest.id == request_id, PatchRequest.state == LAUNCHING,
+                   PatchRequest.launch_token == token)
+            .values(launch_lease_until=func.now() + timedelta(seconds=launch_fence_seconds()), updated_at=utcnow())
+            .returning(PatchRequest.id).execution_options(synchronize_session=False)
+        ).first()
+    return proven is not None
 
 
 @dataclass(frozen=True)
@@ -146,43 +224,101 @@ class _LaunchSnapshot:
         )
 
 
-def _launch_failed(request_id: str, snapshot: _LaunchSnapshot, exc: AWXError) -> str:
+def _launch_failed(request_id: str, token: str, snapshot: _LaunchSnapshot, exc: AWXError) -> str:
     if exc.kind == "auth":
-        _finish_launch(request_id, ERROR, f"AWX rejected the token: {exc}")
+        _finish_launch(request_id, token, ERROR, f"AWX rejected the token: {exc}")
         return "error"
     if exc.kind in ("ignored_fields", "bad_request", "not_found", "refused"):
-        _finish_launch(request_id, FAILED, str(exc))
+        _finish_launch(request_id, token, FAILED, str(exc))
         return "refused"
     # Timeout, connection or 5xx: the launch may or may not have happened. Stay in `launching`; the next
     # attempt (the sweep, or a retry) looks the job up by request id before launching again.
     with session_scope() as session:
-        session.execute(update(PatchRequest).where(PatchRequest.id == request_id)
+        session.execute(update(PatchRequest)
+                        .where(PatchRequest.id == request_id, PatchRequest.launch_token == token)
                         .values(failure_reason=f"launch attempt {snapshot.attempts} failed: {exc}", updated_at=utcnow()))
     if snapshot.attempts >= get_settings().max_launch_attempts:
-        _finish_launch(request_id, ERROR, f"AWX launch did not succeed after {snapshot.attempts} attempts: {exc}")
+        _finish_launch(request_id, token, ERROR, f"AWX launch did not succeed after {snapshot.attempts} attempts: {exc}")
         return "gave_up"
     return "retry"
+
+
+def _settle_jobs(request_id: str, template_id: int, jobs: list[dict[str, Any]], client: AWXClient, *,
+                 found_by: str, launched: int | None = None) -> int | None:
+    """Record the one job a request follows among `jobs` (AWX's jobs for it, oldest first), and cancel and
+    record any other at once. The job kept is the one already recorded, else the oldest (the first launch to
+    reach AWX, which every attempt that lists after its own 201 sees); a request that ended without a job keeps
+    none. Returns the job kept, or None."""
+    with session_scope() as session:
+        req = session.get(PatchRequest, request_id)
+        if req is None:
+            return None
+        ids = [int(job["id"]) for job in jobs]
+        if req.awx_job_id in ids:
+            kept: int | None = req.awx_job_id
+        elif req.state in (LAUNCHING, APPROVED, QUEUED) or (req.state == RUNNING and req.awx_job_id is None):
+            kept = ids[0]
+        else:
+            kept = None  # ended (or follows a job not listed): every job found here is one too many
+    extra = [job for job in jobs if int(job["id"]) != kept]
+    if extra:
+        _cancel_duplicates(request_id, kept, extra, client, found_by=found_by, launched=launched)
+    if kept is not None:
+        _record_launch(request_id, template_id, kept,
+                       reason="AWX job launched" if kept == launched else "found the job of an interrupted launch")
+    return kept
+
+
+def _cancel_duplicates(request_id: str, kept: int | None, extra: list[dict[str, Any]], client: AWXClient, *,
+                       found_by: str, launched: int | None) -> None:
+    records = []
+    for job in extra:
+        job_id = int(job["id"])
+        try:
+            outcome = "canceled" if client.cancel(job_id) else "already finished"
+        except AWXError as exc:
+            outcome = f"cancel failed: {exc}"
+        records.append({"job_id": job_id, "status": job.get("status"), "cancel": outcome, "found_by": found_by,
+                        "launched_here": job_id == launched, "at": utcnow().isoformat()})
+    DUPLICATE_JOBS.inc(len(records))
+    ids = [r["job_id"] for r in records]
+    with session_scope() as session:
+        req = session.get(PatchRequest, request_id, with_for_update=True)
+        if req is not None:
+            known = {r.get("job_id") for r in (req.duplicate_awx_jobs or [])}
+            req.duplicate_awx_jobs = [*(req.duplicate_awx_jobs or []), *(r for r in records if r["job_id"] not in known)]
+            audit(session, actor=WORKER, action="duplicate_awx_jobs", request_id=request_id,
+                  reason=f"AWX had {len(records)} more job(s) for this request than the one kept ({kept}); "
+                         "canceled at once",
+                  detail={"kept": kept, "duplicates": records})
+    log.critical("ALERT request %s: AWX had more than one job for it; kept %s, canceled %s (%s)", request_id, kept,
+                 ", ".join(f"{r['job_id']} ({r['cancel']})" for r in records), found_by,
+                 extra={"alert": True, "duplicate_awx_job_ids": ids, "awx_job_id": kept})
 
 
 def _record_launch(request_id: str, template_id: int, job_id: int, *, reason: str) -> None:
     from worker.dispatch import enqueue_follow
 
     with session_scope() as session:
-        req = session.get(PatchRequest, request_id)
+        req = session.get(PatchRequest, request_id, with_for_update=True)
+        if req is None or req.awx_job_id == job_id or req.state not in (LAUNCHING, APPROVED, QUEUED):
+            return  # recorded already (by another attempt that saw the same job), or ended meanwhile
+        if req.state != LAUNCHING:
+            transition(session, req, LAUNCHING, actor=WORKER, reason="found the job in AWX")
         transition(session, req, RUNNING, actor=WORKER, reason=reason, detail={"awx_job_id": job_id},
                    awx_job_id=job_id, awx_template_id=template_id, started_at=utcnow(), failure_reason=None,
-                   next_poll_at=utcnow())
+                   next_poll_at=utcnow(), launch_lease_until=None)
         for host in req.hosts:
             session.execute(pg_insert(HostResult).values(request_id=request_id, host=host, status="pending")
                             .on_conflict_do_nothing(constraint="uq_host_results_request_host"))
-    enqueue_follow(request_id, countdown=0.5)
+    enqueue_follow(request_id)  # no countdown: a message held for later is one more unacknowledged in hand
 
 
-def _finish_launch(request_id: str, state: str, reason: str) -> None:
+def _finish_launch(request_id: str, token: str, state: str, reason: str) -> None:
     with session_scope() as session:
         req = session.get(PatchRequest, request_id)
-        if req is None or req.state != LAUNCHING:
-            return
+        if req is None or req.state != LAUNCHING or req.launch_token != token:
+            return  # ended meanwhile, or another attempt holds the launch now: its outcome counts
         transition(session, req, state, actor=WORKER, reason=reason, failure_reason=reason,
                    finished_at=utcnow(), stage="failed")
     log.warning("request %s: %s", request_id, reason)

@@ -1,7 +1,12 @@
 """Celery tasks: thin wrappers that take a request id, build an AWX client and call `worker.execution`.
 
-All tasks are idempotent (they reload the row and return early when the work is done), which is what makes
-`acks_late` and redelivery safe. Database errors are retried with backoff: PostgreSQL may restart under us.
+Every task is acknowledged as it starts and is safe to lose: PostgreSQL is the truth, the beat's sweep
+re-drives a launch whose message or worker was lost, and following needs no message at all (the rounds poll
+whatever `next_poll_at` says is due). So no message waits unacknowledged in a worker's hands for longer than it
+takes to start it: no retry or countdown is ever published (a message held for later stays unacknowledged),
+and database errors are retried inside the task, with backoff, while PostgreSQL restarts.
+All tasks are idempotent (they reload the row and return early when the work is done), so a duplicate message
+does nothing twice.
 """
 
 from __future__ import annotations
@@ -20,13 +25,24 @@ from worker.job_status import JobStatusBatch
 
 log = logging.getLogger("patchpilot.worker")
 
-DB_RETRY = {
-    "autoretry_for": (OperationalError, DBAPIError),
-    "retry_backoff": 1,
-    "retry_backoff_max": 30,
-    "retry_jitter": True,
-    "max_retries": 30,
-}
+DB_RETRY_SECONDS = (1, 2, 4, 8, 15)  # then give up: the sweep re-drives whatever is left
+
+
+def with_db_retry(what: str, fn, *args):
+    """Run `fn` again after database errors, in this task (sleeping), never through a new message."""
+    import random
+    import time
+
+    for pause in (*DB_RETRY_SECONDS, None):
+        try:
+            return fn(*args)
+        except (OperationalError, DBAPIError) as exc:
+            if pause is None:
+                log.warning("%s: database unavailable, leaving it to the sweep: %s", what, exc.__class__.__name__)
+                return None
+            log.warning("%s: database unavailable (%s); again in %ss", what, exc.__class__.__name__, pause)
+            time.sleep(pause * random.uniform(0.75, 1.25))
+    return None
 
 
 _client: AWXClient | None = None
@@ -54,16 +70,15 @@ def job_statuses() -> JobStatusBatch:
     return _statuses
 
 
-@celery_app.task(name="worker.tasks.launch_request", **DB_RETRY)
-def launch_request(request_id: str) -> str:
+@celery_app.task(name="worker.tasks.launch_request", acks_late=False)
+def launch_request(request_id: str) -> str | None:
     with bind_request(request_id):
-        outcome = execution.launch(request_id, awx())
+        outcome = with_db_retry("launch", execution.launch, request_id, awx())
         log.info("launch: %s", outcome)
     return outcome
 
 
-# Acknowledged as it starts, unlike the other tasks: a lost tick costs nothing (the next one comes), and an
-# unacknowledged message in hand when Redis drops is what trips kombu's reconnect into killing the worker.
+# A lost tick costs nothing (the next one comes).
 @celery_app.task(name="worker.tasks.follow_due", acks_late=False)
 def follow_due() -> int:
     """One follow round: poll every running request that is due, for about one second, so launches queued
@@ -85,16 +100,22 @@ def follow_due() -> int:
     return polls
 
 
-@celery_app.task(name="worker.tasks.follow_request", **DB_RETRY)
+@celery_app.task(name="worker.tasks.follow_request", acks_late=False)
 def follow_request(request_id: str) -> bool:
-    """Poll one request now (right after its launch, or after a cancel); the rounds go on from there."""
+    """Poll one request now (right after its launch, or after a cancel); the rounds go on from there, so a
+    lost message only costs a round's delay."""
     with bind_request(request_id):
-        return execution.poll(request_id, awx(), job_statuses())
+        try:
+            return execution.poll(request_id, awx(), job_statuses())
+        except (OperationalError, DBAPIError) as exc:
+            log.warning("poll of request %s: database unavailable (%s); the rounds take it up",
+                        request_id, exc.__class__.__name__)
+            return False
 
 
-@celery_app.task(name="worker.tasks.sweep", **DB_RETRY)
+@celery_app.task(name="worker.tasks.sweep", acks_late=False)
 def sweep() -> dict:
-    counts = execution.sweep()
+    counts = with_db_retry("sweep", execution.sweep) or {}
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts

@@ -1,10 +1,10 @@
 """Conversations that amend a request: each message is read as an edit of the open draft.
 
 Edits, in the words people use:
-- add ("and web-03 too", "add the db servers"): the new selections join the expression;
-- drop ("drop web-01", "but skip the staging db"): a selection said before is removed, anything else is excluded;
-- swap ("swap app-02 for app-03"): a drop and an add;
-- replace ("web-02 instead", "make that the staging ones"): the new selections take the place of the old ones; when
+- add ("and www-03 too", "add the db servers"): the new selections join the expression;
+- drop ("drop www-01", "but skip the staging db"): a selection said before is removed, anything else is excluded;
+- swap ("swap api-02 for api-03"): a drop and an add;
+- replace ("www-02 instead", "make that the staging ones"): the new selections take the place of the old ones; when
   they only name some kinds of term ("staging" after "prod web servers"), just those kinds change;
 - change an attribute ("no reboot", "as a dry run", "with group 3 instead"): the targets stay;
 - start over ("start over", or a complete new request with its own targets and patch group): nothing carries over.
@@ -69,7 +69,7 @@ def edit_targets(previous: TargetExpr, reading: Reading, vocabulary: Vocabulary)
     include, exclude = list(previous.include), list(previous.exclude)
     for selection in new.exclude:
         if selection in include:
-            include.remove(selection)  # "drop web-01": it was named, so it simply goes
+            include.remove(selection)  # "drop www-01": it was named, so it simply goes
         elif selection not in exclude:
             exclude.append(selection)
     if new.include:
@@ -129,7 +129,7 @@ def _narrows(old: list[Selection], new: list[Selection], scan, vocabulary: Vocab
     new_kinds = frozenset().union(*(_kinds(s, vocabulary) for s in new))
     if "host" in new_kinds or old_kinds & new_kinds:
         return False
-    # A short form is narrowed too ("web-01", then "the one in fra1"); a host named in full is replaced.
+    # A short form is narrowed too ("www-01", then "the one in fra1"); a host named in full is replaced.
     return not any(t.kind == "name" and vocabulary.host(t.value) for s in old for t in s.terms)
 
 

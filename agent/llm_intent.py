@@ -36,9 +36,9 @@ from agent.tools import (
 )
 from core.intent import IntentDraft, IntentResult
 from core.inventory import Catalog
-from core.targets import Term, TargetExpr, clean_name
+from core.targets import Selection, TargetExpr, Term, clean_name, evaluate
 from core.validation import normalize_name, validate_draft
-from core.vocabulary import MAX_PHRASE_WORDS, Vocabulary, fold
+from core.vocabulary import MAX_PHRASE_WORDS, Vocabulary, fold, phrase
 
 SYSTEM_PROMPT = "intent_system.v2"
 EXAMPLES_PROMPT = "intent_examples.v2"
@@ -131,12 +131,14 @@ class UserWords:
 
     meanings: frozenset[Meaning]
     globs: frozenset[str]
+    phrases: frozenset[str]  # every 1-4-word phrase typed, words joined by one space
 
 
 def user_words(texts: list[str], catalog: Catalog) -> UserWords:
     vocabulary = catalog.vocabulary
     meanings: set[Meaning] = set()
     globs: set[str] = set()
+    phrases: set[str] = set()
     for text in texts:
         tokens = [t for t in _TOKEN_SPLIT.split(text) if t]
         for token in tokens:
@@ -146,15 +148,17 @@ def user_words(texts: list[str], catalog: Catalog) -> UserWords:
         words = [w for w in (normalize_name(t) for t in tokens) if w]
         for start in range(len(words)):
             for size in range(1, min(MAX_PHRASE_WORDS, len(words) - start) + 1):
-                meanings |= _phrase_meanings(" ".join(words[start:start + size]), vocabulary)
-    return UserWords(frozenset(meanings), frozenset(globs))
+                text_phrase = " ".join(words[start:start + size])
+                phrases.add(phrase(text_phrase))
+                meanings |= _phrase_meanings(text_phrase, vocabulary)
+    return UserWords(frozenset(meanings), frozenset(globs), frozenset(phrases))
 
 
 def _phrase_meanings(text: str, vocabulary: Vocabulary) -> set[Meaning]:
     out: set[Meaning] = set()
     if host := vocabulary.host(text):
         out.add(("host", host, None))
-    else:  # a short form ('web-01' for 'fra1-prd-web-01'): every host it may stand for
+    else:  # a short form ('www-01' for 'fra1-prd-www-01'): every host it may stand for
         out |= {("host", h, None) for h in vocabulary.hosts_ending(text)}
     out |= {("group", g, None) for g in vocabulary.groups(text)}
     out |= {(m.kind, m.value, m.key) for m in vocabulary.lookup(text) if m.kind in ("group", "attribute")}
@@ -179,28 +183,39 @@ def _term_meanings(term: Term, vocabulary: Vocabulary) -> set[Meaning] | None:
 
 
 def ungrounded_terms(targets: TargetExpr, words: UserWords, catalog: Catalog) -> list[Term]:
-    """The include terms that the user's own words do not ground: a name that resolves to a host, group or value no
-    word or phrase of the user resolves to, or a pattern the user did not type. Exclusions only narrow a request
-    and are not checked here (one that does not resolve stops the request in the validator)."""
+    """The include terms that the user's own words do not ground. A term is grounded when the user typed it (as a
+    word or phrase, case and separators aside), when it resolves to the same hosts, groups or host-variable values
+    as something the user typed, or, for a pattern, when the user typed exactly that pattern. A selection that only
+    resolves to hosts the user named one by one is grounded as a whole ('web-01' + 'fra1' for 'fra1-prd-web-01').
+    Exclusions only narrow a request and are not checked here (one that does not resolve stops the request in the
+    validator)."""
     vocabulary = catalog.vocabulary
-    attribute_values = {(value, key) for kind, value, key in words.meanings if kind == "attribute"}
     out: list[Term] = []
     for selection in targets.include:
-        for term in selection.terms:
-            if term.kind == "glob":
-                if clean_name(term.value).lower() not in words.globs:
-                    out.append(term)
-                continue
-            meanings = _term_meanings(term, vocabulary)
-            if meanings is None:
-                continue
-            if term.kind == "attribute" and term.key is None:
-                grounded = any(value == fold(clean_name(term.value)) for value, _ in attribute_values)
-            else:
-                grounded = meanings <= words.meanings
-            if not grounded:
-                out.append(term)
+        bad = [term for term in selection.terms if not _term_grounded(term, words, vocabulary)]
+        if bad and _only_named_hosts(selection, words, vocabulary):
+            bad = []
+        out += bad
     return list(dict.fromkeys(out))
+
+
+def _term_grounded(term: Term, words: UserWords, vocabulary: Vocabulary) -> bool:
+    if term.kind == "glob":
+        return clean_name(term.value).lower() in words.globs
+    if phrase(clean_name(term.value)) in words.phrases:  # the user's own word or phrase
+        return True
+    meanings = _term_meanings(term, vocabulary)
+    if meanings is None:
+        return True  # narrows nothing, or is unknown (the validator names it)
+    if term.kind == "attribute" and term.key is None:
+        return any(kind == "attribute" and value == fold(clean_name(term.value)) for kind, value, _ in words.meanings)
+    return meanings <= words.meanings
+
+
+def _only_named_hosts(selection: Selection, words: UserWords, vocabulary: Vocabulary) -> bool:
+    resolved = evaluate(TargetExpr(include=[selection]), vocabulary)
+    named = {value for kind, value, _ in words.meanings if kind == "host"}
+    return not resolved.problems and bool(resolved.hosts) and resolved.hosts <= named
 
 
 def _grounded(draft: IntentDraft, result: IntentResult, catalog: Catalog,

@@ -31,7 +31,7 @@ from agent.target_scan import PATCH_GROUP_MARK, Scan, scan_targets
 from core.intent import IntentDraft, IntentResult
 from core.inventory import Catalog
 from core.language import Language, load_language
-from core.vocabulary import MAX_PHRASE_WORDS
+from core.vocabulary import MAX_PHRASE_WORDS, phrase
 from core.validation import validate_draft
 
 MAX_TEXT_CHARS = 2000
@@ -53,7 +53,7 @@ class RulesDraft(IntentDraft):
 class Reading:
     """Everything the parser read from one message, before it is combined with the open draft."""
 
-    action: str | None = None  # None: no action word (a fragment such as "Group-2" or "no reboot")
+    action: str | None = None  # None: no action word (a fragment such as "group 2" or "no reboot")
     scan: Scan = field(default_factory=Scan)
     patch_group: str | None = None
     reboot: str | None = None
@@ -113,7 +113,7 @@ def rules_only_answer(draft: IntentDraft, result: IntentResult) -> IntentResult:
 def open_draft_after(previous: IntentDraft | None, draft: IntentDraft, result: IntentResult) -> IntentDraft | None:
     """The conversation's open draft after a turn: a proposal or a question replaces it; a status question, a
     job list or small talk leaves it as it was."""
-    return draft if result.is_proposable or result.action == "clarify" else previous
+    return draft if result.action in ("patch", "precheck", "clarify") else previous
 
 
 # --- reading one message --------------------------------------------------------------------------------------------
@@ -127,11 +127,12 @@ def normalise(text: str) -> str:
 def _cut(language: Language, kind: str, text: str) -> tuple[str, list[re.Match[str]]]:
     """Remove every match of the language's `kind` patterns, leaving a clause break '|'."""
     found: list[re.Match[str]] = []
+
+    def cut(match: re.Match[str]) -> str:
+        found.append(match)
+        return _keep_marks(match)
     for pattern in language.patterns.get(kind, ()):
-        matches = list(pattern.finditer(text))
-        if matches:
-            found += matches
-            text = pattern.sub(_keep_marks, text)
+        text = pattern.sub(cut, text)
     return text, found
 
 
@@ -147,6 +148,10 @@ def read(text: str, catalog: Catalog) -> Reading:
     reading = Reading()
     text = normalise(text)
 
+    if language.search("approval_only", re.sub(r"[\s|.,;!?]+", " ", text).strip()):
+        reading.recognised = True
+        reading.note = "Approval is only given with the Approve button."
+        return reading
     text, found = _cut(language, "injection", text)
     reading.injection = bool(found)
     if language.search("destructive", text):
@@ -168,9 +173,11 @@ def read(text: str, catalog: Catalog) -> Reading:
     text = _fix_typos(text, catalog, language)
     if language.search("schedule", text):
         reading.doubts.append("schedule")  # no scheduling: a proposal runs when approved
+    if language.search("ordinal_reference", text):
+        reading.doubts.append("a position ('the first one') is not followed")
     for pattern, replacement in language.rewrites:
         text = pattern.sub(replacement, text)
-    text, mentions = _cut(language, "mention", text)  # "same as last week on cache-01": not a target
+    text, mentions = _cut(language, "mention", text)  # "same as last week on kv-01": not a target
 
     text = _mark_patch_groups(text, catalog, language)
     text = _read_job_number(text, reading, language)
@@ -182,13 +189,14 @@ def read(text: str, catalog: Catalog) -> Reading:
     if found:
         reading.check_mode = True
 
+    text = _cut_asides(text, reading, catalog, language)
     reading.action = _action(text, reading, language)
     if reading.action == "precheck":
         text, _ = _cut(language, "precheck", text)
     elif reading.action == "list_jobs":
         text, _ = _cut(language, "list_jobs", text)
     elif reading.action == "patch" and reading.reboot is None and language.search("reboot_word", text):
-        reading.reboot = "always"  # "patch web-01 with Group-1, reboot"
+        reading.reboot = "always"  # "patch www-01 with group 1, reboot"
     text, _ = _cut(language, "reboot_word", text)
     text = _RANGE.sub(lambda m: _expand_range(m) or m.group(0), text)
 
@@ -197,14 +205,14 @@ def read(text: str, catalog: Catalog) -> Reading:
     if reading.action in ("status", "cancel") and reading.job_id is None and not reading.scan.has_targets:
         _bare_job_number(text, reading)
     if reading.action == "unsupported" and reading.scan.has_targets and not reading.scan.unplaced:
-        reading.recognised = True  # "reboot web-01": understood, and out of scope
+        reading.recognised = True  # "reboot www-01": understood, and out of scope
     return reading
 
 
 def _fix_typos(text: str, catalog: Catalog, language: Language) -> str:
     """Correct misspelt keywords ('ptach' -> 'patch'). Fleet names and words with digits are left alone."""
     vocabulary = catalog.vocabulary
-    known = set().union(*language.words.values())
+    known = language.all_words
 
     def fix(match: re.Match[str]) -> str:
         word = match.group(0)
@@ -221,14 +229,19 @@ def _fix_typos(text: str, catalog: Catalog, language: Language) -> str:
 
 def _mark_patch_groups(text: str, catalog: Catalog, language: Language) -> str:
     """Replace every patch-group phrase by a marker token (`PATCH_GROUP_MARK`), first: "group #2" is not job 2,
-    and "full update on cache-01" is not a status question. A numbered name that is no patch group ("Group-0")
+    and "full update on kv-01" is not a status question. A numbered name that is no patch group ("group 0")
     is marked as named-but-unknown, so the user is asked for the patch group."""
     words = "|".join(re.escape(w) for w in sorted(language.words["patch_group_words"], key=len, reverse=True))
     text = re.sub(rf"\b({words})\s*#\s*(\d)", r"\1 \2", text)
     tokens = text.split()
     out: list[str] = []
     i = 0
+    starts = catalog.vocabulary.patch_group_starts
     while i < len(tokens):
+        if phrase(tokens[i]).split(" ")[0] not in starts:
+            out.append(tokens[i])
+            i += 1
+            continue
         for size in range(min(MAX_PHRASE_WORDS, len(tokens) - i), 0, -1):
             piece = tokens[i:i + size]
             lead, tail = re.match(r"^\W*", piece[0]).group(0), re.search(r"\W*$", piece[-1]).group(0)
@@ -251,6 +264,20 @@ def _mark_patch_groups(text: str, catalog: Catalog, language: Language) -> str:
             return named  # 'pg-03' is a host here
         return f" {PATCH_GROUP_MARK}?{named.replace(' ', '_')} "
     return re.sub(rf"(?<![\w:?-])(?:{words})[\s-]*\d{{1,3}}\b(?![\w-])", unknown, text)
+
+
+def _cut_asides(text: str, reading: Reading, catalog: Catalog, language: Language) -> str:
+    """Side remarks are not requests ("its the master", "(queue is full)"); one that names fleet things makes the
+    reading unsure, unless the user marked it as an aside ("fyi", "btw")."""
+    text, _ = _cut(language, "aside_marked", text)
+    vocabulary = catalog.vocabulary
+    for pattern in language.patterns["aside"]:
+        for match in pattern.finditer(text):
+            words = [w.strip(".,;:!?()\"'") for w in match.group(0).split()]
+            if any(vocabulary.host(w) or vocabulary.hosts_ending(w) or vocabulary.lookup(w) for w in words if w):
+                reading.doubts.append("a side remark names hosts")
+        text = pattern.sub(_keep_marks, text)
+    return text
 
 
 def _read_job_number(text: str, reading: Reading, language: Language) -> str:
@@ -281,10 +308,7 @@ def _read_patch_group(reading: Reading, catalog: Catalog, language: Language) ->
     if names:
         reading.patch_group = names[0]
     # A word that describes several patch groups ("security updates" fits two): ask which one.
-    described: dict[str, set[str]] = {}
-    for group in catalog.patch_groups.values():
-        for word in re.findall(r"[a-z]+", " ".join((group.description, *group.aliases)).lower()):
-            described.setdefault(word, set()).add(group.name)
+    described = catalog.vocabulary.described
     for word in list(reading.scan.unplaced):
         owners = described.get(word, set())
         if owners and word not in language.words["filler"]:
@@ -322,7 +346,7 @@ def _action(text: str, reading: Reading, language: Language) -> str | None:
         reading.explicit_action = True
         return action
     if reading.check_mode is True or PATCH_GROUP_MARK in text:
-        return "patch"  # "dry run web-01", "web-01 with group 2": a patch request without the verb
+        return "patch"  # "dry run www-01", "www-01 with group 2": a patch request without the verb
     if language.search("reboot_word", text):
         reading.recognised = True  # "reboot all servers now": understood, and not a patch request
     if language.search("reboot_word", text) or language.search("other_operation", text):
@@ -354,7 +378,7 @@ def draft_from(reading: Reading) -> RulesDraft:
     scan = reading.scan
     if action is None:
         if reading.patch_group:
-            action = "patch"  # "web-01 with group 2": a patch request without the verb
+            action = "patch"  # "www-01 with group 2": a patch request without the verb
         elif scan.has_targets or reading.reboot:
             action = "patch"
             reading.doubts.append("no action word")

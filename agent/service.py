@@ -55,7 +55,7 @@ def interpret_message(text: str, *, catalog: Catalog, previous: IntentDraft | No
                               notice="The language model is misconfigured; the offline rules parser answered instead.")
     if model is None:
         INTENT_TURNS.labels(path="rules_only").inc()
-        return rules_answer
+        return Interpretation(draft=draft, result=unconfirmed(result), engine="rules")
 
     from agent.llm_intent import PROMPT_VERSION, AgentFailure, run_agent
 
@@ -117,12 +117,24 @@ def describe_targets(hosts: list[str], catalog: Catalog) -> str:
     return "; ".join(f"{env}: {', '.join(sorted(names))}" for env, names in sorted(by_env.items()))
 
 
-def describe_proposal(result: IntentResult, catalog: Catalog) -> str:
+def describe_change(before: list[str], after: list[str]) -> str:
+    """'removed www-01; now 2 hosts: www-02, www-03' (empty when the hosts did not change)."""
+    added, removed = sorted(set(after) - set(before)), sorted(set(before) - set(after))
+    if not added and not removed:
+        return ""
+    parts = [f"added {', '.join(added)}"] if added else []
+    parts += [f"removed {', '.join(removed)}"] if removed else []
+    return f"{'; '.join(parts).capitalize()}; now {len(after)} host{'s' if len(after) != 1 else ''}: {', '.join(after)}."
+
+
+def describe_proposal(result: IntentResult, catalog: Catalog, previous_hosts: list[str] | None = None) -> str:
     group = catalog.patch_groups.get(result.patch_group or "")
     what = "Pre-checks" if result.action == "precheck" else "Patch"
-    lines = [
-        f"{what} proposal for {len(result.hosts)} host{'s' if len(result.hosts) != 1 else ''} ({describe_targets(result.hosts, catalog)}).",
-    ]
+    lines = [change] if previous_hosts and (change := describe_change(previous_hosts, result.hosts)) else []
+    lines.append(
+        f"{what} proposal for {len(result.hosts)} host{'s' if len(result.hosts) != 1 else ''} ({describe_targets(result.hosts, catalog)}).")
+    if result.targets:
+        lines.append(f"Targets: {result.targets} -> {len(result.hosts)} host{'s' if len(result.hosts) != 1 else ''}.")
     if group:
         lines.append(f"Patch group: {group.name} — {group.description}.")
     lines.append(f"Reboot: {REBOOT_WORDS.get(result.reboot or '', result.reboot)}. Dry run: {'yes (check mode)' if result.check_mode else 'no'}.")
@@ -140,13 +152,17 @@ def describe_clarification(result: IntentResult, catalog: Catalog) -> str:
         hint = result.suggestions.get(name)
         parts.append(f"I don't know a host or group called '{name}'." + (f" Did you mean {', '.join(hint)}?" if hint else ""))
     if "targets" in result.missing and not result.unknown_hosts and not result.refused_hosts:
-        parts.append("Which hosts should I use? Name hosts (web-01), groups (prod web servers) or an environment.")
+        parts.append(f"Which hosts should I use? Name hosts ({_example_host(catalog)}), groups or an environment.")
     if "patch_group" in result.missing:
         choices = "; ".join(f"{g.name}: {g.description}" for g in catalog.patch_groups.values())
         parts.append(f"Which patch group? Choices — {choices}.")
     if not parts:
         parts.append("Could you say which hosts and which patch group you mean?")
     return " ".join(dict.fromkeys(parts))
+
+
+def _example_host(catalog: Catalog) -> str:
+    return next(iter(sorted(catalog.inventory.hosts)), "a host name")
 
 
 UNSUPPORTED_REPLY = (

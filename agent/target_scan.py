@@ -2,7 +2,7 @@
 
 Names come from the fleet's vocabulary (`core.vocabulary`), every other word from the language files
 (`core/lang`). The grammar, in short:
-- adjacent terms of different kinds intersect ("prod web servers", "the Debian ones in staging", "web-01 in fra1");
+- adjacent terms of different kinds intersect ("prod web servers", "the Debian ones in staging", "www-01 in fra1");
 - terms of the same kind joined by "and" / "," are a union ("web and db servers in prod" = (web + db) in prod);
 - after "and", a term that only repeats some kinds of the one before inherits the rest ("web servers in prod and
   staging" = web in prod + web in staging);
@@ -172,7 +172,7 @@ class _Scanner:
         self.connector = False
         if term.kind == "name" and dimension == "host":
             self.last_name = term.value
-        if term.kind == "name" and dimension != "host" and self.tokens_say_one():
+        if term.kind == "name" and dimension != "host" and not self.excluding and self.tokens_say_one():
             self.scan.singular = True
 
     def take_back(self) -> None:
@@ -220,7 +220,7 @@ class _Scanner:
                 i += self._word(i)
             self.just_excluded = excluder
         if self.correcting:
-            self.take_back()  # "patch web-01 and web-02, no wait": the last one is taken back
+            self.take_back()  # "patch www-01 and www-02, no wait": the last one is taken back
         self.close()
         self._inherit(self.scan.include)
         self._inherit(self.scan.exclude)
@@ -312,7 +312,7 @@ class _Scanner:
         elif token in lang.words["negators"]:
             self.negate_next = True
         elif self.correcting and token in ("just", "only"):
-            self.correcting = False  # "make that just web-03": everything said before goes
+            self.correcting = False  # "make that just www-03": everything said before goes
             self.current = None
             scan.include.clear()
         elif token == "but":
@@ -343,12 +343,13 @@ class _Scanner:
         elif token in lang.words["connectors"]:
             self.connector = bool(self.current) or self.connector
             if not scan.seen_term and token != "then":
-                scan.additive = True  # "and web-03": a message that starts with "and" adds
+                scan.additive = True  # "and www-03": a message that starts with "and" adds
         elif token in lang.words["references"]:
             scan.reference = True
         elif re.fullmatch(r"\d{1,3}", token) and self._sibling(token):
             pass
         elif (token in lang.words["scope_prepositions"] or token in lang.words["quantifiers"]
+              or token in lang.words["patch_group_words"]
               or token in lang.words["host_nouns"] or token in lang.words["filler"]):
             pass
         elif re.fullmatch(r"\W+", token):
@@ -416,7 +417,7 @@ class _Scanner:
         return bool(self.vocabulary.lookup(token) or self.vocabulary.host(token))
 
     def _sibling(self, number: str) -> bool:
-        """'web-01 through web-04 but skip 02': a bare number is the last named host's sibling."""
+        """'www-01 through www-04 but skip 02': a bare number is the last named host's sibling."""
         if not self.last_name or not (match := re.fullmatch(r"(.*?)(\d+)", self.last_name)):
             return False
         prefix, digits = match.groups()

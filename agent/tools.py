@@ -37,7 +37,7 @@ class JobReader(Protocol):
 # --- argument schemas (what the model sees) ---------------------------------------------------------------------
 
 class SearchInventory(BaseModel):
-    """Find inventory hosts, groups and environments by name or description ("prod web", "db", "stg-web-01").
+    """Find inventory hosts, groups and environments by name or description ("prod web", "db", "stage-www-01").
     Unknown names come back with "did you mean" suggestions."""
 
     model_config = ConfigDict(extra="forbid")
@@ -53,8 +53,8 @@ class ListPatchGroups(BaseModel):
 TermText = Annotated[str, Field(min_length=1, max_length=253)]
 SelectionTerms = Annotated[list[TermText], Field(min_length=1, max_length=10)]
 _INCLUDE_DOC = (
-    'Selections added together, each a list of terms that must ALL match: [["prod", "web"], ["db-01"]] = the prod '
-    'web servers and db-01. A term, in the user\'s words: a host, group, environment or alias; key=value for a host '
+    'Selections added together, each a list of terms that must ALL match: [["prod", "web"], ["pg-01"]] = the prod '
+    'web servers and pg-01. A term, in the user\'s words: a host, group, environment or alias; key=value for a host '
     'variable (os_family=Debian); a pattern with * or ? only if the user typed it.'
 )
 
@@ -70,7 +70,7 @@ class Targets(BaseModel):
     @field_validator("include", "exclude", mode="before")
     @classmethod
     def _lenient(cls, value: Any) -> Any:
-        """Also accepted: a bare term for a one-term selection ("web-01"), `{"terms": [...]}` selections and
+        """Also accepted: a bare term for a one-term selection ("www-01"), `{"terms": [...]}` selections and
         `{"kind", "value", "key"}` terms (the form of `core.targets`)."""
         if not isinstance(value, list):
             return value
@@ -127,7 +127,7 @@ class ProposePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: Literal["patch", "precheck"] = "patch"
     targets: Targets = Field(default_factory=Targets)
-    patch_group: str | None = Field(default=None, max_length=100, description="e.g. Group-1; empty if not clear.")
+    patch_group: str | None = Field(default=None, max_length=100, description="e.g. group 1; empty if not clear.")
     reboot: RebootPolicy | None = None
     check_mode: bool = Field(default=False, description="True for a dry run (check mode).")
 

@@ -23,7 +23,9 @@ WORD_KEYS = (
 PATTERN_KEYS = (
     "injection", "approval_only", "destructive", "small_talk", "patch_verb", "other_operation", "reboot_never",
     "reboot_if_needed", "reboot_always", "reboot_word", "dry_run", "not_dry_run", "precheck", "precheck_question",
-    "status", "cancel", "cancel_object", "list_jobs", "schedule", "mention", "swap", "job_number", "phrases",
+    "status", "cancel", "cancel_object", "list_jobs", "schedule", "mention", "aside", "aside_marked", "job_number",
+    "ordinal_reference",
+    "phrases",
 )
 
 
@@ -37,6 +39,10 @@ class Language:
     numbers: dict[str, str]
     patterns: dict[str, tuple[re.Pattern[str], ...]]
     rewrites: tuple[tuple[re.Pattern[str], str], ...] = field(default=())
+
+    @property
+    def all_words(self) -> frozenset[str]:
+        return self.words["_all"]
 
     def has(self, kind: str, word: str) -> bool:
         return word in self.words.get(kind, ())
@@ -73,6 +79,7 @@ def load_language(directory: Path = LANG_DIR) -> Language:
                         rewrites.append((re.compile(pattern), f" {replacement} "))
                 else:
                     patterns[key].append(re.compile(source))
+    words["_all"] = set().union(*words.values())
     return Language(
         codes=tuple(codes), words={k: frozenset(v) for k, v in words.items()}, synonyms=tuple(synonyms),
         numbers=numbers, patterns={k: tuple(v) for k, v in patterns.items()}, rewrites=tuple(rewrites),

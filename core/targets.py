@@ -1,8 +1,8 @@
 """Targets as a set expression: which hosts a request is about.
 
 A `TargetExpr` is a union of selections minus a union of selections; a selection is the hosts that match every
-one of its terms (an intersection). "prod web servers and db-01, except web-02" is
-include [{prod, web}, {db-01}], exclude [{web-02}].
+one of its terms (an intersection). "prod web servers and pg-01, except www-02" is
+include [{prod, web}, {pg-01}], exclude [{www-02}].
 
 The expression is what a parser (the rules parser or the model) proposes: names as written, never trusted.
 `evaluate` resolves it against the fleet's vocabulary, fail-closed: a name that is unknown or ambiguous is
@@ -68,7 +68,7 @@ class TargetExpr(BaseModel):
         return not self.include and not self.exclude
 
     def describe(self) -> str:
-        """In words: 'prod ∩ Debian + db-01, except lb-01, lb-02'."""
+        """In words: 'prod ∩ Debian + pg-01, except lb-01, lb-02'."""
         text = " + ".join(s.label() for s in self.include) or "nothing"
         if self.exclude:
             text += ", except " + ", ".join(s.label() for s in self.exclude)

@@ -61,7 +61,7 @@ def validate_draft(draft: IntentDraft, catalog: Catalog) -> IntentResult:
     if draft.action in ("unsupported", "list_jobs"):
         return IntentResult(action=draft.action, message=draft.note or "")
 
-    refused_all = {h for h in catalog.inventory.hosts if catalog.is_refused(h)}
+    refused_all = catalog.refused_hosts
     targets = evaluate(draft.targets, catalog.vocabulary, refused_all)
     hosts = set(targets.hosts)
     patch_group = canonical_patch_group(draft.patch_group, catalog)

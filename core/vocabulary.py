@@ -1,14 +1,14 @@
 """Everything a fleet's own data lets people call things, derived from the catalog; no name is written in code.
 
 - hosts: the inventory name (case and separators ignored when that stays unique), the FQDN in `ansible_host`,
-  the first label of an FQDN, and short forms: the tail of a structured name ('web-01' for 'fra1-prd-web-01'),
+  the first label of an FQDN, and short forms: the tail of a structured name ('www-01' for 'fra1-prd-www-01'),
   which resolve only when one host ends that way in the scope the message gives;
 - groups: the name with its words split on '_', '-', '.', plural and singular, joined ('web_frontend' ->
   'web frontend', 'web frontends', 'webfrontend'), the aliases the policy gives environments, the language's
   synonyms ('database' for 'db'), and any part of a group name that no other group shares ('fra1' for
   'site_fra1');
 - host variables listed in the policy's `filter_variables` ('Debian' -> os_family=Debian);
-- patch groups: their names, their `aliases:`, and '<group word> N' for numbered names ('grp 2' -> 'Group-2').
+- patch groups: their names, their `aliases:`, and '<group word> N' for numbered names ('grp 2' -> 'group 2').
 
 A phrase that fits several things of the same rank is ambiguous and the caller asks; it is never guessed.
 """
@@ -19,6 +19,7 @@ import re
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from rapidfuzz import fuzz, process
@@ -33,15 +34,18 @@ _SPLIT = re.compile(r"[-_.\s/]+")
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
 
 
+@lru_cache(maxsize=65536)
 def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).strip().lower()
 
 
+@lru_cache(maxsize=65536)
 def compact(text: str) -> str:
-    """Separator-free key: 'Web_01' and 'web-01' -> 'web01'."""
+    """Separator-free key: 'Web_01' and 'www-01' -> 'web01'."""
     return _SPLIT.sub("", fold(text))
 
 
+@lru_cache(maxsize=65536)
 def phrase(text: str) -> str:
     """Words joined by one space: 'web_frontend' -> 'web frontend'."""
     return " ".join(w for w in _SPLIT.split(fold(text)) if w)
@@ -49,8 +53,10 @@ def phrase(text: str) -> str:
 
 def inflections(word: str) -> set[str]:
     forms = {word}
+    if len(word) > 1 and not word[-1].isdigit():
+        forms.add(word + "s")
     if len(word) > 2 and not word[-1].isdigit():
-        forms |= {word + "s", word + "es"}
+        forms.add(word + "es")
         if word.endswith("es") and len(word) > 4:
             forms.add(word[:-2])
         if word.endswith("s") and len(word) > 3:
@@ -96,6 +102,8 @@ class Vocabulary:
     dimensions: dict[str, str]  # group -> environment | role | <prefix>
     whole_fleet: frozenset[str]
     attribute_values: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    patch_group_starts: frozenset[str] = frozenset()  # first words of patch-group phrases (a fast pre-check)
+    described: dict[str, frozenset[str]] = field(default_factory=dict)  # word of a description -> patch groups
 
     # --- hosts -----------------------------------------------------------------------------------------------
     def host(self, raw: str) -> str | None:
@@ -198,12 +206,18 @@ class Vocabulary:
                 value = host.vars.get(key)
                 if isinstance(value, (str, int, float)) and not isinstance(value, bool):
                     values[(key, fold(str(value)))].add(name)
-        for (key, value) in values:
-            if re.fullmatch(r"[\d.]+", value) or len(value) < 2:
-                continue  # '12' alone is not a filter anyone types without the variable's name
-            meaning = Meaning("attribute", value, key)
-            for text in _forms(phrase(value)) | _synonym_forms(phrase(value), synonyms):
-                ranked.add(text, meaning, 4)
+        for key in policy.filter_variables:
+            own = {value: set() for (k, value) in values if k == key}
+            for value in own:  # 'netsec' for 'team-netsec' when no other value of the variable has it
+                own[value] = set(_unique_parts({value: None}))
+            for (k, value) in values:
+                if k != key or re.fullmatch(r"[\d.]+", value) or len(value) < 2:
+                    continue  # '12' alone is not a filter anyone types without the variable's name
+                meaning = Meaning("attribute", value, key)
+                others = set().union(*(parts for v, parts in own.items() if v != value))
+                texts = {phrase(value)} | {p for p in own[value] if p not in others}
+                for text in set().union(*(_forms(t) | _synonym_forms(t, synonyms) for t in texts)):
+                    ranked.add(text, meaning, 4)
 
         # Words of structured host names that no group carries ('pg' in 'fra1-prd-pg-01'): the hosts named so.
         named_like: dict[str, set[str]] = defaultdict(set)
@@ -219,7 +233,10 @@ class Vocabulary:
                 for text in _forms(part) | _synonym_forms(part, synonyms):
                     ranked.add(text, Meaning("group", part), 5)
 
+        described: dict[str, set[str]] = defaultdict(set)
         for pg_name, pg in catalog.patch_groups.items():
+            for word in re.findall(r"[a-z]+", " ".join((pg.description, *pg.aliases)).lower()):
+                described[word].add(pg_name)
             meaning = Meaning("patch_group", pg_name)
             for text in _patch_group_forms(pg_name, language):
                 ranked.add(text, meaning, 0)
@@ -227,12 +244,19 @@ class Vocabulary:
                 for text in {phrase(alias)} | _synonym_forms(phrase(alias), synonyms):
                     ranked.add(text, meaning, 1)
 
+        for text, meanings in ranked.meanings.items():  # 'redhat' for os_redhat and its children os_rhel8, os_rhel9
+            found = {m.value for m in meanings if m.kind == "group"}
+            if len(found) > 1 and len(found) == len(meanings):
+                ranked.meanings[text] = {Meaning("group", g) for g in _outermost(found, groups)}
         return cls(
             all_hosts=hosts, host_keys=exact, host_tails={k: frozenset(v) for k, v in tails.items()},
             phrases={k: frozenset(v) for k, v in ranked.meanings.items()}, phrase_rank=dict(ranked.rank),
             group_members={g: frozenset(m) for g, m in groups.items()}, environments=environments,
             dimensions=_dimensions(groups, environments), whole_fleet=language.words["whole_fleet"],
             attribute_values={k: frozenset(v) for k, v in values.items()},
+            patch_group_starts=frozenset(text.split()[0] for text, meanings in ranked.meanings.items()
+                                         if any(m.kind == "patch_group" for m in meanings)),
+            described={k: frozenset(v) for k, v in described.items()},
         )
 
 
@@ -282,7 +306,7 @@ def _outermost(owners: set[str], groups: dict[str, frozenset[str]]) -> set[str]:
     that holds all the others' hosts; none: they stay ambiguous."""
     if len(owners) < 2:
         return owners
-    for group in owners:
+    for group in sorted(owners, key=lambda g: (len(g), g)):  # of equals, the plainest name ('site_fra1')
         if all(groups[other] <= groups[group] for other in owners):
             return {group}
     return owners

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from agent.rules import is_confident, parse
+from agent.rules import is_confident, open_draft_after, parse, rules_only_answer
 from core.intent import ACTIONS, IntentDraft, IntentResult
 from core.inventory import Catalog
 from core.validation import validate_draft
@@ -132,15 +132,19 @@ Provider = Callable[[Case], IntentResult]
 
 
 def rules_provider(catalog: Catalog) -> Provider:
+    """The rules parser alone, as the chat runs it with no model: a reading it is not sure of is asked about."""
     def run_case(case: Case) -> IntentResult:
-        return validate_draft(_rules_draft(case, catalog), catalog)
+        draft = _rules_draft(case, catalog)
+        return rules_only_answer(draft, validate_draft(draft, catalog))
     return run_case
 
 
 def _rules_draft(case: Case, catalog: Catalog) -> IntentDraft:
+    """The latest message read against the open draft the earlier turns left, as the chat keeps it."""
     previous: IntentDraft | None = None
     for turn in case.history:
-        previous = parse(turn, catalog, previous)
+        draft = parse(turn, catalog, previous)
+        previous = open_draft_after(previous, draft, validate_draft(draft, catalog))
     return parse(case.text, catalog, previous)
 
 

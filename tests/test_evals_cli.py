@@ -322,8 +322,9 @@ def test_confident_and_wrong(tmp_path):
         # a word the parser cannot place: not confident, and the case fails
         {"id": "unsure-wrong", "text": "patch web-01 with Group-1 and the flurble thingy",
          "expected": {"action": "status"}},
+        # with no model, a reading the parser is unsure of is asked about, never proposed
         {"id": "unsure-right", "text": "patch web-01 with Group-1 and the flurble thingy",
-         "expected": {"action": "patch", "hosts": ["web-01"]}},
+         "expected": {"action": "clarify", "hosts": ["web-01"]}},
     ])
     json_out = tmp_path / "cw.json"
     out = run_cli("--dataset", cases, "--json-out", json_out)
@@ -334,7 +335,7 @@ def test_confident_and_wrong(tmp_path):
                         "unsure-right": (False, True)}
     assert data["confident_and_wrong"] == {"count": 1, "cases": ["sure-wrong"]}
     lines = out.stdout.strip().splitlines()
-    assert lines[-3:] == ["confident-and-wrong: 1", "wrong-target: 1", "accuracy: 0.500 (2/4) provider=rules"]
+    assert lines[-3:] == ["confident-and-wrong: 1", "wrong-target: 0", "accuracy: 0.500 (2/4) provider=rules"]
 
 
 @pytest.mark.parametrize("expected, got, wrong", [

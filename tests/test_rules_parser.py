@@ -1,5 +1,3 @@
-import time
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -131,16 +129,6 @@ def test_confidence():
     assert not is_confident(*interpret("patch web-01 with security updates", CATALOG))
     assert not is_confident(*interpret("blorp the flux capacitor", CATALOG))
     assert not is_confident(IntentDraft(action="patch", hosts=["web-01"]), interpret("patch web-01", CATALOG)[1])
-
-
-def test_fast():
-    texts = ["patch all prod web except web-03 with group 2, no reboot, dry run", "how is job 42 doing?",
-             "ptach the stagng web servers with grp2"]
-    started = time.perf_counter()
-    for _ in range(200):
-        for text in texts:
-            interpret(text, CATALOG)
-    assert (time.perf_counter() - started) / 600 < 0.002  # well under a millisecond on a normal machine
 
 
 _WORDS = st.sampled_from(["patch", "web-01", "all", "*", "prod", "except", "group", "2", "db*", ",", "!", "&", ":",

@@ -14,7 +14,7 @@ from core.settings import get_settings
 from ui import views
 from ui.client import ApiError, PatchpilotClient
 
-EXAMPLE_PROMPT = "Patch server web-01 with Group-1"
+EXAMPLE_PROMPT = "Patch server <host> with <patch group>, no reboot"
 
 
 def get_client() -> PatchpilotClient:

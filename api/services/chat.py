@@ -19,6 +19,7 @@ from api.errors import BadInput, Forbidden, NotFound
 from api.schemas import ChatOut
 from api.services import requests as request_service
 from core.intent import IntentDraft
+from core.validation import validate_draft
 from core.inventory import Catalog
 from core.models import Conversation, Message, PatchRequest, utcnow
 from core.settings import Settings
@@ -27,7 +28,7 @@ from core.states import PROPOSED, STAGE_LABELS, TERMINAL, IllegalTransition
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-EMPTY_REPLY = "Tell me what to patch, for example: Patch server web-01 with Group-1."
+EMPTY_REPLY = "Tell me what to patch, for example: Patch server www-01 with group 1."
 
 
 def clean_text(text: str, settings: Settings) -> str:
@@ -75,7 +76,8 @@ def chat_turn(session: Session, *, conversation_id: str | None, text: str, user:
         )
         conversation.open_draft = interpretation.draft.model_dump(mode="json")
         conversation.open_request_id = proposal.id
-        reply = describe_proposal(result, catalog)
+        before = validate_draft(previous, catalog).hosts if previous is not None else None
+        reply = describe_proposal(result, catalog, previous_hosts=before)
     elif result.action == "clarify":
         conversation.open_draft = interpretation.draft.model_dump(mode="json")
         reply = describe_clarification(result, catalog)

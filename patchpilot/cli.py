@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,7 @@ import httpx
 from core.identity import ROLES
 from core.settings import PROJECT_ROOT, get_settings, reset_settings_cache
 from patchpilot.embedded import (
-    EmbeddedPostgres, EmbeddedRedis, kill_leftovers, pick_port, stop_process, wait_for_port,
+    EmbeddedPostgres, EmbeddedRedis, kill_leftovers, pick_port, port_is_free, stop_process, wait_for_port,
 )
 
 
@@ -38,21 +39,54 @@ def migrate(database_url: str | None = None) -> None:
     command.upgrade(config, "head")
 
 
-class Stack:
-    """The processes of one `up`, stopped in reverse order of start (children first, data stores last)."""
+RESTART_BACKOFF_START = 1.0  # seconds before the first restart of a child that exited
+RESTART_BACKOFF_MAX = 30.0
+RESTART_BACKOFF_RESET_AFTER = 60.0  # a child that ran this long starts again from the shortest backoff
 
-    def __init__(self, state_dir: Path):
+
+@dataclass
+class Child:
+    """One supervised process: how to start it again, and its restart backoff."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen
+    port: int | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    restarts: int = 0
+    backoff: float = RESTART_BACKOFF_START
+    restart_at: float | None = None  # set while the child is down and waiting for its restart
+
+
+class Stack:
+    """The processes of one `up`. Children that exit are started again with backoff (`supervise`); `stop` ends
+    them in reverse order of start (children first, data stores last)."""
+
+    def __init__(self, state_dir: Path, out=None):
         self.state_dir = state_dir
         self.logs = state_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.children: list[Child] = []
         self.stores: list[EmbeddedPostgres | EmbeddedRedis] = []
+        self.store_down_since: dict[int, float] = {}
+        self.out = out or sys.stdout
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    @property
+    def procs(self) -> list[tuple[str, subprocess.Popen]]:
+        return [(child.name, child.proc) for child in self.children]
+
+    def _popen(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")
-        proc = subprocess.Popen(argv, env=env, cwd=str(PROJECT_ROOT), stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        self.procs.append((name, proc))
+        try:
+            return subprocess.Popen(argv, env=env, cwd=str(PROJECT_ROOT), stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        finally:
+            log.close()  # the child has its own copy
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], port: int | None = None) -> subprocess.Popen:
+        proc = self._popen(name, argv, env)
+        self.children.append(Child(name=name, argv=argv, env=env, proc=proc, port=port))
         self._write_pids()
         return proc
 
@@ -61,16 +95,66 @@ class Stack:
         our probe and its bind, the server exits at once: start it again on the next free port."""
         port = pick_port(preferred_port)
         for attempt in range(3):
-            proc = self.spawn(name, argv_for(port), env)
+            proc = self.spawn(name, argv_for(port), env, port=port)
             try:
                 wait_for_port(port, timeout, proc=proc)
                 return port
             except RuntimeError:
                 if attempt == 2 or proc.poll() is None:
                     raise RuntimeError(f"{name} did not start; see {self.logs / (name + '.log')}") from None
-                self.procs.remove((name, proc))
+                self.children = [c for c in self.children if c.proc is not proc]
                 port = pick_port(port + 1)
         raise AssertionError("unreachable")
+
+    def supervise(self) -> None:
+        """One look at every child: one that exited is started again after its backoff, with a log line."""
+        now = time.monotonic()
+        for child in self.children:
+            code = child.proc.poll()
+            if code is None:
+                if child.restart_at is None and now - child.started_at > RESTART_BACKOFF_RESET_AFTER:
+                    child.backoff = RESTART_BACKOFF_START
+                continue
+            if child.restart_at is None:
+                ran = now - child.started_at
+                if ran > RESTART_BACKOFF_RESET_AFTER:
+                    child.backoff = RESTART_BACKOFF_START
+                child.restart_at = now + child.backoff
+                self._say(f"{child.name} exited with code {code} after {ran:.0f}s; restarting it in "
+                          f"{child.backoff:.0f}s (see {self.logs / (child.name + '.log')})")
+                continue
+            if now < child.restart_at:
+                continue
+            if child.port is not None and not port_is_free(child.port):
+                child.restart_at = now + 1.0  # its old socket is still closing, or a leftover holds the port
+                continue
+            child.proc = self._popen(child.name, child.argv, child.env)
+            child.started_at, child.restart_at = now, None
+            child.restarts += 1
+            child.backoff = min(child.backoff * 2, RESTART_BACKOFF_MAX)
+            self._say(f"{child.name} restarted (pid {child.proc.pid}, restart #{child.restarts})")
+            self._write_pids()
+        for store in self.stores:
+            if store.proc is None or store.proc.poll() is None:
+                self.store_down_since.pop(id(store), None)
+                continue
+            name = type(store).__name__.removeprefix("Embedded").lower()
+            down_since = self.store_down_since.setdefault(id(store), now)
+            if now - down_since < RESTART_BACKOFF_START:
+                continue
+            self._say(f"{name} exited with code {store.proc.returncode}; restarting it on port {store.port}")
+            try:
+                store.start(self.logs / f"{name}.log")
+                self._say(f"{name} restarted (pid {store.proc.pid})")
+                self.store_down_since.pop(id(store), None)
+            except Exception as exc:  # noqa: BLE001 - try again on the next look
+                self._say(f"{name} did not start again ({exc}); trying again")
+                self.store_down_since[id(store)] = now + RESTART_BACKOFF_MAX
+            self._write_pids()
+
+    def _say(self, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp} {line}", file=self.out, flush=True)
 
     def _write_pids(self) -> None:
         pids = {name: p.pid for name, p in self.procs}
@@ -170,13 +254,10 @@ def up(args: argparse.Namespace) -> int:
             print(f"  demo {QUICK_START_USERS[user]} {user}: {tokens[user]}")
         print(f'  curl -H "Authorization: Bearer {admin_token}" {env["API_URL"]}/api/v1/me')
         print("  more users: patchpilot token create NAME --role requester|approver|viewer|admin")
-        print("Press Ctrl-C to stop.", flush=True)
+        print("Press Ctrl-C to stop. A process that exits is started again.", flush=True)
         while True:
-            for name, proc in stack.procs:
-                if proc.poll() is not None:
-                    print(f"{name} exited with code {proc.returncode}; see {stack.logs / (name + '.log')}. Stopping.")
-                    return 1
-            time.sleep(1)
+            stack.supervise()
+            time.sleep(0.5)
     except KeyboardInterrupt:
         print("stopping…", flush=True)
         return 0

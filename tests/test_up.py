@@ -137,3 +137,66 @@ def test_second_up_after_a_crash_cleans_up_and_reuses_the_data(tmp_path, ports):
         second.communicate(timeout=60)
     assert second.returncode == 0
     assert_all_gone(pids)
+
+
+def test_up_restarts_a_child_that_dies_and_the_ui_keeps_working(tmp_path, ports):
+    import threading
+
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if k not in CONFIGURED}
+    argv = [sys.executable, "-m", "patchpilot", "up", "--state-dir", str(state), "--awx-speed", "20"]
+    for name, port in ports.items():
+        argv += [f"--{name}-port", str(port)]
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    try:
+        lines += wait_until_up(proc, timeout=180)
+        reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        reader.start()
+        api = f"http://127.0.0.1:{ports['api']}"
+        ui = f"http://127.0.0.1:{ports['ui']}/_stcore/health"
+        auth = {"Authorization": f"Bearer {admin_token(''.join(lines))}"}
+        assert httpx.get(ui, timeout=10).status_code == 200
+
+        for name in ("api", "worker"):
+            pid = json.loads((state / "pids.json").read_text())[name]
+            os.kill(pid, signal.SIGKILL)
+            killed = time.monotonic()
+            deadline = killed + 30
+            while True:
+                pids = json.loads((state / "pids.json").read_text())
+                if pids[name] != pid and any(f"{name} restarted" in line for line in lines):
+                    break
+                assert proc.poll() is None, "".join(lines)
+                assert time.monotonic() < deadline, "".join(lines)
+                time.sleep(0.2)
+            while True:  # back within seconds
+                try:
+                    if httpx.get(f"{api}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "".join(lines)
+                time.sleep(0.2)
+            assert time.monotonic() - killed < 20
+            assert httpx.get(ui, timeout=10).status_code == 200  # the UI never went away
+            assert any(f"{name} exited with code" in line for line in lines)
+
+        # The restarted worker and API still run a patch to the end.
+        chat = httpx.post(f"{api}/api/v1/chat", json={"text": "Patch server dev-app-01 with Group-1"},
+                          headers=auth, timeout=10).json()
+        request_id = chat["proposal"]["id"]
+        assert httpx.post(f"{api}/api/v1/requests/{request_id}/approve", headers=auth, timeout=10).status_code == 200
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            view = httpx.get(f"{api}/api/v1/requests/{request_id}", headers=auth, timeout=10).json()
+            if view["terminal"]:
+                break
+            time.sleep(0.3)
+        assert view["state"] == "succeeded", view
+        pids = recorded_pids(state)
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C still stops everything
+        proc.wait(timeout=90)
+    assert proc.returncode == 0, "".join(lines)
+    assert_all_gone(pids)

@@ -56,7 +56,9 @@ def amend(previous: IntentDraft, reading: Reading, catalog: Catalog) -> RulesDra
     if action == "clarify":
         action = "patch"
     targets = edit_targets(previous.targets, reading, catalog.vocabulary)
-    if scan.singular and len(evaluate(targets, catalog.vocabulary).hosts) != 1:
+    meant = TargetExpr(include=[s for s in targets.include if s not in previous.targets.include]) \
+        if scan.additive else targets
+    if scan.singular and len(evaluate(meant, catalog.vocabulary).hosts) != 1:
         reading.doubts.append("'the ... one' does not single out one host")
     check_mode = previous.check_mode if reading.check_mode is None else reading.check_mode
     return new_draft(reading, action=action, targets=targets, patch_group=reading.patch_group or previous.patch_group,

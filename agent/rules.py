@@ -64,6 +64,7 @@ class Reading:
     doubts: list[str] = field(default_factory=list)
     note: str | None = None
     recognised: bool = False  # small talk or a destructive command was recognised as such
+    aside_names: bool = False  # a side remark that was cut out named hosts
 
     @property
     def unplaced(self) -> list[str]:
@@ -190,6 +191,7 @@ def read(text: str, catalog: Catalog) -> Reading:
         reading.check_mode = True
 
     text = _cut_asides(text, reading, catalog, language)
+    text = _cut_mentions(text, catalog, language)
     reading.action = _action(text, reading, language)
     if reading.action == "precheck":
         text, _ = _cut(language, "precheck", text)
@@ -201,6 +203,8 @@ def read(text: str, catalog: Catalog) -> Reading:
     text = _RANGE.sub(lambda m: _expand_range(m) or m.group(0), text)
 
     reading.scan = scan_targets(text, vocabulary, language, list(catalog.patch_groups))
+    if reading.aside_names and not reading.scan.include:
+        reading.doubts.append("only a side remark names hosts")
     _read_patch_group(reading, catalog, language)
     if reading.action in ("status", "cancel") and reading.job_id is None and not reading.scan.has_targets:
         _bare_job_number(text, reading)
@@ -238,7 +242,7 @@ def _mark_patch_groups(text: str, catalog: Catalog, language: Language) -> str:
     i = 0
     starts = catalog.vocabulary.patch_group_starts
     while i < len(tokens):
-        if phrase(tokens[i]).split(" ")[0] not in starts:
+        if phrase(tokens[i].strip(".,;:!?\"'()")).split(" ")[0] not in starts:
             out.append(tokens[i])
             i += 1
             continue
@@ -267,17 +271,49 @@ def _mark_patch_groups(text: str, catalog: Catalog, language: Language) -> str:
 
 
 def _cut_asides(text: str, reading: Reading, catalog: Catalog, language: Language) -> str:
-    """Side remarks are not requests ("its the master", "(queue is full)"); one that names fleet things makes the
-    reading unsure, unless the user marked it as an aside ("fyi", "btw")."""
+    """Side remarks are not requests ("its the master", "(queue is full)"): what they name is no target. When only
+    a side remark names hosts, the reading is unsure."""
     text, _ = _cut(language, "aside_marked", text)
     vocabulary = catalog.vocabulary
     for pattern in language.patterns["aside"]:
         for match in pattern.finditer(text):
             words = [w.strip(".,;:!?()\"'") for w in match.group(0).split()]
             if any(vocabulary.host(w) or vocabulary.hosts_ending(w) or vocabulary.lookup(w) for w in words if w):
-                reading.doubts.append("a side remark names hosts")
+                reading.aside_names = True
         text = pattern.sub(_keep_marks, text)
     return text
+
+
+_CLAUSE = re.compile(r"(\s*(?:[|.;:!?]|,|\banyway\b|\bso\b|\bbut\b|\bthats\s+why\b|\bthat's\s+why\b)\s*)")
+
+
+def _cut_mentions(text: str, catalog: Catalog, language: Language) -> str:
+    """A clause that tells of hosts ("web-03 had issues last time") beside one that asks for something is a
+    passing mention: what it names is no target. Its patch group, if any, still counts ("the same group")."""
+    pieces = _CLAUSE.split(text)
+    clauses = [(i, piece) for i, piece in enumerate(pieces) if i % 2 == 0 and piece.strip()]
+    words = language.words
+    vocabulary = catalog.vocabulary
+
+    def asks(clause: str) -> bool:
+        tokens = clause.split()
+        return any(t.startswith(PATCH_GROUP_MARK) or t in words["includers"] or t in words["excluders"]
+                   for t in tokens) or bool(language.search("patch_verb", clause))
+
+    def mention(clause: str) -> bool:
+        tokens = [t.strip(".,;:!?()\"'") for t in clause.split()]
+        names = any(vocabulary.host(t) or vocabulary.hosts_ending(t) for t in tokens if t)
+        told = any(t in words["narrative"] for t in tokens)
+        past = any(t in words["narrative_past"] for t in tokens)
+        return names and told and (past or not asks(clause))
+
+    dropped = {i for i, clause in clauses if mention(clause)}
+    if not dropped or not any(asks(clause) for i, clause in clauses if i not in dropped):
+        return text
+    for i in dropped:
+        marks = [w for w in pieces[i].split() if w.startswith(PATCH_GROUP_MARK)]
+        pieces[i] = " | " + " ".join(marks) + " | "
+    return "".join(pieces)
 
 
 def _read_job_number(text: str, reading: Reading, language: Language) -> str:

@@ -18,7 +18,7 @@ LANG_DIR = Path(__file__).resolve().parent / "lang"
 WORD_KEYS = (
     "filler", "host_nouns", "quantifiers", "whole_fleet", "excluders", "includers", "additive", "replacing",
     "corrections", "connectors", "scope_prepositions", "rest", "references", "environment_words", "patch_group_words",
-    "start_over", "typo_targets", "negators",
+    "start_over", "typo_targets", "negators", "narrative", "narrative_past",
 )
 PATTERN_KEYS = (
     "injection", "approval_only", "destructive", "small_talk", "patch_verb", "other_operation", "reboot_never",

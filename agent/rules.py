@@ -284,7 +284,10 @@ def _cut_asides(text: str, reading: Reading, catalog: Catalog, language: Languag
     return text
 
 
-_CLAUSE = re.compile(r"(\s*(?:[|.;:!?]|,|\banyway\b|\bso\b|\bbut\b|\bthats\s+why\b|\bthat's\s+why\b)\s*)")
+# Where one clause ends: punctuation (not the dot of a host name, not the colon of a patch-group marker) or a word
+# that turns to another thought.
+_CLAUSE = re.compile(r"(\s*(?:[|;!?]|\.(?=\s|$)|(?<!pgref):|,|\banyway\b|\bso\b|\bbut\b|\bthats\s+why\b|"
+                     r"\bthat's\s+why\b)\s*)")
 
 
 def _cut_mentions(text: str, catalog: Catalog, language: Language) -> str:

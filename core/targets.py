@@ -12,7 +12,6 @@ the user meant to leave out).
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -179,7 +178,7 @@ def _select(selection: Selection, vocabulary: Vocabulary, out: Resolution, compl
             if not SAFE_GLOB_INPUT.match(raw):
                 out._unknown(raw, vocabulary)
                 return None, False
-            matched = {h for h in every if fnmatch.fnmatchcase(h.lower(), raw.lower())}
+            matched = vocabulary.glob(raw)
             if matched == every or not re.search(r"[a-z0-9]", raw.lower()):
                 out.too_broad = True
                 return None, False

@@ -15,11 +15,12 @@ A phrase that fits several things of the same rank is ambiguous and the caller a
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 from rapidfuzz import fuzz, process
@@ -151,8 +152,22 @@ class Vocabulary:
         return meaning.kind
 
     def suggest(self, raw: str, limit: int = 3) -> list[str]:
-        choices = sorted(self.all_hosts)
-        return [m[0] for m in process.extract(fold(raw), choices, scorer=fuzz.ratio, limit=limit, score_cutoff=60)]
+        matches = process.extract(fold(raw), self.sorted_lower, scorer=fuzz.ratio, limit=limit, score_cutoff=60,
+                                  processor=None)
+        return [self.by_lower[m[0]] for m in matches]
+
+    def glob(self, pattern: str) -> set[str]:
+        """Hosts whose name matches a shell-style pattern, case ignored."""
+        match = re.compile(fnmatch.translate(fold(pattern))).match
+        return {self.by_lower[name] for name in self.sorted_lower if match(name)}
+
+    @cached_property
+    def by_lower(self) -> dict[str, str]:
+        return {h.lower(): h for h in self.all_hosts}
+
+    @cached_property
+    def sorted_lower(self) -> list[str]:
+        return sorted(self.by_lower)
 
     # --- building ------------------------------------------------------------------------------------------------
     @classmethod

@@ -169,7 +169,22 @@ class Stack:
         (self.state_dir / "pids.json").unlink(missing_ok=True)
 
 
+FLEET_FILES = {"INVENTORY_FILE": "inventory.yml", "PATCH_GROUPS_FILE": "patch-groups.yml", "POLICY_FILE": "policy.yml"}
+
+
+def use_fleet(folder: str) -> None:
+    """`--fleet DIR`: the inventory, patch groups and policy of another fleet, for every process `up` starts."""
+    for setting, name in FLEET_FILES.items():
+        path = Path(folder) / name
+        if not path.is_file():
+            raise SystemExit(f"--fleet {folder}: {name} is missing there (a fleet folder holds {', '.join(FLEET_FILES.values())})")
+        os.environ[setting] = str(path.resolve())
+    reset_settings_cache()
+
+
 def up(args: argparse.Namespace) -> int:
+    if args.fleet:
+        use_fleet(args.fleet)
     settings = get_settings()
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -371,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--api-metrics-port", type=int, default=9809)
     p_up.add_argument("--awx-speed", type=float, default=1.0, help="AWX double speed (1.0: a job takes ~30 s)")
     p_up.add_argument("--no-ui", action="store_true", help="start everything but the Streamlit UI")
+    p_up.add_argument("--fleet", help="a folder with inventory.yml, patch-groups.yml and policy.yml "
+                                      "(e.g. fixtures/enterprise); default: the settings' files")
     sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
     p_token = sub.add_parser("token", help="manage API tokens (DATABASE_URL)")
     token_sub = p_token.add_subparsers(dest="token_command", required=True)

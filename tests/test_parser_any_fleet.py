@@ -50,9 +50,17 @@ def test_the_gateway_role_is_refused_by_policy_not_dropped():
     assert result.action == "clarify" and "policy" in result.message
 
 
-def test_a_side_remark_naming_a_host_is_never_a_target_and_makes_the_reading_unsure():
-    draft, result = interpret("patch ber-lv-www-01 with quarterly, because ber-lv-www-02 is busy", CATALOG)
-    assert "ber-lv-www-02" not in result.hosts and not is_confident(draft, result)
+def test_a_side_remark_or_a_passing_mention_is_never_a_target():
+    for text in ("patch ber-lv-www-01 with quarterly, because ber-lv-www-02 is busy",
+                 "ber-lv-www-02 had issues after the last run. anyway, quarterly on ber-lv-www-01",
+                 "same as last week on ber-lv-www-02: ber-lv-www-01 with quarterly"):
+        _, result = propose(text)
+        assert result.action == "patch" and result.hosts == ["ber-lv-www-01"], (text, result.message)
+
+
+def test_a_reading_where_only_a_side_remark_names_hosts_is_unsure():
+    draft, result = interpret("quarterly please, because ber-lv-www-02 is busy", CATALOG)
+    assert not is_confident(draft, result) and not result.hosts
 
 
 def test_not_confident_is_never_a_proposal_in_rules_only_mode():

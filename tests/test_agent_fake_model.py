@@ -192,6 +192,17 @@ def test_the_open_draft_alone_grounds_nothing(catalog):
     assert "web-02" in out.result.message and out.result.hosts == []
 
 
+def test_names_from_the_assistants_turns_do_not_count_as_the_users(catalog):
+    history = [Turn("user", "patch dbb-01 with Group-1"),
+               Turn("assistant", "I don't know a host called 'dbb-01'. Did you mean db-01, db-02?")]
+    fake = model(tool("propose_patch", targets=names("db-01"), patch_group="Group-1"))
+    out = run_agent("yes, the first one", catalog=catalog, model=fake, history=history)
+    assert out.result.action == "clarify" and not out.result.is_proposable and "db-01" in out.result.message
+    fake = model(tool("propose_patch", targets=names("db-01"), patch_group="Group-1"))
+    out = run_agent("yes, db-01", catalog=catalog, model=fake, history=history)
+    assert out.result.is_proposable and out.result.hosts == ["db-01"]
+
+
 def test_invented_host_becomes_a_clarification_naming_it(catalog):
     out = run_agent("sort out the newest web box with group 1", catalog=catalog,
                     model=model(tool("propose_patch", targets=names("web-07"), patch_group="Group-1")))
@@ -265,8 +276,9 @@ def test_a_glob_the_user_typed_is_used(catalog):
     assert not out.result.is_proposable and "*web*" in out.result.message
 
 
-def test_model_glob_in_a_name_term_is_not_expanded(catalog):
-    """The form of `core.targets` is accepted too; a pattern given as a name is a name (unknown), never a glob."""
+def test_model_glob_in_the_core_targets_form_is_not_expanded(catalog):
+    """The form of `core.targets` is accepted too; a pattern in it, whatever its kind, is only ever used when the user
+    typed it."""
     fake = model(tool("propose_patch", targets={"include": [{"terms": [{"kind": "name", "value": "web-0*"}]}]},
                       patch_group="Group-1"))
     out = run_agent("patch the prod web servers with Group-1", catalog=catalog, model=fake)

@@ -67,7 +67,7 @@ def amend(previous: IntentDraft, reading: Reading, catalog: Catalog) -> RulesDra
 
 def edit_targets(previous: TargetExpr, reading: Reading, vocabulary: Vocabulary) -> TargetExpr:
     scan = reading.scan
-    new = scan.expr()
+    new = _short_forms_as_before(scan.expr(), evaluate(previous, vocabulary).hosts, vocabulary)
     include, exclude = list(previous.include), list(previous.exclude)
     for selection in new.exclude:
         if selection in include:
@@ -84,6 +84,17 @@ def edit_targets(previous: TargetExpr, reading: Reading, vocabulary: Vocabulary)
             include = _replace(include, new.include, vocabulary)
         exclude = [s for s in exclude if s not in new.include]  # named again: no longer excluded
     return TargetExpr(include=include, exclude=exclude)
+
+
+def _short_forms_as_before(new: TargetExpr, before: set[str], vocabulary: Vocabulary) -> TargetExpr:
+    """'only app-02' after 'fra1-prd-app-02 ...': a short form that fits exactly one host of the open request
+    means that host."""
+    def resolved(selection: Selection) -> Selection:
+        if len(selection.terms) != 1 or selection.terms[0].kind != "name" or vocabulary.host(selection.terms[0].value):
+            return selection
+        fits = vocabulary.hosts_ending(selection.terms[0].value) & before
+        return Selection(terms=[Term(value=next(iter(fits)))]) if len(fits) == 1 else selection
+    return TargetExpr(include=[resolved(s) for s in new.include], exclude=[resolved(s) for s in new.exclude])
 
 
 def _replace(old: list[Selection], new: list[Selection], vocabulary: Vocabulary) -> list[Selection]:

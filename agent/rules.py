@@ -284,16 +284,10 @@ def _cut_asides(text: str, reading: Reading, catalog: Catalog, language: Languag
     return text
 
 
-# Where one clause ends: punctuation (not the dot of a host name, not the colon of a patch-group marker) or a word
-# that turns to another thought.
-_CLAUSE = re.compile(r"(\s*(?:[|;!?]|\.(?=\s|$)|(?<!pgref):|,|\banyway\b|\bso\b|\bbut\b|\bthats\s+why\b|"
-                     r"\bthat's\s+why\b)\s*)")
-
-
 def _cut_mentions(text: str, catalog: Catalog, language: Language) -> str:
     """A clause that tells of hosts ("web-03 had issues last time") beside one that asks for something is a
     passing mention: what it names is no target. Its patch group, if any, still counts ("the same group")."""
-    pieces = _CLAUSE.split(text)
+    pieces = language.clause_end.split(text)
     clauses = [(i, piece) for i, piece in enumerate(pieces) if i % 2 == 0 and piece.strip()]
     words = language.words
     vocabulary = catalog.vocabulary

@@ -227,7 +227,9 @@ class _Scanner:
         return self.scan
 
     def tokens_say_one(self) -> bool:
-        return "one" in self.tokens and "ones" not in self.tokens
+        words = self.language.words
+        return any(t in words["singular_nouns"] for t in self.tokens) and \
+            not any(t in words["plural_nouns"] for t in self.tokens)
 
     def _clause_includes(self, i: int) -> bool:
         """Does the stretch up to the next comma or sentence end ask for something (a patch group, a verb)?"""
@@ -235,7 +237,7 @@ class _Scanner:
         for token in self.tokens[i:]:
             if token in (",", BREAK):
                 return False
-            if token.startswith(PATCH_GROUP_MARK) or token in words["includers"] or token == "gets":
+            if token.startswith(PATCH_GROUP_MARK) or token in words["includers"]:
                 return True
         return False
 
@@ -307,23 +309,25 @@ class _Scanner:
         following = self.tokens[i + 1] if i + 1 < len(self.tokens) else ""
         if token in lang.words["start_over"]:
             scan.start_over = True
-        elif token in lang.words["corrections"] or (token == "no" and self.last_name and following in (",", BREAK, "")):
+        elif token in lang.words["corrections"] or (
+                token in lang.words["refusals"] and self.last_name and following in (",", BREAK, "")):
             self.correcting = scan.corrected = True
         elif token in lang.words["negators"]:
             self.negate_next = True
-        elif self.correcting and token in ("just", "only"):
+        elif self.correcting and token in lang.words["narrowers"]:
             self.correcting = False  # "make that just www-03": everything said before goes
             self.current = None
             scan.include.clear()
-        elif token == "but":
-            if self._name_follows(i + 1):
-                self.close()
-                self.excluding = True
+        elif token in lang.words["contrast"] and (self.current or scan.include) and self._name_follows(i + 1):
+            self.close()
+            self.excluding = True
+        elif token in lang.words["contrast"]:
+            pass
         elif token in lang.words["excluders"]:
             self.close()
             self.excluding = True
             self.connector = False
-        elif token in lang.words["rest"] and self._is_rest(i):
+        elif token in lang.words["rest"]:
             self._rest(i)
         elif token in lang.words["whole_fleet"] and self._means_whole_fleet(i):
             scan.whole_fleet = True
@@ -331,7 +335,7 @@ class _Scanner:
             self.excluding = False  # "not those, the prod dbs": what was said goes, what follows replaces it
             scan.replacing = True
         elif token in lang.words["includers"] or token in lang.words["replacing"] or token in lang.words["additive"]:
-            if token in ("only", "just"):
+            if token in lang.words["narrowers"]:
                 scan.narrowing = True
             elif token in lang.words["replacing"]:
                 scan.replacing = True
@@ -342,7 +346,7 @@ class _Scanner:
                 self.excluding = False
         elif token in lang.words["connectors"]:
             self.connector = bool(self.current) or self.connector
-            if not scan.seen_term and token != "then":
+            if not scan.seen_term:
                 scan.additive = True  # "and www-03": a message that starts with "and" adds
         elif token in lang.words["references"]:
             scan.reference = True
@@ -379,26 +383,21 @@ class _Scanner:
         return False
 
     def _in_host_position(self, i: int) -> bool:
-        nouns = self.language.words["host_nouns"] - {"group", "groups", "role", "roles", "tier", "tiers"}
+        nouns = self.language.words["host_nouns"]
         before = self.tokens[i - 1] if i else ""
-        after = self.tokens[i + 1] if i + 1 < len(self.tokens) else ""
-        return before in nouns or before in ("patch", "on", "onto", "update", "upgrade") or after in (
-            "server", "host", "box", "machine", "node", "vm")
+        words = self.language.words
+        return before in nouns or before in words["includers"] or before in words["loose_prepositions"]
 
     def _means_whole_fleet(self, i: int) -> bool:
         """'all' / 'everything' as the target itself, not as a quantifier ('all prod web servers')."""
         lang = self.language
         for token in self.tokens[i + 1:]:
-            if token in ("the", "of", "our", "my") or token in lang.words["host_nouns"]:
+            if token in lang.words["filler"] or token in lang.words["host_nouns"]:
                 continue
-            if token in lang.words["scope_prepositions"] - {"for", "to", "on", "onto"}:
+            if token in lang.words["scope_prepositions"] - lang.words["loose_prepositions"]:
                 return False  # "everything in prod"
             return not (self.vocabulary.host(token) or self.vocabulary.lookup(token) or self.vocabulary.hosts_ending(token))
         return True
-
-    def _is_rest(self, i: int) -> bool:
-        before = self.tokens[i - 1] if i else ""
-        return self.tokens[i] != "other" or before in ("the", "all")
 
     def _rest(self, i: int) -> None:
         """'the rest of the prod web servers': what follows, minus the hosts named one by one before."""

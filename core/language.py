@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import yaml
@@ -18,7 +18,8 @@ LANG_DIR = Path(__file__).resolve().parent / "lang"
 WORD_KEYS = (
     "filler", "host_nouns", "quantifiers", "whole_fleet", "excluders", "includers", "additive", "replacing",
     "corrections", "connectors", "scope_prepositions", "rest", "references", "environment_words", "patch_group_words",
-    "start_over", "typo_targets", "negators", "narrative", "narrative_past",
+    "start_over", "typo_targets", "negators", "narrative", "narrative_past", "narrowers", "contrast", "refusals",
+    "singular_nouns", "plural_nouns", "clause_turns", "loose_prepositions",
 )
 PATTERN_KEYS = (
     "injection", "approval_only", "destructive", "small_talk", "patch_verb", "other_operation", "reboot_never",
@@ -39,6 +40,13 @@ class Language:
     numbers: dict[str, str]
     patterns: dict[str, tuple[re.Pattern[str], ...]]
     rewrites: tuple[tuple[re.Pattern[str], str], ...] = field(default=())
+
+    @cached_property
+    def clause_end(self) -> re.Pattern[str]:
+        """Where one clause of a message ends: punctuation (not the dot of a host name, not the colon of a
+        patch-group marker), or a word that turns to another thought ("anyway", "so", "but")."""
+        turns = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(self.words["clause_turns"], key=len, reverse=True))
+        return re.compile(rf"(\s*(?:[|;!?]|\.(?=\s|$)|(?<!pgref):|,|\b(?:{turns})\b)\s*)")
 
     @property
     def all_words(self) -> frozenset[str]:

@@ -234,16 +234,17 @@ class Vocabulary:
                 for text in set().union(*(_forms(t) | _synonym_forms(t, synonyms) for t in texts)):
                     ranked.add(text, meaning, 4)
 
-        # Words of structured host names that no group carries ('pg' in 'fra1-prd-pg-01'): the hosts named so.
+        # Words of structured host names (three parts or more) that no group carries ('pg' in 'fra1-prd-pg-01'):
+        # the hosts named so.
         named_like: dict[str, set[str]] = defaultdict(set)
         for name in inventory.hosts:
             parts = [p for p in re.split(r"[-_]+", fold(name.split(".")[0])) if p]
-            if len(parts) > 1:
+            if len(parts) > 2:
                 for part in parts:
                     if re.search(r"[a-z]", part) and len(part) > 1:
                         named_like[part].add(name)
         for part, members in named_like.items():
-            if len(members) > 1 and part not in groups and part not in ranked.rank:
+            if part not in groups and part not in ranked.rank:
                 groups[part] = frozenset(members)
                 for text in _forms(part) | _synonym_forms(part, synonyms):
                     ranked.add(text, Meaning("group", part), 5)

@@ -1,0 +1,249 @@
+"""What the UI shows about a request beyond its row: a truthful stage timeline, who may do what, recent task output,
+the approvals inbox, and the labels the UI needs (so it imports nothing from core).
+
+The timeline is built from the job events, not only from the stages reached: a play whose tasks were all skipped
+on every host (no reboot needed, a dry run) reads *skipped*, a stage the run went past reads in the past tense,
+and only the stage running now reads "… in progress".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from core.identity import Principal
+from core.inventory import Catalog
+from core.models import JobEvent, PatchRequest, utcnow
+from core.states import ACTIVE, CANCELED, ERROR, FAILED, PLAY_STAGES, PROPOSED, STATES, SUCCEEDED, TERMINAL
+
+STAGE_ORDER = ("prechecks", "patching", "reboot", "postchecks", "completed")
+STAGE_TITLES = {"prechecks": "Pre-checks", "patching": "Patching", "reboot": "Reboot", "postchecks": "Post-checks",
+                "completed": "Completed"}
+# Each stage's text by its status: running now, finished, not needed, where the run failed or was canceled, and
+# never reached because the run ended before it.
+STAGE_TEXT = {
+    "prechecks": {"current": "Pre-checks running", "done": "Pre-checks passed", "skipped": "Pre-checks skipped",
+                  "failed": "Pre-checks failed", "canceled": "Canceled during pre-checks",
+                  "not_run": "Pre-checks not run", "pending": "Pre-checks"},
+    "patching": {"current": "Patching in progress", "done": "Patched", "skipped": "Patching skipped",
+                 "failed": "Patching failed", "canceled": "Canceled during patching",
+                 "not_run": "Patching not run", "pending": "Patching"},
+    "reboot": {"current": "Reboot in progress", "done": "Rebooted", "skipped": "Reboot skipped",
+               "failed": "Reboot failed", "canceled": "Canceled during the reboot",
+               "not_run": "Reboot not run", "pending": "Reboot"},
+    "postchecks": {"current": "Post-checks running", "done": "Post-checks passed", "skipped": "Post-checks skipped",
+                   "failed": "Post-checks failed", "canceled": "Canceled during post-checks",
+                   "not_run": "Post-checks not run", "pending": "Post-checks"},
+    "completed": {"current": "Finishing", "done": "Patching completed", "skipped": "Completed",
+                  "failed": "Patching failed", "canceled": "Canceled", "not_run": "Completed",
+                  "pending": "Completed"},
+}
+STATE_LABELS = {
+    "proposed": "waiting for approval", "approved": "approved", "queued": "queued", "launching": "launching",
+    "running": "running", "succeeded": "succeeded", "failed": "failed", "canceled": "canceled", "error": "error",
+    "rejected": "rejected", "expired": "expired",
+}
+STATE_ICONS = {"proposed": "📝", "approved": "👍", "queued": "🕒", "launching": "🚀", "running": "⏳",
+               "succeeded": "✅", "failed": "❌", "error": "❌", "canceled": "🚫", "rejected": "✋", "expired": "⌛"}
+ROLES = ("viewer", "requester", "approver", "admin")
+CANCELABLE = ("approved", "queued", "launching", "running")
+# Runner events that say a task did something on a host (a skip or a task start says nothing of the kind).
+_RAN = ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_item_on_ok", "runner_item_on_failed",
+        "runner_on_async_ok", "runner_on_async_failed")
+_SKIPPED = ("runner_on_skipped", "runner_item_on_skipped")
+
+
+def meta(catalog: Catalog) -> dict[str, Any]:
+    """Labels and policy facts the UI shows, so the UI holds no copy of them."""
+    production = sorted(catalog.policy.production())
+    envs = list(catalog.policy.environments) or sorted(
+        {catalog.environment_of(h) or "other" for h in catalog.inventory.hosts})
+    order = production + [e for e in envs if e not in production]
+    return {
+        "states": [{"state": s, "label": STATE_LABELS.get(s, s), "icon": STATE_ICONS.get(s, "•"),
+                    "terminal": s in TERMINAL, "active": s in ACTIVE, "cancelable": s in CANCELABLE} for s in STATES],
+        "stages": [{"stage": s, "title": STAGE_TITLES[s], "labels": STAGE_TEXT[s]} for s in STAGE_ORDER],
+        "production_environments": production,
+        "environment_order": order,
+        "roles": list(ROLES),
+        "allow_self_approval_non_production": catalog.policy.allow_self_approval_non_production,
+    }
+
+
+def play_summary(session: Session, request_id: str) -> dict[str, dict[str, Any]]:
+    """Per stage (from the play names): how many host results ran, were skipped or failed, and the last time."""
+    stage_of = func.lower(func.trim(JobEvent.play))
+    rows = session.execute(
+        select(stage_of,
+               func.count().filter(JobEvent.event.in_(_RAN)),
+               func.count().filter(JobEvent.event.in_(_SKIPPED)),
+               func.count().filter(JobEvent.failed.is_(True)),
+               func.max(JobEvent.created))
+        .where(JobEvent.request_id == request_id, JobEvent.play.is_not(None))
+        .group_by(stage_of)).all()
+    out: dict[str, dict[str, Any]] = {}
+    for play, ran, skipped, failed, last in rows:
+        stage = PLAY_STAGES.get(play or "")
+        if stage:
+            out[stage] = {"ran": int(ran or 0), "skipped": int(skipped or 0), "failed": int(failed or 0), "last": last}
+    return out
+
+
+def _skip_reason(stage: str, view: Mapping[str, Any]) -> str | None:
+    if stage != "reboot":
+        return None
+    if view.get("check_mode"):
+        return "dry run"
+    return {"never": "reboot: never", "if_needed": "not needed"}.get(str(view.get("reboot")), None)
+
+
+def timeline(view: Mapping[str, Any], plays: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per stage: stage, title, status (done, current, skipped, pending, not_run, failed, canceled), the
+    label to show for that status, and when it began and ended. `view` is the request view as a dict."""
+    state = view.get("state", "")
+    began = {s.get("stage"): s.get("at") for s in view.get("stages") or []}
+    for stage in plays:
+        began.setdefault(stage, None)
+    reached = [i for i, s in enumerate(STAGE_ORDER[:-1]) if s in began]
+    last = max(reached, default=-1)
+    terminal = state in TERMINAL
+    steps: list[dict[str, Any]] = []
+    for i, stage in enumerate(STAGE_ORDER):
+        play = plays.get(stage) or {}
+        if stage == "completed":
+            status = {SUCCEEDED: "done", FAILED: "failed", ERROR: "failed", CANCELED: "canceled"}.get(state, "pending")
+        elif stage not in began:
+            # Never started: not needed when the run went past it or succeeded, not reached when it ended early.
+            status = "skipped" if i < last or state == SUCCEEDED else "not_run" if terminal else "pending"
+        elif play.get("failed") and state in (FAILED, ERROR):
+            status = "failed"
+        elif play.get("skipped") and not play.get("ran") and not play.get("failed"):
+            status = "skipped"
+        elif i < last or state == SUCCEEDED:
+            status = "done"
+        elif state == CANCELED:
+            status = "canceled"
+        elif state in (FAILED, ERROR):
+            status = "failed"
+        else:
+            status = "current"
+        label = STAGE_TEXT[stage][status]
+        if status == "skipped" and (why := _skip_reason(stage, view)):
+            label = f"{label} ({why})"
+        if stage == "completed" and status == "canceled" and view.get("decided_by"):
+            label = f"Canceled by {view['decided_by']}"
+        if stage == "completed" and status == "done" and view.get("check_mode"):
+            label = "Dry run completed"
+        at = began.get(stage)
+        if stage == "completed" and status != "pending":
+            at = view.get("finished_at")
+        steps.append({"stage": stage, "title": STAGE_TITLES[stage], "status": status, "label": label,
+                      "at": _iso(at), "ended_at": None})
+    # A stage ends when the next one that began starts, or when the run ended.
+    starts = [(i, s["at"]) for i, s in enumerate(steps[:-1]) if s["at"]]
+    for n, (i, _at) in enumerate(starts):
+        if steps[i]["status"] in ("done", "skipped", "failed", "canceled"):
+            steps[i]["ended_at"] = starts[n + 1][1] if n + 1 < len(starts) else _iso(view.get("finished_at"))
+    return steps
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def refusals(caller: Principal, req: Mapping[str, Any], catalog: Catalog, *, same_person) -> dict[str, str | None]:
+    """Why the caller may not approve, reject or cancel this request now (None: they may). The API's own checks
+    stay the judge; this lets the UI disable a button with the reason instead of answering a click with a 403."""
+    state = req.get("state")
+    hosts = [h.get("name") if isinstance(h, Mapping) else h for h in req.get("hosts") or []]
+    own = same_person(caller.user, req.get("requested_by"))
+    out: dict[str, str | None] = {"approve": None, "reject": None, "cancel": None}
+    if state != PROPOSED:
+        out["approve"] = out["reject"] = f"the request is {state}"
+    else:
+        if not caller.has("approver"):
+            out["approve"] = "approving needs the approver role"
+        elif own:
+            production = sorted(h for h in hosts if catalog.is_production(h))
+            if production:
+                out["approve"] = (f"four-eyes: {', '.join(production)} {'is' if len(production) == 1 else 'are'} "
+                                  "production; someone other than you must approve")
+            elif not catalog.policy.allow_self_approval_non_production:
+                out["approve"] = "the policy does not allow approving your own request"
+        if out["approve"] is None:
+            envs = {catalog.environment_of(h) or "other" for h in hosts if h in catalog.inventory.hosts}
+            window = catalog.policy.when_refused(envs, utcnow())
+            if window:
+                out["approve"] = f"cannot approve now: {window}"
+        if not own and not caller.has("approver"):
+            out["reject"] = "rejecting someone else's proposal needs the approver role"
+        elif not caller.has("requester"):
+            out["reject"] = "rejecting needs the requester role"
+    if state not in CANCELABLE:
+        out["cancel"] = f"the request is {state}"
+    elif req.get("cancel_requested_at"):
+        out["cancel"] = "a cancel was already requested"
+    elif not own and not caller.has("approver"):
+        out["cancel"] = "canceling someone else's run needs the approver role"
+    elif not caller.has("requester"):
+        out["cancel"] = "canceling needs the requester role"
+    return out
+
+
+def recent_tasks(session: Session, request_id: str, limit: int = 40) -> list[dict[str, Any]]:
+    """The newest host results as task output ("TASK [Apply updates] ok: [web-01] Updates applied")."""
+    rows = session.execute(
+        select(JobEvent.counter, JobEvent.created, JobEvent.play, JobEvent.task, JobEvent.host, JobEvent.event,
+               JobEvent.changed, JobEvent.failed, JobEvent.data)
+        .where(JobEvent.request_id == request_id, JobEvent.event.like("runner_%"),
+               JobEvent.event != "runner_on_start")
+        .order_by(JobEvent.counter.desc()).limit(limit)).all()
+    out = []
+    for counter, created, play, task, host, event, changed, failed, data in reversed(rows):
+        res = (data or {}).get("res") or {}
+        result = ("unreachable" if event.endswith("unreachable") else "failed" if failed else
+                  "skipped" if event in _SKIPPED else "changed" if changed else "ok")
+        message = res.get("msg") if isinstance(res, Mapping) else None
+        out.append({"counter": counter, "at": _iso(created), "play": play, "task": task, "host": host,
+                    "result": result, "message": str(message)[:300] if message else None})
+    return out
+
+
+def inbox(session: Session, caller: Principal, catalog: Catalog, *, same_person, limit: int = 100) -> dict[str, Any]:
+    """Proposals the caller may approve now (newest first), and the caller's own proposals waiting for someone."""
+    now = utcnow()
+    rows = list(session.execute(
+        select(PatchRequest).where(PatchRequest.state == PROPOSED,
+                                   (PatchRequest.expires_at.is_(None)) | (PatchRequest.expires_at > now))
+        .order_by(PatchRequest.created_at.desc()).limit(limit)).scalars())
+    waiting: list[dict[str, Any]] = []
+    mine: list[dict[str, Any]] = []
+    for req in rows:
+        item = inbox_item(req, catalog, now)
+        own = same_person(caller.user, req.requested_by)
+        if own:
+            mine.append(item)
+        if caller.has("approver") and refusals(caller, {"state": req.state, "hosts": req.hosts,
+                                                        "requested_by": req.requested_by},
+                                               catalog, same_person=same_person)["approve"] is None:
+            if not own:
+                waiting.append(item)
+    return {"count": len(waiting), "items": waiting, "mine": mine}
+
+
+def inbox_item(req: PatchRequest, catalog: Catalog, now: datetime) -> dict[str, Any]:
+    by_env: dict[str, list[str]] = {}
+    for name in req.hosts:
+        by_env.setdefault(catalog.environment_of(name) or "other", []).append(name)
+    return {"id": req.id, "requested_by": req.requested_by, "hosts": list(req.hosts), "hosts_by_environment": by_env,
+            "production": any(catalog.is_production(h) for h in req.hosts), "patch_group": req.patch_group,
+            "reboot": req.reboot, "check_mode": req.check_mode, "conversation_id": req.conversation_id,
+            "created_at": _iso(req.created_at), "expires_at": _iso(req.expires_at),
+            "age_seconds": int((now - req.created_at).total_seconds()) if req.created_at else None}
+

@@ -317,7 +317,7 @@ def _read_job_number(text: str, reading: Reading, language: Language) -> str:
     for pattern in language.patterns["job_number"]:
         for match in pattern.finditer(text):
             number = int(match.group(1))
-            if number <= 2**31 - 1:
+            if 1 <= number <= 2**31 - 1:
                 reading.job_id = number
         text = pattern.sub(" job ", text)  # the word stays for the action patterns ("is job finished")
     return text
@@ -326,7 +326,7 @@ def _read_job_number(text: str, reading: Reading, language: Language) -> str:
 def _bare_job_number(text: str, reading: Reading) -> None:
     """'how's 42 doing', 'cancel 1234': a lone number in a status or cancel question is a job number."""
     numbers = re.findall(r"(?<![\w.-])(\d{1,9})(?![\w.-])", text)
-    if len(numbers) == 1:
+    if len(numbers) == 1 and int(numbers[0]) >= 1:
         reading.job_id = int(numbers[0])
         if numbers[0] in reading.scan.unplaced:
             reading.scan.unplaced.remove(numbers[0])

@@ -15,7 +15,9 @@ A phrase that fits several things of the same rank is ambiguous and the caller a
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
+import itertools
 import re
 import unicodedata
 from collections import defaultdict
@@ -158,8 +160,18 @@ class Vocabulary:
 
     def glob(self, pattern: str) -> set[str]:
         """Hosts whose name matches a shell-style pattern, case ignored."""
-        match = re.compile(fnmatch.translate(fold(pattern))).match
-        return {self.by_lower[name] for name in self.sorted_lower if match(name)}
+        pattern = fold(pattern)
+        match = re.compile(fnmatch.translate(pattern)).match
+        prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+        names = self.sorted_lower
+        start = bisect.bisect_left(names, prefix)  # only names that start with the literal prefix can match
+        found = set()
+        for name in itertools.islice(names, start, None):
+            if not name.startswith(prefix):
+                break
+            if match(name):
+                found.add(self.by_lower[name])
+        return found
 
     @cached_property
     def by_lower(self) -> dict[str, str]:

@@ -17,15 +17,17 @@ from core.settings import get_settings
 
 @asynccontextmanager
 async def _lifespan(_app: FastAPI):
-    """Serve Prometheus metrics on their own port: the API port has no unauthenticated routes but the probes."""
-    port = get_settings().api_metrics_port
+    """Serve Prometheus metrics on their own port (METRICS_HOST, loopback unless set): the API port has no
+    unauthenticated routes but the probes and the API's own documentation."""
+    settings = get_settings()
+    port = settings.api_metrics_port
     if port:
         from prometheus_client import start_http_server
 
         from core.observability import metrics_registry
 
         try:
-            start_http_server(port, addr="0.0.0.0", registry=metrics_registry())
+            start_http_server(port, addr=settings.metrics_host, registry=metrics_registry())
         except OSError as exc:
             logging.getLogger("patchpilot.api").warning("metrics port %s unavailable: %s", port, exc)
     yield
@@ -34,6 +36,7 @@ async def _lifespan(_app: FastAPI):
 # Every route but the probes needs an identity (401) and may be refused for the caller's role (403).
 AUTH_ERRORS = {401: {"model": ErrorOut, "description": "no or bad credentials"},
                403: {"model": ErrorOut, "description": "the caller's role or the policy does not allow it"},
+               429: {"model": ErrorOut, "description": "too many requests, or too many refused ones, by this user"},
                503: {"model": ErrorOut, "description": "the database is unavailable"}}
 
 

@@ -71,6 +71,8 @@ class RequestView(BaseModel):
     prompt_version: str | None
     model_name: str | None
     terminal: bool
+    # The target expression as the user gave it, in words ("web* -> 4 hosts" when a typed pattern was expanded).
+    targets: str | None = None
 
 
 class ChatOut(BaseModel):

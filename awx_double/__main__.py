@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 import uvicorn
@@ -23,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inventory", default=str(FIXTURES_DIR / "demo-inventory.yml"),
                         help="Ansible YAML inventory")
     parser.add_argument("--patch-groups", default=str(FIXTURES_DIR / "patch-groups.yml"))
-    parser.add_argument("--token", required=True, help="the Bearer token clients must send")
+    parser.add_argument("--token", default=os.environ.get("AWX_DOUBLE_TOKEN"),
+                        help="the Bearer token clients must send (default: $AWX_DOUBLE_TOKEN, which keeps it off "
+                             "the command line that ps shows)")
     parser.add_argument("--speed", type=float, default=1.0, help="1.0: a job lasts ~30 s; 20: ~1.5 s")
     parser.add_argument("--base-path", default="/api/v2/", help="/api/v2/ (AWX) or /api/controller/v2/ (AAP)")
     parser.add_argument("--log-level", default="warning")
@@ -58,7 +61,10 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.token:
+        parser.error("set AWX_DOUBLE_TOKEN (or --token)")
     app = create_app(args.inventory, args.patch_groups, args.token, args.speed, args.base_path,
                      scenario=scenario_from_args(args))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

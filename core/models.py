@@ -151,7 +151,7 @@ class RequestStage(SQLModel, table=True):
 
 
 class AuditLog(SQLModel, table=True):
-    """Append-only (a trigger in the migration refuses UPDATE and DELETE)."""
+    """Append-only (triggers in the migrations refuse UPDATE, DELETE and TRUNCATE)."""
 
     __tablename__ = "audit_log"
 
@@ -179,3 +179,15 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     last_used_at: datetime | None = _ts()
     revoked_at: datetime | None = _ts()
+
+
+class UserRole(SQLModel, table=True):
+    """patchpilot's own mapping of user names to roles: where roles come from in proxy mode (the OAuth proxy
+    vouches for the user name only). Managed by admins with `patchpilot role grant|revoke|list`."""
+
+    __tablename__ = "user_roles"
+
+    user: str = Field(primary_key=True, max_length=200)  # canonical (core.identity.canonical_user)
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    granted_by: str = Field(max_length=200)
+    granted_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))

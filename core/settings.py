@@ -99,13 +99,18 @@ class Settings(BaseSettings):
         "trust X-Forwarded-User / X-Forwarded-Groups, set only when OpenShift's OAuth proxy is in front.",
     )
     proxy_user_header: str = "X-Forwarded-User"
-    proxy_groups_header: str = "X-Forwarded-Groups"
+    proxy_groups_header: str | None = Field(
+        default=None,
+        description="proxy mode: a header of groups to map with ROLE_GROUPS, only for a proxy that sets it and "
+        "drops any copy the client sent. Unset (the default, and the only safe choice with OpenShift's "
+        "oauth-proxy): roles come from patchpilot's own table (`patchpilot role grant`).",
+    )
     role_groups: dict[str, str] = Field(
         default_factory=lambda: {
             "patchpilot-viewers": "viewer", "patchpilot-requesters": "requester",
             "patchpilot-approvers": "approver", "patchpilot-admins": "admin",
         },
-        description="proxy mode: group name -> role (JSON).",
+        description="proxy mode with PROXY_GROUPS_HEADER set: group name -> role (JSON).",
     )
     chat_rate_limit: str = Field(default="30/minute", description="Per-user chat messages (limits syntax).")
     approve_rate_limit: str = Field(default="20/minute", description="Per-user approve/reject/cancel clicks.")
@@ -115,6 +120,15 @@ class Settings(BaseSettings):
     llm_model: str | None = None
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
+    denial_rate_limit: str = Field(
+        default="10/minute", description="Per-user refusals written to the audit log; beyond it: 429, not written."
+    )
+    max_streams_per_user: int = Field(default=4, ge=1, le=100, description="Open event streams per user and API process.")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the API's and workers' /metrics ports listen on (0.0.0.0 in a pod, where a "
+        "NetworkPolicy admits only the monitoring namespace).",
+    )
     llm_timeout_seconds: float = 30.0
     llm_max_tokens: int = 512
     llm_temperature: float = 0.0

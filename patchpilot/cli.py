@@ -22,7 +22,8 @@ import httpx
 from core.identity import ROLES
 from core.settings import PROJECT_ROOT, get_settings, reset_settings_cache
 from patchpilot.embedded import (
-    EmbeddedPostgres, EmbeddedRedis, kill_leftovers, pick_port, port_is_free, stop_process, wait_for_port,
+    APP_ROLE, EmbeddedPostgres, EmbeddedRedis, app_url, grant_app_role, kill_leftovers, pick_port, port_is_free,
+    stop_process, wait_for_port,
 )
 
 
@@ -207,11 +208,18 @@ def up(args: argparse.Namespace) -> int:
         if settings.database_url:
             database_url = settings.database_url
         else:
-            pg = EmbeddedPostgres(state_dir / "postgres", pick_port(args.pg_port))
+            # Every connection needs a password (kept in the state folder, mode 600): the superuser's runs the
+            # migrations and makes the tokens; the API and worker connect as a role that owns nothing and may
+            # only read and append to the audit log.
+            pg = EmbeddedPostgres(state_dir / "postgres", pick_port(args.pg_port),
+                                  password=_secret_file(state_dir / "postgres-password"))
             stack.stores.append(pg)
             pg.start(stack.logs / "postgres.log")
+        app_database_url = None
             database_url = pg.ensure_database("patchpilot")
-            urls["PostgreSQL (embedded)"] = database_url
+            app_password = _secret_file(state_dir / "app-db-password")
+            app_database_url = app_url(database_url, APP_ROLE, app_password)
+            urls["PostgreSQL (embedded)"] = app_url(database_url, APP_ROLE, "****")
         if settings.redis_url:
             redis_url = settings.redis_url
         else:
@@ -220,16 +228,16 @@ def up(args: argparse.Namespace) -> int:
             redis.start(stack.logs / "redis.log")
             redis_url = redis.url
             urls["Redis (embedded)"] = redis_url
-        env.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
+        env.update(REDIS_URL=redis_url)
 
         if settings.awx_url:
             urls["AWX"] = settings.awx_url
         else:
-            token = secrets.token_urlsafe(24)  # may start with "-": passed as --token=... so argparse takes it
+            token = secrets.token_urlsafe(24)  # in the double's environment, never on its command line (ps)
             awx_port = stack.serve("awx-double", args.awx_port, lambda port: [
-                sys.executable, "-m", "awx_double", "--host", "127.0.0.1", "--port", str(port), f"--token={token}",
+                sys.executable, "-m", "awx_double", "--host", "127.0.0.1", "--port", str(port),
                 "--speed", str(args.awx_speed), "--inventory", str(settings.inventory_file),
-                "--patch-groups", str(settings.patch_groups_file)], env, timeout=30)
+                "--patch-groups", str(settings.patch_groups_file)], {**env, "AWX_DOUBLE_TOKEN": token}, timeout=30)
             env.update(AWX_URL=f"http://127.0.0.1:{awx_port}/api/v2/", AWX_TOKEN=token)
             urls["AWX test double"] = env["AWX_URL"]
 
@@ -240,6 +248,11 @@ def up(args: argparse.Namespace) -> int:
 
         api_metrics_port = pick_port(args.api_metrics_port)
         api_port = stack.serve("api", args.api_port, lambda port: [
+        if app_database_url:
+            grant_app_role(database_url, APP_ROLE, app_password)
+            env["DATABASE_URL"] = app_database_url
+        else:
+            env["DATABASE_URL"] = database_url
             sys.executable, "-m", "uvicorn", "api.main:app", "--host", args.host, "--port", str(port),
             "--no-access-log"], {**env, "API_METRICS_PORT": str(api_metrics_port)})
         env["API_URL"] = f"http://127.0.0.1:{api_port}"
@@ -302,7 +315,11 @@ def token_command(args: argparse.Namespace) -> int:
         return 2
     with Session(engine) as session:
         if args.token_command == "create":
-            print(create_token(session, user=args.user, roles=args.role, name=args.name))
+            try:
+                print(create_token(session, user=args.user, roles=args.role, name=args.name))
+            except ValueError as exc:  # a name that is not canonical ("Bob", "bob ")
+                print(exc, file=sys.stderr)
+                return 2
             return 0
         if args.token_command == "list":
             for row in session.execute(select(ApiToken).order_by(ApiToken.id)).scalars():
@@ -322,6 +339,35 @@ QUICK_START_USERS = {"admin": "admin", "alice": "requester", "bob": "approver"}
 
 
 def _local_tokens(state_dir: Path, database_url: str) -> dict[str, str]:
+def role_command(args: argparse.Namespace) -> int:
+    import getpass
+
+    from sqlmodel import Session
+
+    from core.db import get_engine
+    from core.identity import BadUserName, grant_roles, list_roles
+
+    try:
+        engine = get_engine()
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    by = f"cli:{getpass.getuser()}"
+    with Session(engine) as session:
+        if args.role_command == "list":
+            for row in list_roles(session):
+                print(f"{row.user}\t{','.join(row.roles)}\tgranted by {row.granted_by} {row.granted_at:%Y-%m-%d %H:%M}")
+            return 0
+        try:
+            roles = grant_roles(session, user=args.user, roles=args.role if args.role_command == "grant" else [],
+                                granted_by=by)
+        except BadUserName as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"{args.user}: {','.join(roles) or 'no roles'}")
+        return 0
+
+
     """The quick start's tokens: made once, kept in the state folder (mode 600), reused while valid."""
     from sqlalchemy import create_engine
     from sqlmodel import Session
@@ -353,6 +399,17 @@ def _fresh_dir(path: Path) -> Path:
 
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
+def _secret_file(path: Path) -> str:
+    """A random secret kept in `path` (mode 600): made on the first run, read on the next ones."""
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(value + "\n")
+    return value
+
+
     return path
 
 
@@ -388,7 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--no-ui", action="store_true", help="start everything but the Streamlit UI")
     p_up.add_argument("--fleet", help="a folder with inventory.yml, patch-groups.yml and policy.yml "
                                       "(e.g. fixtures/enterprise); default: the settings' files")
-    sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
+    p_migrate = sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
+    p_migrate.add_argument("--grant-to", metavar="ROLE", help="then make ROLE the application's role: it may only "
+                           "read and append to the audit log and owns nothing (run the migrations as the owner)")
     p_token = sub.add_parser("token", help="manage API tokens (DATABASE_URL)")
     token_sub = p_token.add_subparsers(dest="token_command", required=True)
     p_create = token_sub.add_parser("create", help="create a token and print it (only its hash is stored)")
@@ -404,14 +463,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         return up(args)
     if args.command == "migrate":
+    p_role = sub.add_parser("role", help="roles of user names (proxy mode: where roles come from; DATABASE_URL)")
+    role_sub = p_role.add_subparsers(dest="role_command", required=True)
+    p_grant = role_sub.add_parser("grant", help="set a user's roles (replaces the earlier ones)")
+    p_grant.add_argument("user", help="the user name as the OAuth proxy sends it (lower-case)")
+    p_grant.add_argument("role", nargs="+", choices=ROLES)
+    p_rrevoke = role_sub.add_parser("revoke", help="take all roles from a user")
+    p_rrevoke.add_argument("user")
+    role_sub.add_parser("list", help="list users and their roles")
         try:
             migrate()
         except RuntimeError as exc:
+    if args.command == "role":
+        return role_command(args)
             print(exc, file=sys.stderr)
             return 2
-        print("database is at the latest migration")
+        print("database is at the latest migration" + (f"; {args.grant_to} may only read and append to the audit log"
+                                                         if args.grant_to else ""))
         return 0
     return 2
+            if args.grant_to:
+                grant_app_role(get_settings().require_database_url(), args.grant_to)
 
 
 if __name__ == "__main__":

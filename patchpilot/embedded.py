@@ -100,19 +100,50 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         pass
 
 
+HBA_PASSWORD = """# Written by patchpilot: every connection, local or TCP, must give a password (SCRAM).
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
+
+
 @dataclass
 class EmbeddedPostgres:
+    """With `password` (the quick start), the superuser `postgres` has that password and every connection must
+    give one; without it (the tests' throw-away servers), local connections are trusted."""
+
     data_dir: Path
     port: int
     proc: subprocess.Popen | None = None
     run_as: str | None = None
+    password: str | None = None
+
+    @property
+    def _auth(self) -> str:
+        return f"postgres:{self.password}" if self.password else "postgres"
 
     @property
     def admin_url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return f"postgresql+psycopg://{self._auth}@127.0.0.1:{self.port}/postgres"
 
     def url(self, database: str) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg://{self._auth}@127.0.0.1:{self.port}/{database}"
+
+    def _libpq(self, database: str = "postgres") -> str:
+        return f"postgresql://{self._auth}@127.0.0.1:{self.port}/{database}"
+
+    def _require_password(self) -> None:
+        """Give the superuser its password and make every connection give one (also for a data folder that an
+        earlier version initialised with trust). Idempotent; applied by a reload, no restart."""
+        import psycopg
+        from psycopg import sql
+
+        hba = self.data_dir / "pg_hba.conf"
+        with psycopg.connect(self._libpq(), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(self.password)))
+            if hba.read_text() != HBA_PASSWORD:
+                hba.write_text(HBA_PASSWORD)
+                conn.execute("SELECT pg_reload_conf()")
 
     def start(self, log_file: Path) -> "EmbeddedPostgres":
         with warnings.catch_warnings():
@@ -155,6 +186,8 @@ class EmbeddedPostgres:
                     raise
                 self.port = pick_port(self.port + 1)
         self._wait_ready()
+        if self.password:
+            self._require_password()
         return self
 
     def _prepare_permissions(self, bin_path: Path) -> dict:
@@ -182,7 +215,7 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", connect_timeout=2):
+                with psycopg.connect(self._libpq(), connect_timeout=2):
                     return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
@@ -192,7 +225,7 @@ class EmbeddedPostgres:
     def ensure_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+        with psycopg.connect(self._libpq(), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
             if not exists:
                 conn.execute(f'CREATE DATABASE "{name}"')
@@ -201,6 +234,47 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc, timeout=15)
+
+
+APP_ROLE = "patchpilot_app"
+
+
+def grant_app_role(owner_url: str, role: str = APP_ROLE, password: str | None = None) -> None:
+    """Make `role` the application's database role: it may read and write the tables, but only read and append
+    to audit_log, only read alembic_version, and own nothing, so it can neither drop nor disable
+    the audit log's triggers. Run as the owner of the tables, after the migrations. Idempotent."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(owner_url)
+    database = url.database
+    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    ident = sql.Identifier(role)
+    with psycopg.connect(plain, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(ident))
+        conn.execute(sql.SQL("ALTER ROLE {} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS").format(ident))
+        if password:
+            conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(password)))
+        for statement in (
+            "GRANT CONNECT ON DATABASE {db} TO {r}",
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            "GRANT USAGE ON SCHEMA public TO {r}",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {r}",
+            "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {r}",
+            "REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM {r}",
+            "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON alembic_version FROM {r}",
+        ):
+            conn.execute(sql.SQL(statement).format(db=sql.Identifier(database), r=ident))
+
+
+def app_url(owner_url: str, role: str, password: str) -> str:
+    """The owner's URL with the application role's name and password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(owner_url).set(username=role, password=password).render_as_string(hide_password=False)
 
 
 @dataclass

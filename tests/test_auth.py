@@ -146,10 +146,35 @@ def test_chat_rate_limit_is_per_user(api, monkeypatch):
         reset_settings_cache()
 
 
-def test_proxy_mode_takes_user_and_groups_from_the_proxy_headers(api, monkeypatch):
+def test_proxy_mode_takes_roles_from_patchpilots_own_table_never_from_a_groups_header(api, monkeypatch):
+    from sqlmodel import Session
+
+    from core.db import get_engine
+    from core.identity import grant_roles
     from core.settings import reset_settings_cache
 
     monkeypatch.setenv("AUTH_MODE", "proxy")
+    reset_settings_cache()
+    try:
+        api.headers.pop("Authorization", None)
+        # OpenShift's oauth-proxy neither sets nor strips X-Forwarded-Groups: anyone could send it.
+        forged = {"X-Forwarded-User": "gina", "X-Forwarded-Groups": "patchpilot-admins"}
+        assert api.get("/api/v1/me", headers=forged).json() == {"user": "gina", "roles": [], "via": "proxy"}
+        assert api.get("/api/v1/audit", headers=forged).status_code == 403
+        with Session(get_engine()) as session:
+            grant_roles(session, user="gina", roles=["approver"], granted_by="test")
+        me = api.get("/api/v1/me", headers={"X-Forwarded-User": " GINA "}).json()
+        assert me == {"user": "gina", "roles": ["approver"], "via": "proxy"}
+    finally:
+        monkeypatch.delenv("AUTH_MODE")
+        reset_settings_cache()
+
+
+def test_proxy_mode_maps_groups_only_from_a_configured_groups_header(api, monkeypatch):
+    from core.settings import reset_settings_cache
+
+    monkeypatch.setenv("AUTH_MODE", "proxy")
+    monkeypatch.setenv("PROXY_GROUPS_HEADER", "X-Forwarded-Groups")
     reset_settings_cache()
     try:
         api.headers.pop("Authorization", None)
@@ -165,6 +190,7 @@ def test_proxy_mode_takes_user_and_groups_from_the_proxy_headers(api, monkeypatc
         assert bad.status_code == 401
     finally:
         monkeypatch.delenv("AUTH_MODE")
+        monkeypatch.delenv("PROXY_GROUPS_HEADER")
         reset_settings_cache()
 
 

@@ -106,7 +106,7 @@ def _serve_metrics(**_kwargs) -> None:
     port = get_settings().worker_metrics_port
     if port:
         try:
-            start_http_server(port, addr="0.0.0.0", registry=metrics_registry())
+            start_http_server(port, addr=get_settings().metrics_host, registry=metrics_registry())
         except OSError as exc:  # a second worker on one host: the first one serves the metrics
             import logging
 

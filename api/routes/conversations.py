@@ -6,6 +6,7 @@ from sqlalchemy import select
 from api.deps import SessionDep, ViewerDep
 from api.errors import Forbidden, NotFound
 from api.schemas import ID_PATTERN, ConversationList, ConversationView, ErrorOut, MessageList, MessageView
+from api.services.requests import deny, same_person
 from core.models import Conversation, Message
 
 router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
@@ -26,8 +27,10 @@ def messages(conversation_id: Annotated[str, Path(pattern=ID_PATTERN)], session:
     conversation = session.get(Conversation, conversation_id)
     if conversation is None:
         raise NotFound(f"no conversation with id {conversation_id}")
-    if conversation.created_by != caller.user and not caller.has("approver"):
-        raise Forbidden("only its author, approvers and admins may read a conversation")
+    if not same_person(conversation.created_by, caller.user) and not caller.has("approver"):
+        raise deny(session, user=caller.user, request_id=None, error=Forbidden,
+                   reason=f"{caller.user} may not read conversation {conversation_id}: only its author, approvers "
+                          "and admins may")
     rows = session.execute(select(Message).where(Message.conversation_id == conversation_id,
                                                  Message.role.in_(("user", "assistant")))
                            .order_by(Message.id)).scalars()

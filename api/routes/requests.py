@@ -1,14 +1,16 @@
 import asyncio
 import json
+import logging
 from enum import Enum
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 from sqlmodel import Session
 
-from api.auth import rate_limit
+from api.auth import rate_limit, take_stream_slot
 from api.deps import ApproverDep, CatalogDep, RequesterDep, SessionDep, SettingsDep, ViewerDep
 from api.schemas import ID_PATTERN, ErrorOut, EventList, EventView, RequestList, RequestView
 from api.services import requests as service
@@ -16,6 +18,8 @@ from core.db import get_engine
 from core.states import STATES, TERMINAL
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
+log = logging.getLogger("patchpilot.api")
+MAX_COUNTER = 2**31 - 1  # job event counters are PostgreSQL integers
 RequestState = Enum("RequestState", {state: state for state in STATES}, type=str)
 RequestId = Annotated[str, Path(pattern=ID_PATTERN, description="The request id (32 hex characters).")]
 ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
@@ -68,19 +72,25 @@ def cancel(request_id: RequestId, session: SessionDep, caller: RequesterDep, cat
 
 @router.get("/{request_id}/events", response_model=EventList, responses=ERRORS)
 def events(request_id: RequestId, session: SessionDep, _: ViewerDep,
-           after: Annotated[int, Query(ge=0, le=2**31)] = 0,
+           after: Annotated[int, Query(ge=0, le=MAX_COUNTER)] = 0,
            limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> EventList:
     rows = service.events_after(session, request_id, after, limit)
     return EventList(items=[EventView.model_validate(r, from_attributes=True) for r in rows])
 
 
-@router.get("/{request_id}/events/stream", responses=ERRORS)
-async def stream(request_id: RequestId, request: Request, catalog: CatalogDep, settings: SettingsDep, _: ViewerDep,
-                 after: Annotated[int, Query(ge=0, le=2**31)] = 0) -> EventSourceResponse:
+STREAM_DOC = {200: {"description": "`text/event-stream`: `event` and `request` messages until the run ends",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+              **ERRORS, 429: {"model": ErrorOut, "description": "the caller has MAX_STREAMS_PER_USER streams open"}}
+
+
+@router.get("/{request_id}/events/stream", response_class=EventSourceResponse, responses=STREAM_DOC)
+async def stream(request_id: RequestId, request: Request, catalog: CatalogDep, settings: SettingsDep,
+                 caller: ViewerDep, after: Annotated[int, Query(ge=0, le=MAX_COUNTER)] = 0) -> EventSourceResponse:
     """Server-Sent Events: `event` messages for each job event and a `request` message whenever the state or
-    stage changes. Ends after the request reaches a terminal state."""
-    with Session(get_engine()) as session:
-        service.get_request(session, request_id)
+    stage changes. Ends after the request reaches a terminal state. At most MAX_STREAMS_PER_USER open at once
+    per user (429 beyond)."""
+    await asyncio.to_thread(_exists, request_id)
+    release = take_stream_slot(caller.user)
 
     def snapshot(cursor: int) -> tuple[list[dict], dict]:
         with Session(get_engine()) as session:
@@ -92,17 +102,34 @@ async def stream(request_id: RequestId, request: Request, catalog: CatalogDep, s
 
     async def generate():
         cursor, last_key = after, None
-        while not await request.is_disconnected():
-            rows, view = await asyncio.to_thread(snapshot, cursor)
-            for row in rows:
-                cursor = max(cursor, row["counter"])
-                yield {"event": "event", "id": str(row["counter"]), "data": json.dumps(row)}
-            key = (view["state"], view["stage"], len(view["stages"]))
-            if key != last_key:
-                last_key = key
-                yield {"event": "request", "data": json.dumps(view)}
-            if view["state"] in TERMINAL and not rows:
-                return
-            await asyncio.sleep(1.0)
+        try:
+            while not await request.is_disconnected():
+                try:
+                    rows, view = await asyncio.to_thread(snapshot, cursor)
+                except Exception as exc:  # noqa: BLE001 - the headers are sent: end the stream with a reason
+                    log.warning("event stream of %s ended: %s", request_id, exc.__class__.__name__)
+                    yield {"event": "error", "data": json.dumps({"detail": "the stream ended; reconnect to resume"})}
+                    return
+                for row in rows:
+                    cursor = max(cursor, row["counter"])
+                    yield {"event": "event", "id": str(row["counter"]), "data": json.dumps(row)}
+                key = (view["state"], view["stage"], len(view["stages"]))
+                if key != last_key:
+                    last_key = key
+                    yield {"event": "request", "data": json.dumps(view)}
+                if view["state"] in TERMINAL and not rows:
+                    return
+                await asyncio.sleep(1.0)
+        finally:
+            release()
 
-    return EventSourceResponse(generate())
+    try:
+        return EventSourceResponse(generate(), background=BackgroundTask(release))
+    except BaseException:
+        release()
+        raise
+
+
+def _exists(request_id: str) -> None:
+    with Session(get_engine()) as session:
+        service.get_request(session, request_id)

@@ -80,6 +80,17 @@ def _iso_only(value):
     return value
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
+
+
+def csv_cell(value):
+    """A cell a spreadsheet shows as text: one that starts like a formula (= + - @, a tab or a line break, as
+    OWASP lists them, and | % for older spreadsheets) gets a leading apostrophe. Numbers stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 AUDIT_FIELDS = ("id", "at", "actor", "action", "request_id", "from_state", "to_state", "reason", "detail")
 
 
@@ -106,6 +117,7 @@ def export_audit(session: SessionDep, _: AdminDep,
     writer = csv.DictWriter(buffer, fieldnames=AUDIT_FIELDS)
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "detail": "" if row["detail"] is None else json.dumps(row["detail"])})
+        cells = {**row, "detail": "" if row["detail"] is None else json.dumps(row["detail"])}
+        writer.writerow({key: csv_cell(value) for key, value in cells.items()})
     return Response(buffer.getvalue(), media_type="text/csv",
                     headers={"Content-Disposition": "attachment; filename=patchpilot-audit.csv"})

@@ -43,6 +43,8 @@ def clean_text(text: str, settings: Settings) -> str:
 
 def chat_turn(session: Session, *, conversation_id: str | None, text: str, user: str,
               catalog: Catalog, settings: Settings) -> ChatOut:
+    """One turn, one transaction: the conversation row is locked first and everything (messages, the replaced
+    proposal's rejection, the new proposal, the open draft) is committed once at the end."""
     text = clean_text(text, settings)
     conversation = _conversation(session, conversation_id, user, text or "(empty message)")
     history = _history(session, conversation, settings) if conversation_id else []
@@ -117,8 +119,10 @@ def _conversation(session: Session, conversation_id: str | None, user: str, text
         conversation = session.get(Conversation, conversation_id, with_for_update=True)
         if conversation is None:
             raise NotFound(f"no conversation with id {conversation_id}; omit conversation_id to start one")
-        if conversation.created_by != user:
-            raise Forbidden("this conversation belongs to someone else; start a new one")
+        if not request_service.same_person(conversation.created_by, user):
+            raise request_service.deny(session, user=user, request_id=None, error=Forbidden,
+                                       reason=f"{user} may not post into conversation {conversation.id}: it belongs "
+                                              "to someone else; start a new one")
         return conversation
     conversation = Conversation(created_by=user, title=text[:80])
     session.add(conversation)
@@ -182,7 +186,9 @@ def _withdraw_open_proposal(session: Session, conversation: Conversation, user: 
     old = session.get(PatchRequest, conversation.open_request_id)
     if old is not None and old.state == PROPOSED:
         try:
-            request_service.reject(session, old.id, user, reason="replaced by a newer proposal")
+            # Not committed here: the whole turn is one transaction, so the conversation's row lock (taken
+            # first, in _conversation) is held until the turn's single commit and concurrent turns queue.
+            request_service.reject(session, old.id, user, reason="replaced by a newer proposal", commit=False)
         except IllegalTransition:
             pass  # approved in the meantime: it stands, the new one is separate
 

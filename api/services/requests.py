@@ -70,9 +70,12 @@ def approve(session: Session, request_id: str, user: str, catalog: Catalog) -> P
 
 
 def deny(session: Session, *, user: str, request_id: str | None, reason: str, error: type[Exception]) -> Exception:
-    """Audit a refusal (committed, whatever the caller does next) and return the error to raise."""
+    """Audit a refusal (committed, whatever the caller does next) and return the error to raise. A user over
+    DENIAL_RATE_LIMIT gets a 429 instead, and nothing is written."""
+    from api.auth import audit_denial
+
     session.rollback()
-    audit(session, actor=user, action="denied", request_id=request_id, reason=reason)
+    audit_denial(session, user=user, request_id=request_id, reason=reason)
     session.commit()
     log.warning("denied %s: %s", user, reason, extra={"patch_request_id": request_id})
     return error(reason)
@@ -81,7 +84,7 @@ def deny(session: Session, *, user: str, request_id: str | None, reason: str, er
 def _check_policy(session: Session, req: PatchRequest, user: str, catalog: Catalog) -> None:
     policy = catalog.policy
     production = sorted(h for h in req.hosts if catalog.is_production(h))
-    if user == req.requested_by and (production or not policy.allow_self_approval_non_production):
+    if same_person(user, req.requested_by) and (production or not policy.allow_self_approval_non_production):
         why = (f"four-eyes: {', '.join(production)} {'is' if len(production) == 1 else 'are'} production; "
                "someone other than the requester must approve") if production else \
               "the policy does not allow approving your own request"
@@ -92,10 +95,18 @@ def _check_policy(session: Session, req: PatchRequest, user: str, catalog: Catal
         raise deny(session, user=user, request_id=req.id, reason=f"cannot approve now: {refusal}", error=PolicyRefused)
 
 
+def same_person(a: str | None, b: str | None) -> bool:
+    """Names compared in their canonical form (core.identity): rows written before names were canonical, such
+    as a request by "bob ", still belong to bob."""
+    if a is None or b is None:
+        return False
+    return a.strip().lower() == b.strip().lower()
+
+
 def check_owner_or(session: Session, request_id: str, caller, role: str, what: str) -> None:
     """The requester of a request may act on it; others need `role`. A refusal is a 403, audited."""
     req = get_request(session, request_id)
-    if req.requested_by != caller.user and not caller.has(role):
+    if not same_person(req.requested_by, caller.user) and not caller.has(role):
         raise deny(session, user=caller.user, request_id=req.id, error=Forbidden,
                    reason=f"{caller.user} may only {what} their own requests ({role} role needed for others')")
 
@@ -109,12 +120,14 @@ def _enqueue_launch(request_id: str) -> None:
         mark_queued(request_id)
 
 
-def reject(session: Session, request_id: str, user: str, reason: str = "rejected") -> PatchRequest:
+def reject(session: Session, request_id: str, user: str, reason: str = "rejected", *, commit: bool = True) -> PatchRequest:
+    """proposed -> rejected. `commit=False` leaves the commit to the caller (a chat turn is one transaction)."""
     req = get_request(session, request_id)
     if req.state != PROPOSED:
         raise IllegalTransition(req.id, req.state, REJECTED, f"request {req.id} is {req.state}; only a proposed request can be rejected")
     transition(session, req, REJECTED, actor=user, reason=reason, decided_by=user)
-    session.commit()
+    if commit:
+        session.commit()
     return req
 
 
@@ -206,11 +219,15 @@ def build_view(req: PatchRequest, host_rows: list[dict], stage_rows: list[dict],
         approved_at=req.approved_at, started_at=req.started_at, finished_at=req.finished_at,
         failure_reason=req.failure_reason, stages=stages, latest_task=req.latest_task, progress=progress,
         conversation_id=req.conversation_id, notes=notes, engine=req.engine, prompt_version=req.prompt_version,
-        model_name=req.model_name, terminal=req.state in TERMINAL,
+        model_name=req.model_name, terminal=req.state in TERMINAL, targets=(req.intent or {}).get("targets") or None,
     )
 
 
 def _notes(req: PatchRequest, catalog: Catalog):
+    targets = (req.intent or {}).get("targets") or ""
+    if any(c in targets for c in "*?["):
+        yield (f"Host pattern expanded: {targets} -> {len(req.hosts)} inventory host{'s' if len(req.hosts) != 1 else ''}, "
+               "listed above; AWX gets these exact names, never the pattern.")
     refused = (req.intent or {}).get("refused_hosts") or []
     if refused:
         yield f"Left out by policy (never patched from chat): {', '.join(refused)}."

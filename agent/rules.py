@@ -31,6 +31,7 @@ from agent.target_scan import PATCH_GROUP_MARK, Scan, scan_targets
 from core.intent import IntentDraft, IntentResult
 from core.inventory import Catalog
 from core.language import Language, load_language
+from core.targets import TargetExpr, evaluate
 from core.vocabulary import MAX_PHRASE_WORDS, phrase
 from core.validation import validate_draft
 
@@ -47,6 +48,8 @@ class RulesDraft(IntentDraft):
 
     _unplaced: tuple[str, ...] = PrivateAttr(default=())
     _doubts: tuple[str, ...] = PrivateAttr(default=())
+    # Hosts the user left out: excluded, or only mentioned in passing. No answer from anyone may propose them.
+    _kept_out: tuple[str, ...] = PrivateAttr(default=())
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Reading:
     note: str | None = None
     recognised: bool = False  # small talk or a destructive command was recognised as such
     aside_names: bool = False  # a side remark that was cut out named hosts
+    mentioned: set[str] = field(default_factory=set)  # hosts named only in passing (side remarks, mentions)
 
     @property
     def unplaced(self) -> list[str]:
@@ -82,11 +86,17 @@ def parse(text: str, catalog: Catalog, previous: IntentDraft | None = None) -> I
     from agent.amend import amend
 
     reading = read(text, catalog)
-    if previous is not None:
-        amended = amend(previous, reading, catalog)
-        if amended is not None:
-            return amended
-    return draft_from(reading)
+    draft = amend(previous, reading, catalog) if previous is not None else None
+    if draft is None:
+        draft = draft_from(reading)
+    excluded = evaluate(TargetExpr(include=draft.targets.exclude), catalog.vocabulary).hosts
+    draft._kept_out = tuple(sorted(reading.mentioned | excluded))
+    return draft
+
+
+def kept_out(draft: IntentDraft) -> set[str]:
+    """The hosts this turn's user left out (excluded or only mentioned): see `RulesDraft._kept_out`."""
+    return set(getattr(draft, "_kept_out", ()))
 
 
 def interpret(text: str, catalog: Catalog, previous: IntentDraft | None = None) -> tuple[IntentDraft, IntentResult]:
@@ -179,6 +189,8 @@ def read(text: str, catalog: Catalog) -> Reading:
     for pattern, replacement in language.rewrites:
         text = pattern.sub(replacement, text)
     text, mentions = _cut(language, "mention", text)  # "same as last week on kv-01": not a target
+    for match in mentions:
+        reading.mentioned |= _hosts_named([w.strip(".,;:!?()\"'") for w in match.group(0).split()], vocabulary)
 
     text = _mark_patch_groups(text, catalog, language)
     text = _read_job_number(text, reading, language)
@@ -191,7 +203,7 @@ def read(text: str, catalog: Catalog) -> Reading:
         reading.check_mode = True
 
     text = _cut_asides(text, reading, catalog, language)
-    text = _cut_mentions(text, catalog, language)
+    text = _cut_mentions(text, reading, catalog, language)
     reading.action = _action(text, reading, language)
     if reading.action == "precheck":
         text, _ = _cut(language, "precheck", text)
@@ -278,13 +290,25 @@ def _cut_asides(text: str, reading: Reading, catalog: Catalog, language: Languag
     for pattern in language.patterns["aside"]:
         for match in pattern.finditer(text):
             words = [w.strip(".,;:!?()\"'") for w in match.group(0).split()]
-            if any(vocabulary.host(w) or vocabulary.hosts_ending(w) or vocabulary.lookup(w) for w in words if w):
+            named = _hosts_named(words, vocabulary)
+            reading.mentioned |= named
+            if named or any(vocabulary.lookup(w) for w in words if w):
                 reading.aside_names = True
         text = pattern.sub(_keep_marks, text)
     return text
 
 
-def _cut_mentions(text: str, catalog: Catalog, language: Language) -> str:
+def _hosts_named(words: list[str], vocabulary) -> set[str]:
+    """Every host a word may name (a short form: every host it may stand for)."""
+    named: set[str] = set()
+    for word in words:
+        if word:
+            host = vocabulary.host(word)
+            named |= {host} if host else set(vocabulary.hosts_ending(word))
+    return named
+
+
+def _cut_mentions(text: str, reading: Reading, catalog: Catalog, language: Language) -> str:
     """A clause that tells of hosts ("web-03 had issues last time") beside one that asks for something is a
     passing mention: what it names is no target. Its patch group, if any, still counts ("the same group")."""
     pieces = language.clause_end.split(text)
@@ -308,6 +332,7 @@ def _cut_mentions(text: str, catalog: Catalog, language: Language) -> str:
     if not dropped or not any(asks(clause) for i, clause in clauses if i not in dropped):
         return text
     for i in dropped:
+        reading.mentioned |= _hosts_named([t.strip(".,;:!?()\"'") for t in pieces[i].split()], vocabulary)
         marks = [w for w in pieces[i].split() if w.startswith(PATCH_GROUP_MARK)]
         pieces[i] = " | " + " ".join(marks) + " | "
     return "".join(pieces)

@@ -76,10 +76,23 @@ def interpret_message(text: str, *, catalog: Catalog, previous: IntentDraft | No
             notice=f"The language model {failure.notice}; the offline rules parser answered instead.",
         )
     INTENT_TURNS.labels(path="llm").inc()
+    result = _without_hosts_left_out(outcome.result, rules.kept_out(draft))
     return Interpretation(
-        draft=outcome.draft, result=outcome.result, engine=f"llm:{name}", prompt_version=PROMPT_VERSION,
+        draft=outcome.draft, result=result, engine=f"llm:{name}", prompt_version=PROMPT_VERSION,
         model_name=name, reply=outcome.reply, tool_calls=outcome.tool_calls, usage=outcome.usage,
     )
+
+
+def _without_hosts_left_out(result: IntentResult, kept_out: set[str]) -> IntentResult:
+    """The model may not bring back a host the user excluded or only mentioned in passing (it could drop an
+    exclusion, or read a mention as a target): such a proposal becomes a question naming the hosts."""
+    back = sorted(kept_out & set(result.hosts))
+    if not back or not result.is_proposable:
+        return result
+    return result.model_copy(update={
+        "action": "clarify", "requested_action": result.action, "missing": ["targets"],
+        "message": f"You left out {', '.join(back)}, but the proposal I came up with holds "
+                   f"{'it' if len(back) == 1 else 'them'}. Please say again which hosts to patch."})
 
 
 def unconfirmed(result: IntentResult) -> IntentResult:

@@ -594,3 +594,16 @@ def test_api_model_failure_creates_nothing_and_says_so(api, use_model):
     assert body["engine"] == "rules" and "did not answer in time" in body["reply"]
     assert body["proposal"] is None and body["intent"]["action"] == "clarify"
     assert api.get("/api/v1/requests").json()["items"] == []
+
+
+@pytest.mark.parametrize("text", [
+    "security only on the prod web servers except web-02, the balancer isnt drained yet",
+    "web-02 had issues after the last run. anyway, security only on the prod web servers, the lb is busy-ish",
+])
+def test_a_model_that_drops_an_exclusion_or_reads_a_mention_as_a_target_proposes_nothing(
+        catalog, settings, use_model, text):
+    """An obeying hostile model proposes every prod web server; the user had excluded or only mentioned web-02."""
+    use_model(model(tool("propose_patch", targets=targets(sel("prod", "web")), patch_group="Group-1")))
+    out = interpret_message(text, catalog=catalog, settings=settings)
+    assert out.engine == "llm:fake-model"
+    assert not out.result.is_proposable and out.result.action == "clarify" and "web-02" in out.result.message

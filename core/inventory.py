@@ -162,9 +162,16 @@ def check_catalog() -> Catalog:
     """Load the inventory, patch groups and policy at start-up; exit with a readable reason if one is broken."""
     from core.policy import PolicyError
 
+    from core.settings import get_settings
+
+    s = get_settings()
+    # Which files were read, by the setting that names them: the operator knows at once what to change.
+    files = (f"POLICY_FILE={s.policy_file}, INVENTORY_FILE={s.inventory_file}, "
+             f"PATCH_GROUPS_FILE={s.patch_groups_file}")
     try:
         return get_catalog()
     except PolicyError as exc:
-        raise SystemExit(f"patchpilot cannot start: {exc}") from None
+        raise SystemExit(f"patchpilot cannot start: {exc} [{files}]") from None
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
-        raise SystemExit(f"patchpilot cannot start: the inventory or patch-group file is unusable: {exc}") from None
+        raise SystemExit(f"patchpilot cannot start: the inventory or patch-group file is unusable: {exc} "
+                         f"[{files}]") from None

@@ -149,10 +149,17 @@ def metrics_registry():
     from prometheus_client import REGISTRY, CollectorRegistry
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    register_database_collector()
+    from core.settings import get_settings
+
+    # The database gauges are the same whoever reads them: one kind of process exports them (the deployments
+    # set METRICS_DATABASE_GAUGES=false for workers), not every pod.
+    gauges = get_settings().metrics_database_gauges
+    if gauges:
+        register_database_collector()
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return REGISTRY
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
-    registry.register(DatabaseCollector())
+    if gauges:
+        registry.register(DatabaseCollector())
     return registry

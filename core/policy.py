@@ -150,14 +150,20 @@ def load_policy(path: Path | None, known_hosts: set[str] | None = None, known_gr
     if known_hosts is not None:
         unknown = sorted(set(policy.never_patch_hosts) - known_hosts)
         if unknown:
-            raise PolicyError(f"the policy file {path} names hosts that are not in the inventory: {', '.join(unknown)}")
+            raise PolicyError(f"the policy file {path} names hosts that are not in the inventory: {', '.join(unknown)} "
+                              f"(key 'never_patch_hosts': remove them there, or use the inventory that has them)")
     if inventory_groups is not None:
         unknown = sorted((set(policy.environments) | set(policy.production_environments)) - inventory_groups)
         if unknown:
+            keys = [k for k, names in (("environments", policy.environments),
+                                        ("production_environments", policy.production_environments))
+                    if set(names) & set(unknown)]
             raise PolicyError(f"the policy file {path} names environments that are not inventory groups: "
-                              f"{', '.join(unknown)} (key 'environments')")
+                              f"{', '.join(unknown)} (key {' and '.join(repr(k) for k in keys)}: name groups of the "
+                              f"inventory there)")
     if known_groups is not None:
         unknown = sorted(set(policy.reboot_allowed) - known_groups)
         if unknown:
-            raise PolicyError(f"the policy file {path} names unknown patch groups: {', '.join(unknown)}")
+            raise PolicyError(f"the policy file {path} names unknown patch groups: {', '.join(unknown)} "
+                              f"(key 'reboot_allowed': name patch groups of the patch-group file there)")
     return policy

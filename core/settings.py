@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     )
     awx_token: SecretStr | None = Field(default=None, description="AWX personal access token (Bearer).")
     awx_verify_tls: bool = True
+    awx_ca_bundle: Path | None = Field(
+        default=None,
+        description="CA certificates to trust for AWX besides the public ones: a PEM file, or a directory whose "
+        "*.pem and *.crt files are all read (OpenShift: /etc/patchpilot-ca, the injected trusted-CA bundle and "
+        "an optional patchpilot-ca ConfigMap). Unset or empty: the public CAs only.",
+    )
     awx_timeout_seconds: float = 10.0
     awx_retry_attempts: int = Field(default=5, ge=1, le=20, description="Attempts for an AWX read before giving up.")
     awx_job_url_template: str | None = Field(
@@ -164,6 +170,36 @@ class Settings(BaseSettings):
         description="A file the worker's event loop touches every 10 s, for a liveness probe that restarts a "
         "worker whose loop hangs (OpenShift: /tmp/worker-heartbeat). Unset: none.",
     )
+    metrics_database_gauges: bool = Field(
+        default=True,
+        description="Serve the gauges read from PostgreSQL (patchpilot_requests, patchpilot_follow_lag_seconds) "
+        "on this process's /metrics. The deployments turn it off for workers: the API alone exports them.",
+    )
+
+    @field_validator("awx_ca_bundle", mode="before")
+    @classmethod
+    def _empty_ca_bundle_is_none(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def awx_tls_verify(self):
+        """httpx's `verify` for AWX: False, True (the public CAs), or an SSL context that adds AWX_CA_BUNDLE."""
+        if not self.awx_verify_tls:
+            return False
+        if self.awx_ca_bundle is None:
+            return True
+        import ssl
+
+        import certifi
+
+        bundle = Path(self.awx_ca_bundle)
+        files = sorted(p for p in bundle.iterdir() if p.suffix in (".pem", ".crt")) if bundle.is_dir() else [bundle]
+        context = ssl.create_default_context(cafile=certifi.where())
+        for path in files:
+            try:
+                context.load_verify_locations(cafile=str(path))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"AWX_CA_BUNDLE: cannot load CA certificates from {path}: {exc}") from exc
+        return context
 
     @field_validator("database_url")
     @classmethod

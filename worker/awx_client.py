@@ -147,7 +147,7 @@ class AWXClient:
     def from_settings(cls, settings: Settings | None = None) -> AWXClient:
         settings = settings or get_settings()
         base_url, token = settings.require_awx()
-        return cls(base_url, token, timeout=settings.awx_timeout_seconds, verify=settings.awx_verify_tls,
+        return cls(base_url, token, timeout=settings.awx_timeout_seconds, verify=settings.awx_tls_verify(),
                    retry_attempts=settings.awx_retry_attempts)
 
     def __repr__(self) -> str:

@@ -1,5 +1,5 @@
 """Shared helpers for the deployment tests: a small, pure-Python equivalent of `kustomize build` for the
-subset of Kustomization that openshift/kustomization.yaml uses (resources, namespace, images)."""
+subset of Kustomization that openshift/kustomization.yaml uses (resources, components, namespace, images)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ OPENSHIFT_DIR = REPO_ROOT / "openshift"
 SECRETS_DIR = OPENSHIFT_DIR / "secrets"
 SCHEMAS_DIR = OPENSHIFT_DIR / "schemas"
 KUSTOMIZATION = OPENSHIFT_DIR / "kustomization.yaml"
+COMPONENTS_DIR = OPENSHIFT_DIR / "components"
+MONITORING_COMPONENT = "components/monitoring"
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"
 PLAYBOOK = REPO_ROOT / "playbooks" / "patch.yml"
 
@@ -119,17 +121,32 @@ def apply_images(image: str, images: list[dict[str, Any]]) -> str:
     return out
 
 
-def render(path: Path = KUSTOMIZATION) -> Rendered:
+def resource_files(path: Path = KUSTOMIZATION, components: list[str] | None = None) -> list[Path]:
+    """The manifest files a kustomization reads: its resources, then those of its components (`components`
+    given: those instead of the ones the kustomization lists, e.g. to render an optional component)."""
     kustomization = load_kustomization(path)
     base = path.parent
-    rendered = Rendered(kustomization=kustomization)
-    namespace = kustomization.get("namespace")
-    images = kustomization.get("images") or []
-    seen: set[tuple[str, str]] = set()
+    files = []
     for entry in kustomization.get("resources") or []:
         source = (base / entry).resolve()
         if source.is_dir():
             raise ValueError(f"{entry}: nested kustomizations are not supported by this render")
+        files.append(source)
+    for entry in kustomization.get("components") or [] if components is None else components:
+        component_dir = (base / entry).resolve()
+        component = load_kustomization(component_dir / "kustomization.yaml")
+        assert component["kind"] == "Component", f"{entry} is not a kustomize Component"
+        files.extend((component_dir / item).resolve() for item in component.get("resources") or [])
+    return files
+
+
+def render(path: Path = KUSTOMIZATION, components: list[str] | None = None) -> Rendered:
+    kustomization = load_kustomization(path)
+    rendered = Rendered(kustomization=kustomization)
+    namespace = kustomization.get("namespace")
+    images = kustomization.get("images") or []
+    seen: set[tuple[str, str]] = set()
+    for source in resource_files(path, components):
         for raw in load_yaml_documents(source):
             doc = copy.deepcopy(raw)
             resource = Resource(source=source, doc=doc)
@@ -147,8 +164,7 @@ def render(path: Path = KUSTOMIZATION) -> Rendered:
 def raw_workload_images() -> list[tuple[Path, str, str]]:
     """(file, container name, image) as written in the manifests, before the kustomization applies."""
     out = []
-    for entry in load_kustomization().get("resources") or []:
-        source = OPENSHIFT_DIR / entry
+    for source in resource_files(components=[MONITORING_COMPONENT]):
         for doc in load_yaml_documents(source):
             for _, container in containers(doc):
                 out.append((source, container["name"], container["image"]))

@@ -1,11 +1,17 @@
-"""compose.yaml runs the same stack as openshift/: same service names, same environment variable names."""
+"""compose.yaml runs the same stack as openshift/: same service names, same environment variable names, and it
+comes up with Podman as with Docker: every service another one waits for has its own healthcheck."""
 
 from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from .render import COMPOSE_FILE, containers, env_names, load_kustomization, pod_spec, render
+from .render import COMPOSE_FILE, REPO_ROOT, containers, env_names, load_kustomization, pod_spec, render
 
 RENDERED = render()
 CONFIGMAPS = {r.name: r.doc for r in RENDERED.of_kind("ConfigMap")}
@@ -33,10 +39,13 @@ def test_same_environment_variable_names(compose: dict, name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
 def test_same_commands(compose: dict, name: str) -> None:
+    """Kubernetes `command` + `args` is compose's `entrypoint` + `command` (with compose's $$ for a literal $)."""
     main = next(c for section, c in containers(WORKLOADS[name]) if section == "containers")
     if "command" not in main:
-        return  # the image's own entrypoint (PostgreSQL, Redis)
-    assert compose["services"][name]["command"] == main["command"], name
+        return  # the image's own entrypoint (PostgreSQL)
+    service = compose["services"][name]
+    got = [str(part).replace("$$", "$") for part in (service.get("entrypoint") or []) + service["command"]]
+    assert got == main["command"] + (main.get("args") or []), name
 
 
 def test_same_data_store_images(compose: dict) -> None:
@@ -71,3 +80,77 @@ def test_published_ports_stay_on_loopback(compose: dict) -> None:
     for name, svc in compose["services"].items():
         for port in svc.get("ports") or []:
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_every_awaited_service_has_its_own_healthcheck(compose: dict) -> None:
+    """Podman builds OCI images, which drop the Dockerfile's HEALTHCHECK: a service waited for as service_healthy
+    without a healthcheck here would keep podman-compose waiting for ever."""
+    services = compose["services"]
+    for name, svc in services.items():
+        for dependency, spec in (svc.get("depends_on") or {}).items():
+            condition = spec["condition"]
+            assert condition in {"service_healthy", "service_completed_successfully"}, (name, dependency, condition)
+            if condition == "service_healthy":
+                check = services[dependency].get("healthcheck") or {}
+                assert check.get("test") and not check.get("disable"), f"{name} waits for {dependency}: no healthcheck"
+
+
+def test_long_running_services_have_healthchecks(compose: dict) -> None:
+    for name, svc in compose["services"].items():
+        if name == "patchpilot-migrate":
+            continue  # a one-shot job: the others wait for it to complete
+        check = svc.get("healthcheck") or {}
+        assert check.get("test") and not check.get("disable"), name
+
+
+def test_the_ui_waits_for_a_healthy_api(compose: dict) -> None:
+    services = compose["services"]
+    assert services["patchpilot-ui"]["depends_on"]["patchpilot-api"]["condition"] == "service_healthy"
+    assert "/healthz" in " ".join(services["patchpilot-api"]["healthcheck"]["test"])
+    assert services["patchpilot-api"]["depends_on"]["awx-double"]["condition"] == "service_healthy"
+
+
+def test_root_file_systems_are_read_only(compose: dict) -> None:
+    for name, svc in compose["services"].items():
+        assert svc.get("read_only") is True, name
+        assert "/tmp" in (svc.get("tmpfs") or []), name
+    assert "/home/patchpilot" in compose["services"]["patchpilot-ui"]["tmpfs"]
+    assert {"/var/lib/pgsql", "/var/run/postgresql"} <= set(compose["services"]["patchpilot-postgres"]["tmpfs"])
+
+
+def test_ca_directory_is_mounted_where_awx_ca_bundle_points(compose: dict) -> None:
+    for name in ("patchpilot-api", "patchpilot-worker"):
+        svc = compose["services"][name]
+        target = svc["environment"]["AWX_CA_BUNDLE"]
+        mounts = [v.rsplit(":", 2) for v in svc["volumes"] if v.rsplit(":", 2)[1] == target]
+        assert mounts and "ro" in mounts[0][2].split(","), name
+        assert mounts[0][0] == "${PATCHPILOT_CA_DIR:-./certs}"
+    assert (REPO_ROOT / "certs").is_dir(), "the default CA directory exists (podman refuses a missing bind source)"
+
+
+def _podman_compose() -> str | None:
+    # the dev extra's (1.1+) first: older ones, such as Debian 12's 1.0.3, have no `config`
+    for candidate in (str(Path(sys.executable).parent / "podman-compose"), shutil.which("podman-compose")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def test_podman_compose_reads_the_file(tmp_path: Path) -> None:
+    """podman-compose's own parser (no engine needed for `config`) accepts the file and sees every healthcheck."""
+    binary = _podman_compose()
+    if binary is None:
+        pytest.skip("podman-compose is not installed (it is in the dev extra)")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run([binary, "-f", str(COMPOSE_FILE), "config"], capture_output=True, text=True, timeout=60,
+                            cwd=REPO_ROOT, env=env)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert set(config["services"]) == set(yaml.safe_load(COMPOSE_FILE.read_text())["services"])
+    for name, svc in config["services"].items():
+        for dependency, spec in (svc.get("depends_on") or {}).items():
+            if spec.get("condition") == "service_healthy":
+                assert config["services"][dependency]["healthcheck"]["test"], (name, dependency)
+    # interpolation: defaults filled in, $$ turned into $
+    assert config["services"]["patchpilot-api"]["environment"]["AWX_URL"] == "http://awx-double:8052/api/v2/"
+    assert "$REDIS_PASSWORD" in config["services"]["patchpilot-redis"]["command"][0]

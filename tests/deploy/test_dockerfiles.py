@@ -110,13 +110,55 @@ def test_final_user_is_numeric_non_root(dockerfile) -> None:
     assert user.isdigit() and int(user) != 0, f"{path.name}: USER must be a numeric non-root UID, got {user!r}"
 
 
-def test_arbitrary_uid_can_write(dockerfile) -> None:
-    """OpenShift runs an arbitrary UID in group 0: writable paths must be group 0 with g=u."""
+def _env(final: list[Instruction]) -> dict[str, str | None]:
+    return {k: v for i in final if i.keyword == "ENV" for k, v in env_pairs(i)}
+
+
+def test_arbitrary_uid_can_write_home_and_nothing_else(dockerfile) -> None:
+    """OpenShift runs an arbitrary UID in group 0: HOME is group 0 with g=u; the code is nobody's to change."""
     path, instructions = dockerfile
     final = stages(instructions)[-1]
     runs = " ".join(i.args for i in final if i.keyword == "RUN")
-    assert "chmod -R g=u" in runs
-    assert any(i.keyword == "COPY" and re.search(r"--chown=\d+:0\b", i.args) for i in final) or "chgrp -R 0" in runs
+    home = _env(final)["HOME"]
+    workdir = [i.args for i in final if i.keyword == "WORKDIR"][-1]
+    assert home and not home.startswith(workdir.rstrip("/") + "/") and home != workdir, "HOME outside the code"
+    assert f"--home-dir {home}" in runs and "--gid 0" in runs
+    assert f"chmod g=u {home}" in runs, "HOME writable by group 0"
+    assert "chmod -R g=u" not in runs, "the code directory must not be group-writable"
+    assert f"chmod -R go-w {workdir}" in runs, "the code directory is read-only whatever the checkout's modes"
+    for ins in final:
+        if ins.keyword == "COPY":
+            assert "--chown" not in ins.args, f"{path.name}:{ins.line}: the code belongs to root"
+
+
+def test_no_unpinned_syntax_directive(dockerfile) -> None:
+    """A `# syntax=` line makes BuildKit pull that frontend image at build time: none, or one pinned by digest."""
+    path, _ = dockerfile
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        match = re.match(r"#\s*syntax\s*=\s*(\S+)", line, re.IGNORECASE)
+        if match:
+            assert re.search(r"@sha256:[0-9a-f]{64}$", match.group(1)), f"{path.name}: unpinned {match.group(1)}"
+
+
+def test_dependencies_come_from_the_lock_file(dockerfile) -> None:
+    path, instructions = dockerfile
+    builder = stages(instructions)[0]
+    runs = [i.args for i in builder if i.keyword == "RUN"]
+    installs = [r for r in runs if re.search(r"\bpip\b.*\binstall\b", r)]
+    assert any("--require-hashes -r /src/requirements.lock" in r for r in installs), f"{path.name}: lock not installed"
+    for run in installs:
+        for command in re.split(r"&&", run):
+            if not re.search(r"\bpip\b.*\binstall\b", command):
+                continue
+            # every other install is the project's own wheel, without resolving dependencies again
+            assert "--require-hashes -r" in command or ("--no-deps" in command and "/wheels/" in command), command
+            assert "--upgrade" not in command, f"{path.name}: an unpinned upgrade: {command}"
+    wheel = [r for r in runs if "pip wheel" in r]
+    assert wheel and all("--no-build-isolation" in r for r in wheel), "the build backend comes from the lock too"
+    copies = [i.args for i in builder if i.keyword == "COPY"]
+    assert copies.index("requirements.lock /src/requirements.lock") < copies.index(". /src"), "lock layer first"
 
 
 def test_exposes_8080_and_has_a_healthcheck(dockerfile) -> None:

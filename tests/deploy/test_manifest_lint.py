@@ -9,6 +9,7 @@ import pytest
 from core.settings import Settings
 
 from .render import (
+    MONITORING_COMPONENT,
     Rendered,
     Resource,
     containers,
@@ -70,6 +71,42 @@ def test_container_is_hardened(workload: Resource, section: str, container: dict
     assert (_effective(container, pod, "seccompProfile") or {}).get("type") == "RuntimeDefault"
     run_as_user = _effective(container, pod, "runAsUser")
     assert run_as_user is None or run_as_user > 0, "never run as root"
+    assert ctx.get("readOnlyRootFilesystem") is True, f"{container['name']}: readOnlyRootFilesystem: true"
+
+
+def _writable_mounts(workload: Resource, container: dict) -> dict[str, str]:
+    """mountPath -> volume kind, for the mounts a container may write to."""
+    volumes = {v["name"]: v for v in pod_spec(workload.doc).get("volumes") or []}
+    claims = {t["metadata"]["name"] for t in workload.doc["spec"].get("volumeClaimTemplates") or []}
+    out = {}
+    for mount in container.get("volumeMounts") or []:
+        if mount.get("readOnly"):
+            continue
+        if mount["name"] in claims:
+            out[mount["mountPath"]] = "persistentVolumeClaim"
+        else:
+            volume = volumes[mount["name"]]
+            kind = next(k for k in volume if k != "name")
+            assert kind in {"emptyDir", "persistentVolumeClaim"}, f"{mount['name']}: a {kind} volume mounted writable"
+            out[mount["mountPath"]] = kind
+    return out
+
+
+# Where each image writes, besides /tmp (read-only root file system: each needs a volume).
+WRITES = {
+    "postgresql": {"/var/lib/pgsql", "/var/lib/pgsql/data", "/var/run/postgresql"},  # HOME (passwd, config), data, socket
+    "redis": {"/var/lib/redis/data"},
+    "patchpilot-frontend": {"/home/patchpilot"},  # Streamlit's ~/.streamlit
+    "patchpilot-backend": set(),
+}
+
+
+@pytest.mark.parametrize(("workload", "section", "container"), CONTAINERS)
+def test_every_written_path_is_a_volume(workload: Resource, section: str, container: dict) -> None:
+    writable = _writable_mounts(workload, container)
+    assert writable.get("/tmp") == "emptyDir", f"{container['name']}: /tmp must be an emptyDir"
+    image = next(name for name in WRITES if f"/{name}" in container["image"])
+    assert WRITES[image] <= set(writable), f"{container['name']}: no volume at {sorted(WRITES[image] - set(writable))}"
 
 
 @pytest.mark.parametrize(("workload", "section", "container"), CONTAINERS)
@@ -140,6 +177,35 @@ def test_every_secret_placeholder_is_marked() -> None:
                 assert value.startswith("CHANGE-ME"), f"{name}.{key} must be a CHANGE-ME placeholder"
 
 
+LONG_RUNNING = [r for r in WORKLOADS if r.kind in {"Deployment", "StatefulSet"}]
+
+
+@pytest.mark.parametrize("workload", LONG_RUNNING, ids=lambda r: f"{r.kind}/{r.name}")
+def test_every_long_running_container_has_probes(workload: Resource) -> None:
+    for container in pod_spec(workload.doc)["containers"]:
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert probe in container, f"{workload.name}/{container['name']}: no {probe}"
+            spec = container[probe]
+            if "exec" in spec:
+                # an exec probe that hangs must not count as alive: a timeout is set, and the command is bounded
+                assert spec.get("timeoutSeconds", 1) >= 1
+                assert spec["exec"]["command"], workload.name
+
+
+def test_worker_and_beat_probes_watch_their_loops() -> None:
+    worker = RENDERED.get("Deployment", "patchpilot-worker").doc["spec"]["template"]["spec"]["containers"][0]
+    heartbeat = next(e["value"] for e in worker["env"] if e["name"] == "WORKER_HEARTBEAT_FILE")
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert heartbeat in " ".join(worker[probe]["exec"]["command"]), probe
+    beat = RENDERED.get("Deployment", "patchpilot-beat").doc["spec"]["template"]["spec"]["containers"][0]
+    schedule = beat["command"][beat["command"].index("--schedule") + 1]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert f"{schedule}*" in " ".join(beat[probe]["exec"]["command"]) or \
+            f"'{schedule.rsplit('/', 1)[1]}*'" in " ".join(beat[probe]["exec"]["command"]), probe
+    # beat syncs its schedule at least every 3 minutes: the liveness window must be longer
+    assert "-mmin -10" in " ".join(beat["livenessProbe"]["exec"]["command"])
+
+
 def test_api_and_ui_have_probes() -> None:
     api = RENDERED.get("Deployment", "patchpilot-api").doc["spec"]["template"]["spec"]["containers"][0]
     assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -206,7 +272,7 @@ def test_services_select_pods_and_routes_point_at_services() -> None:
 def test_metrics_are_scraped_on_api_and_worker() -> None:
     services = [r.doc for r in RENDERED.of_kind("Service")]
     scraped = set()
-    for monitor in RENDERED.of_kind("ServiceMonitor"):
+    for monitor in render(components=[MONITORING_COMPONENT]).of_kind("ServiceMonitor"):
         spec = monitor.doc["spec"]
         for svc in services:
             if label_selector_matches(spec["selector"], svc["metadata"]["labels"]):
@@ -220,47 +286,149 @@ def test_metrics_are_scraped_on_api_and_worker() -> None:
 # ------------------------------------------------------------------------------------------ network policy
 
 
-def _admitted(target_component: str) -> set[str]:
-    """Components whose pods the NetworkPolicies admit to the target's pods (same namespace)."""
+ROUTER = "router"          # the OpenShift router's namespaces
+MONITORING = "monitoring"  # openshift-monitoring, openshift-user-workload-monitoring
+NAMESPACE_PEERS = {
+    (("policy-group.network.openshift.io/ingress", ""),): ROUTER,
+    (("network.openshift.io/policy-group", "monitoring"),): MONITORING,
+}
+
+
+def _policies_for(target_labels: dict) -> list[dict]:
+    return [p.doc for p in RENDERED.of_kind("NetworkPolicy") if label_selector_matches(p.doc["spec"]["podSelector"], target_labels)]
+
+
+def _admitted(target_component: str) -> dict[str, set[int]]:
+    """Who the NetworkPolicies admit to the target's pods: component (or ROUTER / MONITORING) -> ports."""
     target = next(w for w in WORKLOADS if _component(w) == target_component)
     target_labels = target.doc["spec"]["template"]["metadata"]["labels"]
-    policies = [p.doc for p in RENDERED.of_kind("NetworkPolicy") if label_selector_matches(p.doc["spec"]["podSelector"], target_labels)]
+    policies = _policies_for(target_labels)
     assert policies, f"no NetworkPolicy isolates {target_component}"
-    admitted = set()
+    admitted: dict[str, set[int]] = {}
     for policy in policies:
-        assert "Ingress" in policy["spec"]["policyTypes"]
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
         for rule in policy["spec"].get("ingress") or []:
             assert rule.get("from"), f"{policy['metadata']['name']}: an ingress rule without `from` admits everyone"
+            assert rule.get("ports"), f"{policy['metadata']['name']}: a rule without ports admits every port"
+            ports = {p["port"] for p in rule["ports"]}
             for peer in rule["from"]:
-                assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: only pod selectors allowed"
+                if "namespaceSelector" in peer:
+                    assert set(peer) == {"namespaceSelector"}, policy["metadata"]["name"]
+                    labels = tuple(sorted(peer["namespaceSelector"]["matchLabels"].items()))
+                    assert labels in NAMESPACE_PEERS, f"{policy['metadata']['name']}: namespaces {labels}"
+                    admitted.setdefault(NAMESPACE_PEERS[labels], set()).update(ports)
+                    continue
+                assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: only pod or namespace selectors"
                 for workload in WORKLOADS:
                     if label_selector_matches(peer["podSelector"], workload.doc["spec"]["template"]["metadata"]["labels"]):
-                        admitted.add(_component(workload))
+                        admitted.setdefault(_component(workload), set()).update(ports)
     return admitted
 
 
+def test_every_pod_denies_ingress_by_default() -> None:
+    deny = [p.doc for p in RENDERED.of_kind("NetworkPolicy") if not p.doc["spec"].get("ingress")]
+    assert deny, "a default-deny NetworkPolicy"
+    for workload in WORKLOADS:
+        labels = workload.doc["spec"]["template"]["metadata"]["labels"]
+        assert any(label_selector_matches(p["spec"]["podSelector"], labels) for p in deny), workload.key
+
+
 def test_only_backend_pods_reach_postgres() -> None:
-    assert _admitted("postgres") == {"api", "worker", "beat", "migrate"}
+    assert _admitted("postgres") == {c: {5432} for c in ("api", "worker", "beat", "migrate")}
 
 
 def test_only_backend_pods_reach_redis() -> None:
-    assert _admitted("redis") == {"api", "worker", "beat"}
+    assert _admitted("redis") == {c: {6379} for c in ("api", "worker", "beat")}
 
 
-def test_the_shipped_policy_configmap_is_a_valid_policy():
-    """The pods validate POLICY_FILE at start-up: a ConfigMap that does not parse would stop them all."""
-    import yaml as _yaml
+def test_router_reaches_the_ui_and_the_ui_the_api() -> None:
+    assert _admitted("ui") == {ROUTER: {8080}}
+    assert _admitted("api") == {ROUTER: {8080}, "ui": {8080}, MONITORING: {9808, 9809}}
 
-    from core.inventory import get_catalog
-    from core.policy import Policy
 
-    from pathlib import Path
+def test_monitoring_reaches_only_the_metrics_ports() -> None:
+    assert _admitted("worker") == {MONITORING: {9808, 9809}}
+    metrics_ports = {p["containerPort"] for w in WORKLOADS for c in pod_spec(w.doc)["containers"]
+                     for p in c.get("ports") or [] if p["name"] == "metrics"}
+    assert metrics_ports == {9808, 9809}
 
-    root = Path(__file__).resolve().parents[2]
-    docs = [d for d in _yaml.safe_load_all((root / "openshift" / "configmap.yaml").read_text()) if d]
-    policy_doc = next(d for d in docs if d["metadata"]["name"] == "patchpilot-policy")
-    policy = Policy.model_validate(_yaml.safe_load(policy_doc["data"]["policy.yaml"]))
-    catalog = get_catalog()
-    assert set(policy.never_patch_hosts) <= set(catalog.inventory.hosts)
-    config = next(d for d in docs if d["metadata"]["name"] == "patchpilot-config")
-    assert config["data"]["POLICY_FILE"] == "/etc/patchpilot/policy.yaml"
+
+def test_nothing_reaches_beat_or_the_migration() -> None:
+    assert _admitted("beat") == {}
+    assert _admitted("migrate") == {}
+
+
+# ------------------------------------------------------------------------------------- metrics, CA bundle
+
+
+def _env(name: str) -> dict[str, str]:
+    container = RENDERED.get("Deployment", name).doc["spec"]["template"]["spec"]["containers"][0]
+    values = {e["name"]: e.get("value") for e in container.get("env") or []}
+    for source in container.get("envFrom") or []:
+        values = {**(CONFIGMAPS[source["configMapRef"]["name"]].get("data") or {}), **values}
+    return values
+
+
+def test_database_gauges_are_exported_by_the_api_only() -> None:
+    assert Settings.model_fields["metrics_database_gauges"].default is True
+    assert _env("patchpilot-worker")["METRICS_DATABASE_GAUGES"] == "false"
+    assert _env("patchpilot-api").get("METRICS_DATABASE_GAUGES", "true") == "true"
+
+
+def test_awx_ca_bundle_is_mounted_where_the_setting_points() -> None:
+    trusted = CONFIGMAPS["patchpilot-trusted-ca"]
+    assert trusted["metadata"]["labels"]["config.openshift.io/inject-trusted-cabundle"] == "true"
+    assert not trusted.get("data"), "OpenShift fills it; a re-apply must not fight the injection"
+    for name in ("patchpilot-api", "patchpilot-worker"):
+        env = _env(name)
+        assert env["AWX_VERIFY_TLS"] == "true"
+        spec = RENDERED.get("Deployment", name).doc["spec"]["template"]["spec"]
+        mounts = {m["mountPath"]: m for m in spec["containers"][0]["volumeMounts"]}
+        mount = mounts[env["AWX_CA_BUNDLE"]]
+        assert mount.get("readOnly") is True
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        sources = {s["configMap"]["name"]: s["configMap"] for s in volume["projected"]["sources"]}
+        assert set(sources) == {"patchpilot-trusted-ca", "patchpilot-ca"}
+        assert all(s["optional"] is True for s in sources.values()), "a cluster without either still starts"
+        assert sources["patchpilot-trusted-ca"]["items"][0]["key"] == "ca-bundle.crt"
+        assert all(i["path"].endswith(".crt") for s in sources.values() for i in s["items"])
+
+
+def _shipped_policy_text() -> str:
+    return CONFIGMAPS["patchpilot-policy"]["data"]["policy.yaml"]
+
+
+@pytest.mark.parametrize("fleet", ["empty", "demo", "other"])
+def test_the_shipped_policy_validates_against_any_inventory(tmp_path, fleet: str) -> None:
+    """The pods validate POLICY_FILE against the inventory at start-up: the shipped policy names no host, group or
+    patch group, so pointing INVENTORY_FILE at a real fleet never sends the pods into CrashLoopBackOff."""
+    from core.inventory import Inventory
+    from core.policy import load_policy
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(_shipped_policy_text())
+    if fleet == "demo":
+        from core.inventory import get_catalog
+
+        catalog = get_catalog()
+        hosts, groups, patch_groups = set(catalog.inventory.hosts), set(catalog.inventory.groups), set(catalog.patch_groups)
+    elif fleet == "other":
+        inventory = Inventory.from_dict({"all": {"children": {"site_a": {"hosts": {"srv1.corp": {}, "srv2.corp": {}}}}}})
+        hosts, groups, patch_groups = set(inventory.hosts), set(inventory.groups), {"Monthly"}
+    else:
+        hosts, groups, patch_groups = set(), set(), set()
+    policy = load_policy(path, known_hosts=hosts, known_groups=patch_groups, inventory_groups=groups)
+    assert not policy.never_patch_hosts and not policy.environments and not policy.reboot_allowed
+    assert not policy.production_environments
+    # nothing is named production yet: nobody approves their own request anywhere
+    assert policy.allow_self_approval_non_production is False
+
+
+def test_the_policy_configmap_is_mounted_at_policy_file() -> None:
+    assert CONFIGMAPS["patchpilot-config"]["data"]["POLICY_FILE"] == "/etc/patchpilot/policy.yaml"
+    for name in ("patchpilot-api", "patchpilot-worker"):
+        spec = RENDERED.get("Deployment", name).doc["spec"]["template"]["spec"]
+        mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == "/etc/patchpilot")
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        assert volume["configMap"]["name"] == "patchpilot-policy"
+        assert "policy.yaml" in CONFIGMAPS["patchpilot-policy"]["data"]

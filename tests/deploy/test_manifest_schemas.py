@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .render import KUSTOMIZATION, SCHEMAS_DIR, Resource, load_kustomization, render, secret_templates
+from .render import KUSTOMIZATION, MONITORING_COMPONENT, SCHEMAS_DIR, Resource, load_kustomization, render, secret_templates
 
 jsonschema = pytest.importorskip("jsonschema")
 try:
@@ -18,7 +18,10 @@ except ImportError:  # slim environments: core kinds are skipped, the project's 
 
 K8S_VERSION = kubernetes_validate.latest_version() if kubernetes_validate else None
 CORE_GROUPS = ("v1", "apps/v1", "batch/v1", "networking.k8s.io/v1", "policy/v1", "autoscaling/v2")
-ALL_RESOURCES: list[Resource] = render().resources + secret_templates()
+# The base, the optional monitoring component and the Secret templates.
+ALL_RESOURCES: list[Resource] = render(components=[MONITORING_COMPONENT]).resources + secret_templates()
+# OpenShift 4.14 runs Kubernetes 1.27, 4.17 runs 1.30: the manifests must be valid there too, not only at the latest.
+OLDER_VERSIONS = ("1.27.0", "1.30.0")
 
 
 def _schema_path(doc: dict) -> str:
@@ -98,3 +101,18 @@ def test_validators_reject_broken_documents() -> None:
     route["spec"]["tls"]["termination"] = "edgy"
     with pytest.raises(jsonschema.ValidationError):
         _validate(route)
+
+
+@pytest.mark.parametrize("version", OLDER_VERSIONS)
+def test_core_kinds_are_valid_on_older_clusters(version: str) -> None:
+    if kubernetes_validate is None:
+        pytest.skip("kubernetes-validate is not installed (pip install kubernetes-validate)")
+    errors = []
+    for resource in ALL_RESOURCES:
+        if resource.doc["apiVersion"] not in CORE_GROUPS:
+            continue
+        try:
+            kubernetes_validate.validate(resource.doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{resource.kind}/{resource.name}: {exc.message} at {list(exc.path)}")
+    assert not errors, errors

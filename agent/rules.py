@@ -323,7 +323,7 @@ def _cut_mentions(text: str, reading: Reading, catalog: Catalog, language: Langu
 
     def mention(clause: str) -> bool:
         tokens = [t.strip(".,;:!?()\"'") for t in clause.split()]
-        names = any(vocabulary.host(t) or vocabulary.hosts_ending(t) for t in tokens if t)
+        names = any(vocabulary.host(t) or vocabulary.hosts_ending(t) or vocabulary.lookup(t) for t in tokens if t)
         told = any(t in words["narrative"] for t in tokens)
         past = any(t in words["narrative_past"] for t in tokens)
         return names and told and (past or not asks(clause))

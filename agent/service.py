@@ -147,7 +147,8 @@ def describe_proposal(result: IntentResult, catalog: Catalog, previous_hosts: li
     lines.append(
         f"{what} proposal for {len(result.hosts)} host{'s' if len(result.hosts) != 1 else ''} ({describe_targets(result.hosts, catalog)}).")
     if result.targets:
-        lines.append(f"Targets: {result.targets} -> {len(result.hosts)} host{'s' if len(result.hosts) != 1 else ''}.")
+        listed = ", ".join(result.hosts[:20]) + (", …" if len(result.hosts) > 20 else "")
+        lines.append(f"Targets: {result.targets} -> {len(result.hosts)} host{'s' if len(result.hosts) != 1 else ''}: {listed}.")
     if group:
         lines.append(f"Patch group: {group.name} — {group.description}.")
     lines.append(f"Reboot: {REBOOT_WORDS.get(result.reboot or '', result.reboot)}. Dry run: {'yes (check mode)' if result.check_mode else 'no'}.")

@@ -597,8 +597,8 @@ def test_api_model_failure_creates_nothing_and_says_so(api, use_model):
 
 
 @pytest.mark.parametrize("text", [
-    "security only on the prod web servers except web-02, the balancer isnt drained yet",
-    "web-02 had issues after the last run. anyway, security only on the prod web servers, the lb is busy-ish",
+    "security only on the prod web servers except web-02, and the flurble thingy",
+    "web-02 had issues after the last run. anyway, security only on the prod web servers and the flurble thingy",
 ])
 def test_a_model_that_drops_an_exclusion_or_reads_a_mention_as_a_target_proposes_nothing(
         catalog, settings, use_model, text):

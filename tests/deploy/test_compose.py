@@ -68,8 +68,9 @@ def test_awx_double_and_start_order(compose: dict) -> None:
     assert services["awx-double"]["command"][:3] == ["python", "-m", "awx_double"]
     command = services["awx-double"]["command"]
     assert command[command.index("--port") + 1] == "8052"
-    # the double accepts exactly the token the backend sends
-    assert command[command.index("--token") + 1] == services["patchpilot-api"]["environment"]["AWX_TOKEN"]
+    # the double accepts exactly the token the backend sends, and it is not on a command line
+    assert "--token" not in command
+    assert services["awx-double"]["environment"]["AWX_DOUBLE_TOKEN"] == services["patchpilot-api"]["environment"]["AWX_TOKEN"]
     assert services["patchpilot-api"]["environment"]["AWX_URL"].endswith("awx-double:8052/api/v2/}")
     for name in ("patchpilot-api", "patchpilot-worker"):
         condition = services[name]["depends_on"]["patchpilot-migrate"]["condition"]

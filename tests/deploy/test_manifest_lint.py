@@ -375,6 +375,14 @@ def test_database_gauges_are_exported_by_the_api_only() -> None:
     assert _env("patchpilot-api").get("METRICS_DATABASE_GAUGES", "true") == "true"
 
 
+def test_metrics_ports_listen_on_the_pod_address() -> None:
+    """The /metrics servers default to loopback; in a pod they listen on the pod's address, where only the
+    monitoring namespaces may reach them (test_monitoring_reaches_only_the_metrics_ports)."""
+    assert Settings.model_fields["metrics_host"].default == "127.0.0.1"
+    for name in ("patchpilot-api", "patchpilot-worker"):
+        assert _env(name)["METRICS_HOST"] == "0.0.0.0", name
+
+
 def test_awx_ca_bundle_is_mounted_where_the_setting_points() -> None:
     trusted = CONFIGMAPS["patchpilot-trusted-ca"]
     assert trusted["metadata"]["labels"]["config.openshift.io/inject-trusted-cabundle"] == "true"

@@ -191,3 +191,33 @@ class UserRole(SQLModel, table=True):
     roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     granted_by: str = Field(max_length=200)
     granted_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Notification(SQLModel, table=True):
+    """One message to one webhook (worker.notify): the outbox and, once its attempts are spent, the dead letter."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("audit_id", "target", name="uq_notifications_audit_target"),
+                      Index("ix_notifications_due", "state", "next_attempt_at"))
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    audit_id: int = Field(sa_column=Column(BigInteger, nullable=False))  # the audit row it tells of
+    request_id: str | None = Field(default=None, max_length=32, index=True)
+    kind: str = Field(max_length=40)  # awaiting_approval approved rejected started succeeded failed canceled error
+    target: str = Field(max_length=200)  # the webhook's name
+    payload: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = Field(default="pending", max_length=20)  # pending | sent | dead
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    sent_at: datetime | None = _ts()
+
+
+class NotifyCursor(SQLModel, table=True):
+    """How far worker.notify has read the audit log."""
+
+    __tablename__ = "notify_cursor"
+
+    name: str = Field(primary_key=True, max_length=50)
+    last_audit_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))

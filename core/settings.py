@@ -98,6 +98,17 @@ class Settings(BaseSettings):
     )
     max_chat_chars: int = Field(default=2000, ge=10)
 
+    # --- notifications (worker.notify) ---------------------------------------------------------------
+    notify_webhooks: list[dict[str, str]] = Field(
+        default_factory=list,
+        description='Outgoing webhooks (JSON list): [{"name": "ops", "url": "https://hooks.slack.com/...", '
+        '"format": "slack"|"teams"|"generic"}]. Each gets: awaiting approval (with the link), approved, rejected, '
+        'started, succeeded/failed/canceled with the per-host summary. Empty: none.',
+    )
+    notify_attempts: int = Field(default=5, ge=1, le=20, description="Deliveries of one message before it is dead.")
+    notify_interval_seconds: float = Field(default=1.0, gt=0, description="How often the beat delivers what is due.")
+    ui_base_url: str = Field(default="http://127.0.0.1:8501", description="The UI's address, for links in messages.")
+
     # --- identity and limits -------------------------------------------------------------------------
     auth_mode: Literal["token", "proxy"] = Field(
         default="token",

@@ -23,6 +23,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from streamlit.testing.v1 import AppTest
 
+from api.services import timeline
+from core.identity import Principal
 from core.settings import reset_settings_cache
 from ui import views
 
@@ -43,6 +45,16 @@ RANK = {"viewer": 0, "requester": 1, "approver": 2, "admin": 3}
 FOUR_EYES = "four-eyes: web-01 is production; someone other than the requester must approve"
 
 
+def _fake_catalog():
+    """The demo fleet: web-01 is production (the policy says which environments are)."""
+    from core.inventory import get_catalog
+
+    return get_catalog()
+
+
+FAKE_CATALOG = _fake_catalog()
+
+
 def now_iso(offset_seconds: int = 0) -> str:
     return (datetime.now(timezone.utc) + timedelta(seconds=offset_seconds)).isoformat()
 
@@ -61,6 +73,9 @@ class FakeBackend:
         self.identity_headers: list[dict[str, str]] = []  # the identity headers of every call
         self.auth_mode = "token"
         self.force: dict[str, tuple[int, Any]] = {}  # endpoint name -> (status, detail)
+        self.plays: dict[str, dict[str, Any]] = {}  # request id -> per-stage event counts (the timeline's input)
+        self.tasks: dict[str, list[dict[str, Any]]] = {}  # request id -> task output lines
+        self.replaced: dict[str, bool] = {}
 
     def new_request(self, requested_by: str, conversation_id: str | None, **changes: Any) -> dict[str, Any]:
         request_id = str(uuid.uuid4())
@@ -267,6 +282,48 @@ def build_fake_api(backend: FakeBackend) -> FastAPI:
             req["stages"].append({"stage": "canceled", "label": "Canceled", "at": now_iso()})
         return req
 
+    @app.get("/api/v1/meta")
+    def meta():
+        if (response := forced("meta")) is not None:
+            return response
+        return timeline.meta(FAKE_CATALOG)
+
+    @app.get("/api/v1/inbox")
+    def inbox(request: Request):
+        if (response := forced("inbox")) is not None:
+            return response
+        me = caller(request)
+        rank = max((RANK[r] for r in me["roles"]), default=-1)
+        waiting = [r for r in backend.requests.values() if r["state"] == "proposed"]
+        items = [inbox_item(r) for r in waiting if rank >= RANK["approver"] and r["requested_by"] != me["user"]]
+        mine = [inbox_item(r) for r in waiting if r["requested_by"] == me["user"]]
+        return {"count": len(items), "items": items, "mine": mine}
+
+    def inbox_item(req):
+        return {"id": req["id"], "requested_by": req["requested_by"], "hosts": host_list(req),
+                "hosts_by_environment": req["hosts_by_environment"], "production": bool(req["hosts_by_environment"].get("prod")),
+                "patch_group": req["patch_group"], "reboot": req["reboot"], "check_mode": req["check_mode"],
+                "conversation_id": req["conversation_id"], "created_at": req["created_at"],
+                "expires_at": req["expires_at"], "age_seconds": 120}
+
+    def host_list(req):
+        return [h["name"] if isinstance(h, dict) else h for h in req["hosts"]]
+
+    @app.get("/api/v1/requests/{request_id}/live")
+    def live(request_id: str, request: Request):
+        if (response := forced("live")) is not None:
+            return response
+        req = backend.requests.get(request_id)
+        if req is None:
+            return missing(request_id)
+        me = caller(request)
+        principal = Principal(user=me["user"], roles=frozenset(me["roles"]), via=me["via"])
+        view = {**req, "cancel_requested_at": req.get("cancel_requested_at")}
+        allowed = timeline.refusals(principal, view, FAKE_CATALOG, same_person=lambda a, b: a == b)
+        return {"request": view, "timeline": timeline.timeline(view, backend.plays.get(request_id, {})),
+                "allowed": allowed, "tasks": backend.tasks.get(request_id, []),
+                "replaced_by_newer": backend.replaced.get(request_id, False)}
+
     @app.get("/api/v1/requests/{request_id}/events")
     def events(request_id: str, after: int = 0):
         req = backend.requests.get(request_id)
@@ -383,6 +440,14 @@ def approve_as_bob(at: AppTest, req: dict[str, Any]) -> AppTest:
     return at
 
 
+def open_request(at: AppTest, request_id: str) -> AppTest:
+    """What a row of the Jobs table, an inbox entry or a ?request= link does: open that request."""
+    at.session_state["pp_open_request"] = request_id
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
 def sidebar_text(at: AppTest) -> str:
     parts = [m.value for m in at.sidebar.markdown] + [w.value for w in at.sidebar.warning]
     return "\n".join(parts + [c.value for c in at.sidebar.caption])
@@ -432,9 +497,8 @@ def test_proxy_headers_are_forwarded_without_a_token(backend, monkeypatch):
     assert all(h == {"x-forwarded-user": "gina", "x-forwarded-groups": "staff,patchpilot-approvers"}
                for h in backend.identity_headers)
     assert set(backend.users) == {"gina"}
-    at.sidebar.radio[0].set_value("Jobs").run()
     req = only_request(backend)
-    at.selectbox(key="pp_jobs_open").set_value(req["id"]).run()
+    open_request(at, req["id"])
     at.button(key=f"approve:{req['id']}").click().run()
     assert not at.exception and not at.error
     assert req["approved_by"] == "gina"
@@ -500,56 +564,92 @@ def test_question_without_proposal_has_no_buttons(backend):
     assert not [b for b in at.button if b.label in ("Approve", "Reject")]
 
 
-def test_approve_calls_api_once_and_disables_buttons(backend):
+def test_approve_calls_api_once_and_the_card_follows_the_decision(backend):
     at = send(new_app())
     req = only_request(backend)
     approve_as_bob(at, req)
     assert backend.calls["approve"] == 1
     assert req["state"] == "approved" and req["approved_by"] == "bob"
-    assert at.button(key=f"approve:{req['id']}").disabled
-    assert at.button(key=f"reject:{req['id']}").disabled
-    # A second click from a browser that had not redrawn yet (the button still enabled there)
-    # does not reach the API again.
-    stale = at.button(key=f"approve:{req['id']}")
-    stale.proto.disabled = False
-    stale.click().run()
-    assert backend.calls["approve"] == 1
+    # The decision is taken: no Approve or Reject any more, the card says who approved.
+    assert not [b for b in at.button if b.label in ("Approve", "Reject")]
+    assert "Approved by bob" in all_text(at)
     assert not at.error
 
 
-def test_progress_view_shows_completion_and_host_table(backend):
+def test_a_second_click_before_the_redraw_sends_nothing(backend):
+    at = send(new_app())
+    req = only_request(backend)
+    sign_in(at, "pp_bob")
+    at.session_state[f"pp_decision:{req['id']}"] = {"action": "approve", "by": "bob", "pending": True}
+    at.run()
+    assert at.button(key=f"approve:{req['id']}").disabled and at.button(key=f"reject:{req['id']}").disabled
+    assert backend.calls["approve"] == 0
+
+
+def test_progress_view_shows_completion_truthful_timeline_and_host_table(backend):
     at = send(new_app())
     req = only_request(backend)
     approve_as_bob(at, req)
     backend.succeed(req["id"])
+    backend.plays[req["id"]] = {"prechecks": {"ran": 3, "skipped": 0, "failed": 0},
+                                "patching": {"ran": 3, "skipped": 0, "failed": 0},
+                                "reboot": {"ran": 0, "skipped": 2, "failed": 0},
+                                "postchecks": {"ran": 2, "skipped": 0, "failed": 0}}
+    backend.tasks[req["id"]] = [{"counter": 9, "at": now_iso(), "play": "Patching", "task": "Apply updates (security)",
+                                 "host": "web-01", "result": "changed", "message": "Updates applied"}]
+    req["stages"].insert(2, {"stage": "reboot", "label": "Reboot in progress", "at": now_iso(-10)})
     at.run()
     assert not at.exception
     text = all_text(at)
-    assert "Patching completed" in text
-    assert "Pre-checks started" in text and "Post-checks running" in text
-    assert "Reboot (skipped)" in text
+    # Finished stages in the past tense, the skipped reboot as skipped: nothing "in progress" after the end.
+    assert "Pre-checks passed" in text and "Post-checks passed" in text and "Patched" in text
+    assert "Reboot skipped (dry run)" in text
+    assert "in progress" not in text
+    assert "Dry run completed, nothing changed: web-01 changed" in text
+    assert "AWX job 42 succeeded (dry run, nothing changed): web-01 changed." in text  # the chat says how it ended
     table = at.dataframe[0].value
     assert list(table.columns) == ["name", "status", "ok", "changed", "failed", "unreachable"]
     assert table.iloc[0].to_dict() == {"name": "web-01", "status": "changed", "ok": 12, "changed": 3, "failed": 0, "unreachable": 0}
     assert at.get("progress")[0].proto.value == 100
-    assert "Latest task: Verify services" in at.get("progress")[0].proto.text
-    assert not [b for b in at.button if b.label == "Cancel"]  # nothing left to cancel
+    assert "Apply updates (security) · web-01 · changed: Updates applied" in at.code[0].value
+    assert not [b for b in at.button if b.label.startswith("Cancel")]  # nothing left to cancel
 
 
-def test_running_request_shows_timeline_and_cancel(backend):
+def test_running_request_shows_timeline_and_a_confirmed_cancel(backend):
     at = send(new_app())
     req = only_request(backend)
+    req["check_mode"] = False
     approve_as_bob(at, req)
     backend.start(req["id"])
     at.run()
     text = all_text(at)
-    assert "Patching in progress" in text and "Patching completed" not in text
-    assert "[AWX job 42](https://awx.example.com/#/jobs/playbook/42/output)" in text
+    assert "Pre-checks passed" in text and "Patching in progress" in text and "Patching completed" not in text
+    assert "**AWX job 42** · ⏳ running" in text  # one name for the run: its AWX job number
+    assert "[Open AWX job 42 in AWX](https://awx.example.com/#/jobs/playbook/42/output)" in text
+    assert at.get("progress")[0].proto.value < 100
+    # Cancel asks first, and says what an interrupted update may leave behind.
     at.button(key=f"cancel:{req['id']}").click().run()
+    assert backend.calls["cancel"] == 0
+    assert "may be left half-patched" in all_text(at)
+    at.button(key=f"cancel_no:{req['id']}").click().run()
+    assert backend.calls["cancel"] == 0 and at.button(key=f"cancel:{req['id']}")
+    at.button(key=f"cancel:{req['id']}").click().run()
+    at.button(key=f"cancel_yes:{req['id']}").click().run()
     assert not at.exception
     assert backend.calls["cancel"] == 1
     assert req["state"] == "canceled"
-    assert "**Canceled**" in all_text(at)
+    text = all_text(at)
+    assert "Canceled by bob during patching" in text and "half-patched" in text
+    assert at.get("progress")[0].proto.value < 100  # a canceled run does not read as complete
+
+
+def test_a_requested_cancel_shows_who_and_waits_for_awx(backend):
+    req = backend.new_request("alice", None, check_mode=False)
+    backend.start(req["id"])
+    req.update(cancel_requested_at=now_iso(-2), decided_by="alice")
+    at = open_request(new_app(), req["id"])
+    assert "Cancel requested by alice at" in all_text(at) and "waiting for AWX to stop AWX job 42" in all_text(at)
+    assert not [b for b in at.button if b.label.startswith("Cancel")]
 
 
 def test_failed_request_shows_reason_and_failing_hosts(backend):
@@ -559,9 +659,10 @@ def test_failed_request_shows_reason_and_failing_hosts(backend):
     backend.fail(req["id"])
     at.run()
     errors = "\n".join(e.value for e in at.error)
-    assert "Patching failed" in errors
+    assert "AWX job 42 failed" in errors
     assert "1 host unreachable during patching" in errors
     assert "Failing hosts: web-01" in errors
+    assert "Patching failed" in all_text(at)
 
 
 def test_conflict_on_approve_is_a_readable_error(backend):
@@ -571,9 +672,9 @@ def test_conflict_on_approve_is_a_readable_error(backend):
     approve_as_bob(at, req)
     assert not at.exception
     assert [e.value for e in at.error] == [
-        "Could not approve: Not possible right now (409): Request is already approved by bob"
+        "Could not approve: the request changed meanwhile (Request is already approved by bob). "
+        "The card shows it as it is now."
     ]
-    assert at.button(key=f"approve:{req['id']}").disabled
 
 
 def test_viewer_sees_disabled_approve_and_cannot_chat(backend):
@@ -587,29 +688,27 @@ def test_viewer_sees_disabled_approve_and_cannot_chat(backend):
     assert "Could not load the conversation: Not allowed (403): only its author, approvers and admins may read a " \
            "conversation" in [e.value for e in at.error]
     # The request itself is open to every reader: on the Jobs page.
-    at.sidebar.radio[0].set_value("Jobs").run()
-    at.selectbox(key="pp_jobs_open").set_value(req["id"]).run()
+    open_request(at, req["id"])
     assert not at.exception and not at.error
     approve, reject = at.button(key=f"approve:{req['id']}"), at.button(key=f"reject:{req['id']}")
     assert approve.disabled and reject.disabled
     assert approve.help == "Approving needs the approver role"
-    assert "Signed in as vic (viewer): approving needs the approver role; rejecting needs the requester role" in all_text(at)
+    assert ("Signed in as vic (viewer): approving needs the approver role; rejecting someone else's proposal needs "
+            "the approver role") in all_text(at)
     assert req["state"] == "proposed"
 
 
-def test_four_eyes_refusal_is_shown_and_another_approver_can_approve(backend, monkeypatch):
+def test_self_approval_on_production_is_off_before_the_click_and_reject_stays(backend, monkeypatch):
     monkeypatch.setenv("PATCHPILOT_TOKEN", "pp_carol")  # an approver asking for production
     at = send(new_app())
     req = only_request(backend)
     assert req["requested_by"] == "carol"
-    assert not at.button(key=f"approve:{req['id']}").disabled  # her role allows it; the policy decides
-    at.button(key=f"approve:{req['id']}").click().run()
-    assert not at.exception
-    assert [e.value for e in at.error] == [f"Could not approve: Not allowed (403): {FOUR_EYES}"]
-    assert "Traceback" not in all_text(at)
-    assert req["state"] == "proposed" and backend.calls["approve"] == 1
-    assert at.button(key=f"approve:{req['id']}").disabled  # not again for her
-    # Someone else signs in: the refusal was carol's, bob may approve.
+    approve, reject = at.button(key=f"approve:{req['id']}"), at.button(key=f"reject:{req['id']}")
+    assert approve.disabled and "Four-eyes: web-01 is production" in approve.help
+    assert not reject.disabled  # she may still withdraw it
+    assert "Send this link to an approver: " in all_text(at) and f"?request={req['id']}" in all_text(at)
+    assert backend.calls["approve"] == 0
+    # Someone else signs in: bob may approve.
     sign_in(at, "pp_bob")
     assert not at.error
     assert not at.button(key=f"approve:{req['id']}").disabled
@@ -623,14 +722,13 @@ def test_cancel_is_for_the_requester_and_approvers(backend):
     theirs = backend.new_request("dave", None)
     for req in (mine, theirs):
         backend.start(req["id"])
-    at = new_app()
-    at.sidebar.radio[0].set_value("Jobs").run()
-    at.selectbox(key="pp_jobs_open").set_value(theirs["id"]).run()
+    at = open_request(new_app(), theirs["id"])
     cancel = at.button(key=f"cancel:{theirs['id']}")
-    assert cancel.disabled and cancel.help == "Canceling someone else's request needs the approver role"
-    at.selectbox(key="pp_jobs_open").set_value(mine["id"]).run()
+    assert cancel.disabled and cancel.help == "Canceling someone else's run needs the approver role"
+    open_request(at, mine["id"])
     assert not at.button(key=f"cancel:{mine['id']}").disabled
     at.button(key=f"cancel:{mine['id']}").click().run()
+    at.button(key=f"cancel_yes:{mine['id']}").click().run()
     assert not at.exception and mine["state"] == "canceled" and mine["decided_by"] == "alice"
 
 
@@ -648,35 +746,48 @@ def test_api_down_is_a_readable_error_not_a_traceback(backend, monkeypatch):
     at = new_app()
     assert not at.exception
     errors = "\n".join(e.value for e in at.error)
-    assert "Cannot reach the patchpilot API" in errors
+    assert "The patchpilot API does not answer" in errors
     assert "API unreachable" in "\n".join(m.value for m in at.sidebar.markdown)
     send(at)
-    assert any(e.value.startswith("Message not sent: Cannot reach the patchpilot API") for e in at.error)
+    failed = [e.value for e in at.error if e.value.startswith("Message not sent: Cannot reach the patchpilot API")]
+    assert len(failed) == 1
+    # The text is kept and can be sent again; a second failure replaces the first instead of stacking up.
+    at.button(key="pp_retry").click().run()
+    assert len([e for e in at.error if e.value.startswith("Message not sent")]) == 1
     at.sidebar.radio[0].set_value("Jobs").run()
     assert not at.exception
-    assert any("Could not load the jobs: Cannot reach" in e.value for e in at.error)
+    assert any("Could not load the jobs, retrying: Cannot reach" in w.value for w in at.warning)
 
 
-def test_jobs_page_lists_requests_and_opens_progress(backend):
+def test_jobs_page_lists_runs_searches_by_host_and_opens_a_row(backend):
     done = backend.new_request("alice", None, approved_by="bob")
     backend.succeed(done["id"])
-    backend.new_request("carol", None, patch_group="Group-2")
+    other = backend.new_request("alice", None, approved_by="bob", hosts_by_environment={"prod": ["db-01"]})
+    backend.start(other["id"])
+    other["hosts"] = [backend.host("db-01", "running", ok=2)]
+    backend.new_request("carol", None, patch_group="Group-2")  # a proposal: not a job
+    rejected = backend.new_request("carol", None)
+    rejected["state"] = "rejected"
     at = new_app()
     at.sidebar.radio[0].set_value("Jobs").run()
     assert not at.exception
     rows = at.dataframe[0].value
     assert len(rows) == 2
     first, second = rows.iloc[0].to_dict(), rows.iloc[1].to_dict()
-    assert first["requested by"] == "carol" and first["state"] == "📝 proposed"
+    assert first["job"] == "AWX job 42" and first["state"] == "⏳ running" and first["hosts"] == "db-01"
     assert second["requested by"] == "alice" and second["approved by"] == "bob"
-    assert second["AWX job"] == "https://awx.example.com/#/jobs/playbook/42/output"
+    assert second["AWX"] == "https://awx.example.com/#/jobs/playbook/42/output"
     assert second["duration"] == "1m 00s"
-    at.selectbox(key="pp_jobs_open").set_value(done["id"]).run()
-    assert not at.exception
-    assert "Patching completed" in all_text(at)
-    # Filtering by state asks the API for that state only.
-    at.selectbox(key="pp_jobs_state").set_value("proposed").run()
-    assert len(at.dataframe[0].value) == 1
+    at.text_input(key="pp_jobs_host").set_value("web").run()
+    assert list(at.dataframe[0].value["hosts"]) == ["web-01"]
+    # Everything, proposals and rejections included, when asked.
+    at.text_input(key="pp_jobs_host").set_value("").run()
+    at.selectbox(key="pp_jobs_state").set_value("everything").run()
+    assert len(at.dataframe[0].value) == 4
+    # A row opens the request on its own page (the URL says which).
+    open_request(at, done["id"])
+    assert "Dry run completed" in all_text(at)
+    assert at.query_params["request"] == done["id"]
 
 
 def test_conversation_switching(backend):
@@ -692,34 +803,27 @@ def test_conversation_switching(backend):
 # --- pure helpers -------------------------------------------------------------------------------
 
 
-def test_timeline_marks_reached_current_and_pending_stages():
-    req = {
-        "state": "running",
-        "stage": "postchecks",
-        "stages": [
-            {"stage": "prechecks", "label": "Pre-checks started", "at": "2025-01-01T10:00:00Z"},
-            {"stage": "patching", "label": "Patching in progress", "at": "2025-01-01T10:01:00Z"},
-            {"stage": "postchecks", "label": "Post-checks running", "at": "2025-01-01T10:05:00Z"},
-        ],
-    }
-    steps = {s["stage"]: (s["status"], s["label"]) for s in views.timeline_steps(req)}
-    assert steps == {
-        "prechecks": ("done", "Pre-checks started"),
-        "patching": ("done", "Patching in progress"),
-        "reboot": ("skipped", "Reboot"),
-        "postchecks": ("current", "Post-checks running"),
-        "completed": ("pending", "Completed"),
-    }
-    failed = {"state": "failed", "stage": "failed", "stages": req["stages"][:2]}
-    assert [s["status"] for s in views.timeline_steps(failed)] == ["done", "failed", "pending", "pending", "pending"]
-    assert views.terminal_label(failed) == "Patching failed"
+def test_progress_only_reaches_100_percent_on_success_and_one_name_per_run():
+    steps = [{"stage": "prechecks", "status": "done"}, {"stage": "patching", "status": "canceled"},
+             {"stage": "reboot", "status": "not_run"}, {"stage": "postchecks", "status": "not_run"},
+             {"stage": "completed", "status": "canceled"}]
+    assert views.progress_value({"state": "canceled"}, steps) == pytest.approx(0.375)
+    assert views.progress_value({"state": "succeeded"}, steps) == 1.0
+    assert views.job_name({"id": "313ecb1a" + "0" * 24, "awx_job_id": None}) == "Request 313ecb1a"
+    assert views.job_name({"id": "313ecb1a", "awx_job_id": 7}) == "AWX job 7"
+    jobs = [{"state": "proposed", "hosts": ["web-01"]}, {"state": "running", "hosts": [{"name": "db-01"}]},
+            {"state": "succeeded", "hosts": ["web-02"]}]
+    assert views.filter_jobs(jobs) == jobs[1:]
+    assert views.filter_jobs(jobs, host="WEB") == [jobs[2]]
+    assert views.filter_jobs(jobs, host="web", runs_only=False) == [jobs[0], jobs[2]]
 
 
 def test_formatting_helpers():
     assert views.fmt_duration("2025-01-01T10:00:00Z", "2025-01-01T10:01:05Z") == "1m 05s"
     assert views.fmt_duration("2025-01-01T10:00:00Z", "2025-01-01T12:03:00Z") == "2h 03m"
     assert views.fmt_duration(None, None) == ""
-    assert views.environment_groups({"hosts_by_environment": {"dev": ["d1"], "prod": ["p1"], "lab": ["l1"]}}) == [
+    meta = {"environment_order": ["prod", "staging", "dev"], "production_environments": ["prod"]}
+    assert views.environment_groups({"hosts_by_environment": {"dev": ["d1"], "prod": ["p1"], "lab": ["l1"]}}, meta) == [
         ("prod", ["p1"]),
         ("dev", ["d1"]),
         ("lab", ["l1"]),
@@ -734,9 +838,39 @@ def test_link_with_request_id_opens_its_progress_view(backend):
     at.query_params["request"] = req["id"]
     at.run()
     assert not at.exception
-    assert at.sidebar.radio[0].value == "Jobs"
     assert "Patching in progress" in all_text(at)
     assert at.button(key=f"cancel:{req['id']}")
+    assert at.query_params["request"] == req["id"]  # kept: a reload shows the same request
+
+
+def test_link_with_conversation_id_reopens_the_conversation(backend):
+    at = send(new_app())
+    conversation_id = next(iter(backend.conversations))
+    assert at.query_params["conversation"] == conversation_id  # in the URL as soon as it exists
+    again = AppTest.from_file(APP_FILE, default_timeout=15)
+    again.query_params["conversation"] = conversation_id
+    again.run()
+    assert not again.exception
+    assert "I can patch web-01" in all_text(again)
+
+
+def test_approvals_inbox_lists_what_waits_for_you_and_opens_it(backend):
+    req = backend.new_request("alice", None, check_mode=False)
+    backend.new_request("bob", None)  # his own: not in his inbox
+    at = AppTest.from_file(APP_FILE, default_timeout=15)
+    at.run()
+    sign_in(at, "pp_bob")
+    assert "📥 **1** waiting for your approval: see **Approvals**" in sidebar_text(at)
+    assert "1 waiting for your approval" in all_text(at)  # also above the page, for a phone's folded sidebar
+    at.sidebar.radio[0].set_value("Approvals").run()
+    text = all_text(at)
+    assert "1 proposal waiting for your approval" in text
+    assert "**alice** asks: Patch :red[**prod**] (1): web-01 with **Group-1**" in text
+    assert f"?request={req['id']}" in text and "expires at" in text
+    at.button(key=f"inbox:{req['id']}").click().run()
+    assert at.query_params["request"] == req["id"]
+    at.button(key=f"approve:{req['id']}").click().run()
+    assert req["state"] == "approved" and "Approved by bob" in all_text(at)
 
 
 def test_link_to_unknown_request_is_a_readable_error(backend):
@@ -752,6 +886,10 @@ def test_reject_disables_buttons_and_shows_outcome(backend):
     req = only_request(backend)
     at.button(key=f"reject:{req['id']}").click().run()
     assert backend.calls["reject"] == 1 and req["state"] == "rejected"
-    assert at.button(key=f"approve:{req['id']}").disabled
+    assert not [b for b in at.button if b.label in ("Approve", "Reject")]
     assert "Rejected by alice" in all_text(at)
     assert not at.get("progress")  # a rejected proposal has no run to follow
+    backend.replaced[req["id"]] = True
+    at.run()
+    assert "Replaced by a newer proposal in this conversation." in all_text(at)
+    assert "Rejected by alice" not in all_text(at)

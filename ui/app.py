@@ -1,12 +1,10 @@
 """patchpilot chat UI: `streamlit run ui/app.py`.
 
-Talks to the patchpilot API over HTTP only; the API address comes from `API_URL`.
+Talks to the patchpilot API over HTTP only; the API address comes from `API_URL`. What is open is kept in the
+URL: `?conversation=<id>` for a conversation, `?request=<id>` for one request (a link anyone can be sent).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
 
 import streamlit as st
 
@@ -15,6 +13,12 @@ from ui import views
 from ui.client import ApiError, PatchpilotClient
 
 EXAMPLE_PROMPT = "Patch server <host> with <patch group>, no reboot"
+PAGES = ("Chat", "Approvals", "Jobs")
+# Streamlit's own header controls (Deploy, and Stop next to "Running…") are not for operators: "Stop" would read as
+# stopping a patch run. .streamlit/config.toml sets the toolbar to minimal; this hides what remains.
+HIDE_DEVELOPER_CONTROLS = """<style>
+[data-testid="stAppDeployButton"], [data-testid="stMainMenu"], [data-testid="stStatusWidget"] button {display: none;}
+</style>"""
 
 
 def get_client() -> PatchpilotClient:
@@ -27,6 +31,8 @@ def get_client() -> PatchpilotClient:
 
 def _open_conversation(conversation_id: str | None) -> None:
     st.session_state["pp_conversation"] = conversation_id
+    st.session_state["pp_page"] = "Chat"
+    st.session_state.pop("pp_open_request", None)
     st.session_state.pop("pp_chat_error", None)
     st.session_state.pop("pp_last_reply", None)
 
@@ -64,26 +70,17 @@ def send_message(client: PatchpilotClient, text: str) -> None:
         with st.spinner("Thinking…"):
             reply = client.chat(text, st.session_state.get("pp_conversation"))
     except ApiError as exc:
+        # Only the last failure is shown, with the text kept and a Retry button.
         st.session_state["pp_chat_error"] = (text, f"Message not sent: {exc}")
         return
     st.session_state["pp_conversation"] = reply.get("conversation_id")
     st.session_state["pp_last_reply"] = reply
 
 
-def render_request_inline(client: PatchpilotClient, item: Mapping[str, Any]) -> None:
-    """A proposal card, followed by the live progress once it was approved."""
-    views.render_proposal_card(client, item)
-    if views.shows_progress(item.get("state", "")):
-        views.render_progress(client, str(item["id"]), item)
-
-
-def render_proposal_by_id(client: PatchpilotClient, request_id: str) -> None:
-    try:
-        item = client.get_request(request_id)
-    except ApiError as exc:
-        st.error(f"Could not load proposal {request_id[:8]}: {exc}")
-        return
-    render_request_inline(client, item)
+def _retry_message() -> None:
+    failed = st.session_state.get("pp_chat_error")
+    if failed:
+        st.session_state["pp_retry_text"] = failed[0]
 
 
 def chat_page(client: PatchpilotClient) -> None:
@@ -92,8 +89,9 @@ def chat_page(client: PatchpilotClient) -> None:
     read_only = me is not None and views.role_rank(me.get("roles")) < views.ROLE_RANK["requester"]
     placeholder = "Read only: asking for changes needs the requester role" if read_only else f"e.g. {EXAMPLE_PROMPT}"
     prompt = st.chat_input(placeholder, key="pp_chat_input", disabled=read_only)
-    if prompt:
-        send_message(client, prompt)
+    retry = st.session_state.pop("pp_retry_text", None)
+    if prompt or retry:
+        send_message(client, prompt or retry)
 
     conversation_id = st.session_state.get("pp_conversation")
     shown_proposals: set[str] = set()
@@ -107,11 +105,11 @@ def chat_page(client: PatchpilotClient) -> None:
             role = "user" if message.get("role") == "user" else "assistant"
             with st.chat_message(role):
                 st.markdown(message.get("text") or "")
-                proposal_id = message.get("proposal_id")
-                if proposal_id and proposal_id not in shown_proposals:
-                    shown_proposals.add(proposal_id)
-                    with views.shown_errors("Could not show the proposal"):
-                        render_proposal_by_id(client, proposal_id)
+            proposal_id = message.get("proposal_id")
+            if proposal_id and proposal_id not in shown_proposals:
+                shown_proposals.add(proposal_id)
+                with views.shown_errors("Could not show the proposal"):
+                    views.render_request(client, proposal_id, in_chat=True)
     else:
         st.markdown(
             "Ask for a patch run in plain words, for example "
@@ -125,8 +123,8 @@ def chat_page(client: PatchpilotClient) -> None:
         with st.chat_message("assistant"):
             if not conversation_id:
                 st.markdown(last.get("reply") or "")
-            with views.shown_errors("Could not show the proposal"):
-                render_proposal_by_id(client, proposal["id"])
+        with views.shown_errors("Could not show the proposal"):
+            views.render_request(client, proposal["id"], in_chat=True)
 
     failed = st.session_state.get("pp_chat_error")
     if failed:
@@ -134,29 +132,73 @@ def chat_page(client: PatchpilotClient) -> None:
         with st.chat_message("user"):
             st.markdown(text)
         st.error(error)
+        st.button("Retry sending", key="pp_retry", on_click=_retry_message)
+
+
+def _close_request() -> None:
+    st.session_state.pop("pp_open_request", None)
+
+
+def request_page(client: PatchpilotClient, request_id: str) -> None:
+    """One request on its own page (?request=<id>): the card, its run, and where it came from."""
+    top, back = st.columns([5, 1])
+    top.subheader(f"Request {request_id[:8]}")
+    back.button("← Back", key="pp_close_request", on_click=_close_request)
+    st.caption(f"Link to this request: {views.absolute_link(request_id)}")
+    with views.shown_errors("Could not show the request"):
+        views.render_request(client, request_id)
+    prefetched = st.session_state.get(f"pp_prefetched:{request_id}") or {}
+    conversation_id = (prefetched.get("request") or {}).get("conversation_id")
+    if conversation_id:
+        st.button("Open its conversation", key="pp_open_conv", on_click=_open_conversation, args=(conversation_id,))
 
 
 # --- page ---------------------------------------------------------------------------------------
 
 
+def read_links() -> None:
+    """A link's ?request= or ?conversation= opens that request or conversation, once per session."""
+    if st.session_state.get("pp_link_read"):
+        return
+    st.session_state["pp_link_read"] = True
+    linked = st.query_params.get("request")
+    if linked:
+        st.session_state["pp_open_request"] = linked.strip()
+    conversation = st.query_params.get("conversation")
+    if conversation:
+        st.session_state["pp_conversation"] = conversation.strip()
+        st.session_state["pp_page"] = "Chat"
+
+
+def write_links(page: str) -> None:
+    """Keep the URL saying what is open, so a reload or a copied link shows the same thing."""
+    open_request = st.session_state.get("pp_open_request")
+    conversation = st.session_state.get("pp_conversation")
+    wanted: dict[str, str] = {}
+    if open_request:
+        wanted["request"] = open_request
+    elif page == "Chat" and conversation:
+        wanted["conversation"] = conversation
+    for key in ("request", "conversation"):
+        if key in wanted:
+            if st.query_params.get(key) != wanted[key]:
+                st.query_params[key] = wanted[key]
+        elif key in st.query_params:
+            del st.query_params[key]
+
+
 def main() -> None:
     st.set_page_config(page_title="patchpilot", page_icon="🩹", layout="wide")
+    st.markdown(HIDE_DEVELOPER_CONTROLS, unsafe_allow_html=True)
     st.session_state.setdefault("pp_token", views.default_token())
 
     try:
-        get_settings()
+        settings = get_settings()
     except Exception as exc:  # noqa: BLE001 - a bad environment variable should read as one
         st.error(f"The UI configuration is invalid: {exc}")
         st.stop()
 
-    if not st.session_state.get("pp_link_read"):
-        # A link with ?request=<id> opens that request's progress view once per session.
-        st.session_state["pp_link_read"] = True
-        linked = st.query_params.get("request")
-        if linked:
-            st.session_state["pp_page"] = "Jobs"
-            st.session_state["pp_jobs_open"] = linked
-
+    read_links()
     with st.sidebar:
         st.title("🩹 patchpilot")
         via_proxy = views.proxy_signed_in()
@@ -169,7 +211,7 @@ def main() -> None:
                 help="Your patchpilot API token (patchpilot token create NAME --role requester|approver|viewer).",
             )
         client = get_client()
-        _me, me_error = views.render_identity(client, via_proxy)
+        me, me_error = views.render_identity(client, via_proxy)
     if me_error is not None and me_error.is_unauthorized:
         # Nothing can be read without an identity; the sidebar says how to sign in.
         st.info("Sign in to see the chat and the jobs." if via_proxy else
@@ -177,25 +219,40 @@ def main() -> None:
         return
 
     with st.sidebar:
-        try:
-            system, system_error = client.system(), None
-        except ApiError as exc:
-            system, system_error = None, exc
-        with views.shown_errors("Status unavailable"):
-            views.render_status(system, system_error)
-        page = st.radio("View", ("Chat", "Jobs"), key="pp_page", horizontal=True)
+        api_up = views.render_status_live(settings.api_url)
+        if api_up:
+            views.load_meta(client)
+            inbox = views.load_inbox(client)
+            st.session_state["pp_inbox_count"] = (inbox or {}).get("count") or 0
+        waiting = st.session_state.get("pp_inbox_count") or 0
+        if waiting:
+            st.markdown(f"📥 **{waiting}** waiting for your approval: see **Approvals**")
+        page = st.radio("View", PAGES, key="pp_page", horizontal=True)
         # Filled after the page, so a conversation started by this run's message is listed.
         conversations_box = st.container()
 
-    if system_error is not None:
-        st.error(str(system_error))
-    if page == "Jobs":
+    if me is not None:
+        # Also on a phone, where the sidebar is folded away: who is acting.
+        waiting = st.session_state.get("pp_inbox_count") or 0
+        st.caption(views.identity_line(me) + (f" · 📥 {waiting} waiting for your approval" if waiting else ""))
+    if not api_up:
+        st.error("The patchpilot API does not answer. This page keeps trying and redraws itself when it is back; "
+                 "nothing you typed is lost.")
+
+    open_request = st.session_state.get("pp_open_request")
+    if open_request:
+        request_page(client, open_request)
+    elif page == "Jobs":
         with views.shown_errors("Could not show the jobs"):
             views.render_jobs(client)
+    elif page == "Approvals":
+        with views.shown_errors("Could not show the approvals"):
+            views.render_inbox(client)
     else:
-        st.query_params.pop("request", None)
         with views.shown_errors("Could not show the chat"):
             chat_page(client)
+    write_links(page)
+    if page == "Chat" or open_request:
         with conversations_box:
             st.subheader("Conversations")
             with views.shown_errors("Conversations unavailable"):

@@ -131,6 +131,62 @@ class SystemStatus(TypedDict):
     awx_url: str | None
 
 
+class TimelineStep(TypedDict):
+    stage: str
+    title: str
+    status: Literal["done", "current", "skipped", "pending", "not_run", "failed", "canceled"]
+    label: str
+    at: str | None
+    ended_at: str | None
+
+
+class TaskLine(TypedDict):
+    counter: int
+    at: str | None
+    play: str | None
+    task: str | None
+    host: str | None
+    result: str
+    message: str | None
+
+
+class Live(TypedDict):
+    request: PatchRequest
+    timeline: list[TimelineStep]
+    allowed: dict[str, str | None]  # action -> why not (None: allowed)
+    tasks: list[TaskLine]
+    replaced_by_newer: bool
+
+
+class InboxItem(TypedDict):
+    id: str
+    requested_by: str
+    hosts: list[str]
+    hosts_by_environment: dict[str, list[str]]
+    production: bool
+    patch_group: str | None
+    reboot: str
+    check_mode: bool
+    conversation_id: str | None
+    created_at: str | None
+    expires_at: str | None
+    age_seconds: int | None
+
+
+class Inbox(TypedDict):
+    count: int
+    items: list[InboxItem]
+    mine: list[InboxItem]
+
+
+class Meta(TypedDict):
+    states: list[dict[str, Any]]
+    stages: list[dict[str, Any]]
+    production_environments: list[str]
+    environment_order: list[str]
+    roles: list[str]
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 
@@ -354,3 +410,24 @@ class PatchpilotClient:
 
     def system(self) -> SystemStatus:
         return self._call("GET", "/api/v1/system")
+
+    def meta(self) -> Meta:
+        """State and stage labels, production environments and roles (the UI keeps no copy of them)."""
+        body = self._call("GET", "/api/v1/meta")
+        if not isinstance(body, dict) or not isinstance(body.get("stages"), list):
+            raise ApiError("The patchpilot API sent its labels in an unexpected shape.")
+        return body
+
+    def inbox(self) -> Inbox:
+        """Proposals waiting for the caller's approval, and the caller's own proposals waiting for someone."""
+        body = self._call("GET", "/api/v1/inbox")
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise ApiError("The patchpilot API sent the inbox in an unexpected shape.")
+        return body
+
+    def live(self, request_id: str) -> Live:
+        """One request as a page shows it: the request, its timeline, what the caller may do, recent task output."""
+        body = self._call("GET", f"/api/v1/requests/{request_id}/live")
+        if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
+            raise ApiError("The patchpilot API sent the request in an unexpected shape.")
+        return body

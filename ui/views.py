@@ -1,7 +1,9 @@
-"""Rendering pieces of the patchpilot UI: status line, proposal card, live progress, jobs list.
+"""Rendering pieces of the patchpilot UI: status line, proposal card, live request view, approvals inbox, jobs.
 
-Pure helpers (formatting, timeline, host rows) come first so they can be tested without Streamlit
-running; the `render_*` functions draw with Streamlit and take the API client as an argument.
+Pure helpers (formatting, labels, host rows) come first so they can be tested without Streamlit running; the
+`render_*` functions draw with Streamlit and take the API client as an argument. Labels, stage texts, the order of
+environments and which ones are production come from the API (`GET /api/v1/meta`); the stage timeline with its
+statuses comes from the API too (`GET /api/v1/requests/{id}/live`), built from the job events.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from typing import Any
 
 import streamlit as st
 
-from core.states import STAGE_LABELS
 from ui.client import (
     TERMINAL_STATES,
     ApiError,
@@ -23,47 +24,35 @@ from ui.client import (
     proxy_identity,
 )
 
-REFRESH_SECONDS = 2
-MAX_EVENTS_KEPT = 200
+# A request waiting for a decision is redrawn every 2 s (so its requester sees the approval); a run every second
+# (its first stage shows within about a second of the event being stored); a finished one never.
+REFRESH_WAITING = 2.0
+REFRESH_ACTIVE = 1.0
+JOBS_REFRESH = 3.0
+INBOX_REFRESH = 5.0
+STATUS_REFRESH = 5.0
+MAX_TASK_LINES = 40
 
-STAGE_ORDER = ("prechecks", "patching", "reboot", "postchecks", "completed")
-STAGE_TITLES = {
-    "prechecks": "Pre-checks",
-    "patching": "Patching",
-    "reboot": "Reboot",
-    "postchecks": "Post-checks",
-    "completed": "Completed",
-}
-# STAGE_LABELS (from core.states) are the texts the API uses in `stages[].label`; the UI falls back on them
-# when a reached stage has no entry yet.
-STEP_ICONS = {"done": "✅", "current": "⏳", "pending": "⚪", "skipped": "➖", "failed": "❌", "canceled": "🚫"}
-
-STATE_ICONS = {
-    "proposed": "📝",
-    "approved": "👍",
-    "queued": "🕒",
-    "launching": "🚀",
-    "running": "⏳",
-    "succeeded": "✅",
-    "failed": "❌",
-    "error": "❌",
-    "canceled": "🚫",
-    "rejected": "✋",
-    "expired": "⌛",
-}
+STEP_ICONS = {"done": "✅", "current": "⏳", "pending": "⚪", "skipped": "➖", "not_run": "⚪", "failed": "❌",
+              "canceled": "🚫"}
+# Used only when the API's labels are not available (it is down): states are then shown by name.
+FALLBACK_STATE_ICONS = {"proposed": "📝", "approved": "👍", "queued": "🕒", "launching": "🚀", "running": "⏳",
+                        "succeeded": "✅", "failed": "❌", "error": "❌", "canceled": "🚫", "rejected": "✋",
+                        "expired": "⌛"}
 CANCELABLE_STATES = frozenset({"approved", "queued", "launching", "running"})
-ALL_STATES = (
-    "proposed", "approved", "queued", "launching", "running",
-    "succeeded", "failed", "canceled", "error", "rejected", "expired",
-)  # fmt: skip
+WAITING_STATES = frozenset({"proposed"})
+ALL_STATES = tuple(FALLBACK_STATE_ICONS)
+# The Jobs page lists runs: requests somebody approved. Proposals, rejections and expiries are not jobs.
+RUN_STATES = ("approved", "queued", "launching", "running", "succeeded", "failed", "canceled", "error")
 REBOOT_TEXT = {
     "never": "Never reboot",
     "if_needed": "Reboot only if needed",
     "always": "Always reboot",
 }
 ROLE_RANK = {"viewer": 0, "requester": 1, "approver": 2, "admin": 3}
-ENV_ORDER = ("prod", "staging", "dev")
 HOST_COLUMNS = ("name", "status", "ok", "changed", "failed", "unreachable")
+# Stages during which a canceled host may be left half-updated.
+RISKY_STAGES = ("patching", "reboot")
 
 
 # --- pure helpers -------------------------------------------------------------------------------
@@ -88,13 +77,8 @@ def fmt_time(value: str | None, *, with_date: bool = True) -> str:
     return local.strftime("%Y-%m-%d %H:%M:%S" if with_date else "%H:%M:%S")
 
 
-def fmt_duration(start: str | None, end: str | None, now: datetime | None = None) -> str:
-    """`1m 05s` from start to end (or to now while running); empty when it never started."""
-    began = parse_time(start)
-    if began is None:
-        return ""
-    finished = parse_time(end) or now or datetime.now(timezone.utc)
-    seconds = max(0, int((finished - began).total_seconds()))
+def fmt_seconds(seconds: float) -> str:
+    seconds = max(0, int(seconds))
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
@@ -104,8 +88,39 @@ def fmt_duration(start: str | None, end: str | None, now: datetime | None = None
     return f"{secs}s"
 
 
-def state_badge(state: str) -> str:
-    return f"{STATE_ICONS.get(state, '•')} {state}"
+def fmt_duration(start: str | None, end: str | None, now: datetime | None = None) -> str:
+    """`1m 05s` from start to end (or to now while running); empty when it never started."""
+    began = parse_time(start)
+    if began is None:
+        return ""
+    finished = parse_time(end) or now or datetime.now(timezone.utc)
+    return fmt_seconds((finished - began).total_seconds())
+
+
+def fmt_age(value: str | None, now: datetime | None = None) -> str:
+    """'5m 02s ago' / 'in 54m 10s'."""
+    moment = parse_time(value)
+    if moment is None:
+        return ""
+    delta = ((now or datetime.now(timezone.utc)) - moment).total_seconds()
+    return f"{fmt_seconds(delta)} ago" if delta >= 0 else f"in {fmt_seconds(-delta)}"
+
+
+def meta_states(meta: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
+    return {s["state"]: s for s in (meta or {}).get("states") or [] if isinstance(s, Mapping) and "state" in s}
+
+
+def state_badge(state: str, meta: Mapping[str, Any] | None = None) -> str:
+    info = meta_states(meta if meta is not None else current_meta()).get(state) or {}
+    icon = info.get("icon") or FALLBACK_STATE_ICONS.get(state, "•")
+    return f"{icon} {state}"
+
+
+def job_name(req: Mapping[str, Any]) -> str:
+    """The one name of a run: its AWX job number once AWX has it, the request id before."""
+    if req.get("awx_job_id"):
+        return f"AWX job {req['awx_job_id']}"
+    return f"Request {str(req.get('id', ''))[:8]}"
 
 
 def host_names(hosts: Sequence[Any]) -> list[str]:
@@ -113,68 +128,33 @@ def host_names(hosts: Sequence[Any]) -> list[str]:
     return [h.get("name", "?") if isinstance(h, Mapping) else str(h) for h in hosts or ()]
 
 
-def environment_groups(item: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
-    """(environment, hosts) pairs, prod first, empty environments dropped."""
+def environment_groups(item: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> list[tuple[str, list[str]]]:
+    """(environment, hosts) pairs in the policy's order (production first), empty environments dropped."""
     by_env = item.get("hosts_by_environment") or {}
     if not any(by_env.values()):
         names = host_names(item.get("hosts") or [])
         return [("hosts", names)] if names else []
-    ordered = [env for env in ENV_ORDER if env in by_env] + sorted(env for env in by_env if env not in ENV_ORDER)
+    order = list((meta or {}).get("environment_order") or [])
+    ordered = [env for env in order if env in by_env] + sorted(env for env in by_env if env not in order)
     return [(env, list(by_env[env])) for env in ordered if by_env.get(env)]
 
 
-def timeline_steps(req: Mapping[str, Any]) -> list[dict[str, str]]:
-    """One entry per stage of the run: title, the label to show, its time and a status."""
-    state = req.get("state", "")
-    entries = {e.get("stage"): e for e in req.get("stages") or [] if isinstance(e, Mapping)}
-    reached = [i for i, key in enumerate(STAGE_ORDER) if key in entries]
-    current = req.get("stage")
-    last = STAGE_ORDER.index(current) if current in STAGE_ORDER else max(reached, default=-1)
-    active = state not in TERMINAL_STATES
-
-    steps = []
-    for i, key in enumerate(STAGE_ORDER):
-        entry = entries.get(key)
-        if key == "completed" and state == "succeeded":
-            status = "done"
-        elif i < last:
-            # A stage the run went past without an entry was not needed (no reboot, pre-check only).
-            status = "done" if entry else "skipped"
-        elif i == last:
-            if state in ("failed", "error"):
-                status = "failed"
-            elif state == "canceled":
-                status = "canceled"
-            else:
-                status = "current" if active else "done"
-        else:
-            status = "pending"
-        if status in ("pending", "skipped"):
-            label = STAGE_TITLES[key]
-        else:
-            label = (entry or {}).get("label") or STAGE_LABELS[key]
-        steps.append(
-            {
-                "stage": key,
-                "title": STAGE_TITLES[key],
-                "label": label,
-                "at": fmt_time((entry or {}).get("at"), with_date=False),
-                "status": status,
-            }
-        )
-    return steps
+def environment_colour(env: str, meta: Mapping[str, Any] | None = None) -> str:
+    production = set((meta or {}).get("production_environments") or [])
+    return "red" if env in production else "blue"
 
 
-def terminal_label(req: Mapping[str, Any]) -> str | None:
-    """'Patching failed' / 'Canceled' for a run that ended badly, as the API labelled it."""
-    state = req.get("state")
-    key = {"failed": "failed", "error": "failed", "canceled": "canceled"}.get(state or "")
-    if key is None:
-        return None
-    for entry in req.get("stages") or []:
-        if isinstance(entry, Mapping) and entry.get("stage") == key and entry.get("label"):
-            return entry["label"]
-    return STAGE_LABELS[key]
+def progress_value(req: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> float:
+    """How far the run got: stages finished (done or skipped) over the four stages, half of the one running now.
+    A run that failed or was canceled stays where it stopped: only a success reaches 100 %."""
+    if req.get("state") == "succeeded":
+        return 1.0
+    plays = [s for s in steps if s.get("stage") != "completed"]
+    if not plays:
+        return 0.0
+    finished = sum(1 for s in plays if s.get("status") in ("done", "skipped"))
+    running = sum(0.5 for s in plays if s.get("status") in ("current", "failed", "canceled"))
+    return min(0.99, (finished + running) / len(plays))
 
 
 def host_rows(req: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -187,6 +167,11 @@ def host_rows(req: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def host_summary(req: Mapping[str, Any]) -> str:
+    """'web-01 changed, web-02 ok' -- each host's outcome."""
+    return ", ".join(f"{r['name']} {r['status']}" for r in host_rows(req))
+
+
 def failing_hosts(req: Mapping[str, Any]) -> list[str]:
     return [
         h.get("name", "?")
@@ -195,31 +180,50 @@ def failing_hosts(req: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def job_rows(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def task_line(task: Mapping[str, Any]) -> str:
+    """'12:01:02 Apply updates (security) · web-01 · changed: Updates applied'."""
+    what = task.get("task") or task.get("play") or ""
+    line = f"{fmt_time(task.get('at'), with_date=False)} {what}"
+    if task.get("host"):
+        line += f" · {task['host']}"
+    line += f" · {task.get('result', '')}"
+    if task.get("message"):
+        line += f": {task['message']}"
+    return line.strip()
+
+
+def job_rows(items: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     rows = []
     for req in items:
         rows.append(
             {
-                "request": str(req.get("id", ""))[:8],
-                "action": req.get("action", ""),
-                "state": state_badge(req.get("state", "")),
-                "stage": req.get("stage", ""),
+                "job": job_name(req),
+                "state": state_badge(req.get("state", ""), meta),
                 "hosts": ", ".join(host_names(req.get("hosts") or [])),
+                "stage": req.get("stage", ""),
                 "patch group": req.get("patch_group", ""),
                 "requested by": req.get("requested_by") or "",
                 "approved by": req.get("approved_by") or "",
                 "created": fmt_time(req.get("created_at")),
                 "duration": fmt_duration(req.get("started_at"), req.get("finished_at")),
-                "AWX job": req.get("awx_job_url") or None,
+                "AWX": req.get("awx_job_url") or None,
+                "id": str(req.get("id", "")),
             }
         )
     return rows
 
 
-def request_choice_label(req: Mapping[str, Any]) -> str:
-    hosts = host_names(req.get("hosts") or [])
-    shown = ", ".join(hosts[:3]) + (f" +{len(hosts) - 3}" if len(hosts) > 3 else "")
-    return f"{str(req.get('id', ''))[:8]} · {state_badge(req.get('state', ''))} · {req.get('patch_group', '')} · {shown}"
+def filter_jobs(items: Sequence[Mapping[str, Any]], *, host: str = "", runs_only: bool = True) -> list[Mapping[str, Any]]:
+    """Runs only (unless asked), and those touching a host whose name contains `host`."""
+    needle = host.strip().lower()
+    out = []
+    for req in items:
+        if runs_only and req.get("state") not in RUN_STATES:
+            continue
+        if needle and not any(needle in name.lower() for name in host_names(req.get("hosts") or [])):
+            continue
+        out.append(req)
+    return out
 
 
 def role_rank(roles: Sequence[str] | None) -> int:
@@ -231,33 +235,34 @@ def roles_text(me: Mapping[str, Any]) -> str:
     return ", ".join(me.get("roles") or []) or "no role"
 
 
-def refusal(me: Mapping[str, Any] | None, action: str, item: Mapping[str, Any]) -> str | None:
-    """Why the signed-in person may not approve / reject / cancel this request, or None when they may.
-
-    The same rules as the API: approving needs the approver role; a requester may reject or cancel their own
-    request, others' need the approver role. The API still decides (four-eyes on production, say).
-    """
-    verb = {"approve": "approving", "reject": "rejecting", "cancel": "canceling"}[action]
-    if not me:
-        return f"{verb} needs you to be signed in"
-    rank = role_rank(me.get("roles"))
-    if rank >= ROLE_RANK["approver"]:
-        return None
-    if action == "approve":
-        return f"{verb} needs the approver role"
-    if rank >= ROLE_RANK["requester"]:
-        if item.get("requested_by") == me.get("user"):
-            return None
-        return f"{verb} someone else's request needs the approver role"
-    return f"{verb} needs the requester role (own requests) or the approver role"
-
-
 def md_escape(text: str) -> str:
     """Text shown through st.markdown as is (a user name like a_b_c stays plain)."""
     return "".join("\\" + c if c in "\\`*_[]<>#|~" else c for c in str(text))
 
 
-# --- Streamlit pieces ---------------------------------------------------------------------------
+def capitalized(text: str | None) -> str | None:
+    return text[:1].upper() + text[1:] if text else None
+
+
+def request_link(request_id: str) -> str:
+    """A link to one request that anyone signed in can open (relative to the UI's own address)."""
+    return f"?request={request_id}"
+
+
+def absolute_link(request_id: str) -> str:
+    """The full link to send someone: the UI's address as the browser reached it, with ?request=<id>."""
+    base = ""
+    with contextlib.suppress(Exception):
+        base = str(st.context.url or "").split("?", 1)[0]
+    return f"{base}{request_link(request_id)}"
+
+
+def shows_progress(state: str) -> bool:
+    """A request that was approved has a run to follow; a proposal, rejection or expiry has none."""
+    return state not in ("proposed", "rejected", "expired", "")
+
+
+# --- session plumbing ---------------------------------------------------------------------------
 
 
 def default_token() -> str:
@@ -297,6 +302,20 @@ def session_client(base_url: str) -> PatchpilotClient:
     return client
 
 
+def current_meta() -> dict[str, Any] | None:
+    return st.session_state.get("pp_meta_data")
+
+
+def load_meta(client: PatchpilotClient) -> dict[str, Any] | None:
+    """The API's labels, read once per session (again after a failure)."""
+    meta = current_meta()
+    if meta is None:
+        with contextlib.suppress(ApiError):
+            meta = client.meta()
+            st.session_state["pp_meta_data"] = meta
+    return meta
+
+
 def signed_in() -> dict[str, Any] | None:
     """The person the API answered /me with on this page run (None when not known)."""
     return st.session_state.get("pp_me")
@@ -317,6 +336,10 @@ def sign_in_message(error: ApiError, via_proxy: bool) -> str:
     )
 
 
+def identity_line(me: Mapping[str, Any]) -> str:
+    return f"Signed in as **{md_escape(me.get('user', '?'))}** ({md_escape(roles_text(me))})"
+
+
 def render_identity(client: PatchpilotClient, via_proxy: bool) -> tuple[dict[str, Any] | None, ApiError | None]:
     """'Signed in as …' from GET /api/v1/me, or the sign-in message on a 401. Keeps the answer for the page."""
     try:
@@ -325,7 +348,7 @@ def render_identity(client: PatchpilotClient, via_proxy: bool) -> tuple[dict[str
         me, error = None, exc
     st.session_state["pp_me"] = me
     if me is not None:
-        st.markdown(f"Signed in as **{md_escape(me.get('user', '?'))}** ({md_escape(roles_text(me))})")
+        st.markdown(identity_line(me))
         if me.get("via") == "proxy":
             st.caption("through the OAuth proxy")
     elif error is not None and error.is_unauthorized:
@@ -348,7 +371,7 @@ def shown_errors(what: str) -> Iterator[None]:
 def render_status(system: Mapping[str, Any] | None, error: ApiError | None = None) -> None:
     """The status line: which intent engine answers and which components are reachable."""
     if system is None:
-        st.markdown("🔴 **API unreachable**")
+        st.markdown("🔴 **API unreachable**: retrying every few seconds")
         if error is not None:
             st.caption(str(error))
         return
@@ -364,7 +387,32 @@ def render_status(system: Mapping[str, Any] | None, error: ApiError | None = Non
         st.caption(f"AWX: {system['awx_url']}")
 
 
-# -- proposal card --
+def _status_body(base_url: str) -> None:
+    client = session_client(base_url)
+    try:
+        system, error = client.system(), None
+    except ApiError as exc:
+        system, error = None, exc
+    up = system is not None
+    was_up = st.session_state.get("pp_api_up")
+    st.session_state["pp_api_up"] = up
+    if was_up is not None and was_up != up and st.session_state.get("pp_status_timed"):
+        # The API went away or came back: redraw the whole page (errors go, the conversation comes back).
+        st.session_state["pp_status_timed"] = False
+        st.rerun(scope="app")
+    st.session_state["pp_status_timed"] = True
+    with shown_errors("Status unavailable"):
+        render_status(system, error)
+
+
+def render_status_live(base_url: str) -> bool:
+    """The status line, checked again every STATUS_REFRESH seconds on its own; True when the API answered."""
+    st.session_state["pp_status_timed"] = False
+    st.fragment(run_every=STATUS_REFRESH)(_status_body)(base_url)
+    return bool(st.session_state.get("pp_api_up"))
+
+
+# -- one request: the proposal card and the live run --
 
 
 def _decision_key(request_id: str) -> str:
@@ -375,341 +423,369 @@ def _decision_error_key(request_id: str) -> str:
     return f"pp_decision_error:{request_id}"
 
 
-def _after_refusal(key: str, exc: ApiError) -> None:
-    """After a failed click: whether the buttons come back, and for whom."""
-    if exc.status_code is None or exc.status_code >= 500:
-        # Nothing changed server-side on a transport error or a 5xx: let the operator try again.
-        st.session_state.pop(key, None)
-    elif exc.is_unauthorized or exc.is_forbidden:
-        # Refused for who clicked (role, four-eyes): the buttons stay off for them, and come back when
-        # someone else signs in.
-        st.session_state[key] = {**st.session_state[key], "refused": True}
-
-
-def _clear_refusal_for_someone_else(key: str, error_key: str) -> None:
-    decided = st.session_state.get(key)
-    if isinstance(decided, dict) and decided.get("refused") and decided.get("by") != _signed_in_user():
-        st.session_state.pop(key, None)
-        st.session_state.pop(error_key, None)
-
-
-def _decide(client: PatchpilotClient, request_id: str, action: str) -> None:
-    """Button callback. Runs before the page redraws, so the buttons come back disabled."""
+def _decide(base_url: str, request_id: str, action: str) -> None:
+    """Approve / Reject / Cancel callback. Runs before the page redraws, so the button comes back disabled."""
     key = _decision_key(request_id)
-    if st.session_state.get(key):
+    decided = st.session_state.get(key) or {}
+    if decided.get("pending") and decided.get("action") == action:
         return  # second click of a double click
-    st.session_state[key] = {"action": action, "by": _signed_in_user()}
+    st.session_state[key] = {"action": action, "by": _signed_in_user(), "pending": True}
     st.session_state.pop(_decision_error_key(request_id), None)
-    client = session_client(client.base_url)
+    st.session_state.pop(f"pp_confirm_cancel:{request_id}", None)
+    client = session_client(base_url)
     try:
-        if action == "approve":
-            client.approve(request_id)
-        else:
-            client.reject(request_id)
+        {"approve": client.approve, "reject": client.reject, "cancel": client.cancel}[action](request_id)
     except ApiError as exc:
-        st.session_state[_decision_error_key(request_id)] = f"Could not {action}: {exc}"
-        _after_refusal(key, exc)
+        if exc.is_conflict:
+            st.session_state[_decision_error_key(request_id)] = (
+                f"Could not {action}: the request changed meanwhile ({exc.detail or exc}). The card shows it as it is now.")
+        else:
+            st.session_state[_decision_error_key(request_id)] = f"Could not {action}: {exc}"
+        # Nothing changed: the buttons follow what the API says the person may do now.
+        st.session_state.pop(key, None)
 
 
-def render_proposal_card(client: PatchpilotClient, item: Mapping[str, Any]) -> None:
-    """A proposal with what it would do and Approve / Reject while it waits for a decision."""
-    request_id = str(item.get("id", ""))
-    state = item.get("state", "proposed")
-    hosts = host_names(item.get("hosts") or [])
-    action = "Pre-checks" if item.get("action") == "precheck" else "Patch"
-    # The card is drawn once per page run while the progress view below refreshes on its own: once the
-    # run started, the card shows the decision so it never contradicts the live state under it.
-    badge = state_badge("approved" if shows_progress(state) else state)
+def _pending(request_id: str, actions: Sequence[str]) -> bool:
+    """A click on one of these actions was sent and the page has not seen its outcome yet."""
+    decided = st.session_state.get(_decision_key(request_id)) or {}
+    return bool(decided.get("pending")) and decided.get("action") in actions
+
+
+def _ask_cancel(request_id: str, ask: bool) -> None:
+    st.session_state[f"pp_confirm_cancel:{request_id}"] = ask
+
+
+def _draw_card(base_url: str, live: Mapping[str, Any], meta: Mapping[str, Any] | None) -> None:
+    req = live["request"]
+    request_id = str(req.get("id", ""))
+    state = req.get("state", "proposed")
+    hosts = host_names(req.get("hosts") or [])
+    action = "Pre-checks" if req.get("action") == "precheck" else "Patch"
     with st.container(border=True):
-        st.markdown(f"**{action} proposal** · {len(hosts)} host{'s' if len(hosts) != 1 else ''} · {badge}")
+        st.markdown(f"**{action} proposal** · {len(hosts)} host{'s' if len(hosts) != 1 else ''} · "
+                    f"{state_badge(state, meta)} · requested by {md_escape(req.get('requested_by') or '?')}")
         st.markdown("**Target hosts**")
-        for env, names in environment_groups(item):
-            colour = "red" if env == "prod" else "orange" if env == "staging" else "blue"
-            st.markdown(f":{colour}[**{env}**] ({len(names)}): {', '.join(names)}")
-        group = item.get("patch_group", "")
-        description = item.get("patch_group_description") or ""
+        for env, names in environment_groups(req, meta):
+            st.markdown(f":{environment_colour(env, meta)}[**{env}**] ({len(names)}): {', '.join(names)}")
+        group = req.get("patch_group", "")
+        description = req.get("patch_group_description") or ""
         st.markdown(f"**Patch group:** {group}" + (f" — {description}" if description else ""))
-        st.markdown(f"**Reboot:** {REBOOT_TEXT.get(item.get('reboot', ''), item.get('reboot', ''))}")
-        if item.get("check_mode"):
+        st.markdown(f"**Reboot:** {REBOOT_TEXT.get(req.get('reboot', ''), req.get('reboot', ''))}")
+        if req.get("check_mode"):
             st.markdown("**Dry run:** yes — check mode, nothing will be changed")
         else:
             st.markdown("**Dry run:** no — changes will be applied")
-        notes = [n for n in item.get("notes") or [] if n]
+        notes = [n for n in req.get("notes") or [] if n and not n.startswith("Cancel requested")]
         if notes:
             st.info("\n".join(f"- {n}" for n in notes))
-        if state == "proposed" and item.get("expires_at"):
-            st.caption(f"Expires at {fmt_time(item['expires_at'])}")
+        if state == "proposed" and req.get("expires_at"):
+            st.caption(f"Waiting for approval since {fmt_age(req.get('created_at'))}; "
+                       f"expires at {fmt_time(req['expires_at'])} ({fmt_age(req['expires_at'])})")
 
-        _clear_refusal_for_someone_else(_decision_key(request_id), _decision_error_key(request_id))
-        decided = st.session_state.get(_decision_key(request_id))
-        if state == "proposed" or decided:
-            disabled = bool(decided) or state != "proposed"
-            me = signed_in()
-            why_not = {a: refusal(me, a, item) for a in ("approve", "reject")}
+        if state == "proposed":
+            allowed = live.get("allowed") or {}
+            pending = _pending(request_id, ("approve", "reject"))
             left, right, _ = st.columns([1, 1, 4])
-            left.button(
-                "Approve",
-                key=f"approve:{request_id}",
-                type="primary",
-                disabled=disabled or why_not["approve"] is not None,
-                help=_capitalized(why_not["approve"]),
-                on_click=_decide,
-                args=(client, request_id, "approve"),
-            )
-            right.button(
-                "Reject",
-                key=f"reject:{request_id}",
-                disabled=disabled or why_not["reject"] is not None,
-                help=_capitalized(why_not["reject"]),
-                on_click=_decide,
-                args=(client, request_id, "reject"),
-            )
-            reasons = [r for r in why_not.values() if r]
-            if not disabled and reasons:
-                st.caption(_not_allowed_text(me, reasons))
+            left.button("Approve", key=f"approve:{request_id}", type="primary",
+                        disabled=pending or allowed.get("approve") is not None,
+                        help=capitalized(allowed.get("approve")), on_click=_decide,
+                        args=(base_url, request_id, "approve"))
+            right.button("Reject", key=f"reject:{request_id}",
+                         disabled=pending or allowed.get("reject") is not None,
+                         help=capitalized(allowed.get("reject")), on_click=_decide,
+                         args=(base_url, request_id, "reject"))
+            reasons = [r for r in (allowed.get("approve"), allowed.get("reject")) if r]
+            if reasons and not pending:
+                me = signed_in()
+                who = f"Signed in as {md_escape(me.get('user', '?'))} ({md_escape(roles_text(me))})" if me else "Not signed in"
+                st.caption(f"{who}: {'; '.join(reasons)}.")
+            if allowed.get("approve") and "four-eyes" in allowed["approve"] and me_is(req.get("requested_by")):
+                st.caption(f"Send this link to an approver: {absolute_link(request_id)}")
         error = st.session_state.get(_decision_error_key(request_id))
-        if error:
+        if error and state == "proposed":
             st.error(error)
-        elif state == "rejected":
-            st.caption("Rejected" + (f" by {item['decided_by']}" if item.get("decided_by") else ""))
+        if state == "rejected":
+            if live.get("replaced_by_newer"):
+                st.caption("Replaced by a newer proposal in this conversation.")
+            else:
+                st.caption("Rejected" + (f" by {req['decided_by']}" if req.get("decided_by") else ""))
         elif state == "expired":
             st.caption("This proposal expired without a decision.")
-        elif item.get("approved_by"):
-            st.caption(f"Approved by {item['approved_by']}")
+        elif req.get("approved_by"):
+            st.caption(f"Approved by {req['approved_by']}" + (
+                f" at {fmt_time(req.get('approved_at'), with_date=False)}" if req.get("approved_at") else ""))
 
 
-def _capitalized(text: str | None) -> str | None:
-    return text[:1].upper() + text[1:] if text else None
+def me_is(user: str | None) -> bool:
+    me = _signed_in_user()
+    return bool(me and user and me.strip().lower() == user.strip().lower())
 
 
-def _not_allowed_text(me: Mapping[str, Any] | None, reasons: Sequence[str]) -> str:
-    who = f"Signed in as {md_escape(me.get('user', '?'))} ({md_escape(roles_text(me))})" if me else "Not signed in"
-    return f"{who}: {'; '.join(reasons)}."
-
-
-def shows_progress(state: str) -> bool:
-    """A request that was approved has a run to follow; a proposal, rejection or expiry has none."""
-    return state not in ("proposed", "rejected", "expired", "")
-
-
-# -- live progress --
-
-
-def _cancel(client: PatchpilotClient, request_id: str) -> None:
-    key = f"pp_cancel:{request_id}"
-    if st.session_state.get(key):
-        return
-    st.session_state[key] = {"action": "cancel", "by": _signed_in_user()}
-    st.session_state.pop(f"pp_cancel_error:{request_id}", None)
-    client = session_client(client.base_url)
-    try:
-        client.cancel(request_id)
-    except ApiError as exc:
-        st.session_state[f"pp_cancel_error:{request_id}"] = f"Could not cancel: {exc}"
-        _after_refusal(key, exc)
-
-
-def _draw_timeline(req: Mapping[str, Any]) -> None:
-    columns = st.columns(len(STAGE_ORDER))
-    for column, step in zip(columns, timeline_steps(req), strict=True):
-        text = f"{STEP_ICONS[step['status']]} **{step['label']}**"
-        if step["status"] == "pending":
-            text = f"{STEP_ICONS['pending']} :gray[{step['label']}]"
-        elif step["status"] == "skipped":
-            text = f"{STEP_ICONS['skipped']} :gray[{step['label']} (skipped)]"
-        if step["at"]:
-            text += f"  \n:gray[{step['at']}]"
+def _draw_timeline(steps: Sequence[Mapping[str, Any]]) -> None:
+    columns = st.columns(len(steps) or 1)
+    for column, step in zip(columns, steps, strict=False):
+        status = step.get("status", "pending")
+        label = md_escape(step.get("label") or step.get("title") or "")
+        if status in ("pending", "not_run", "skipped"):
+            text = f"{STEP_ICONS.get(status, '•')} :gray[{label}]"
+        else:
+            text = f"{STEP_ICONS.get(status, '•')} **{label}**"
+        times = fmt_time(step.get("at"), with_date=False)
+        if times and step.get("ended_at") and status != "skipped":
+            times += f" ({fmt_duration(step.get('at'), step.get('ended_at'))})"
+        if times:
+            text += f"  \n:gray[{times}]"
         column.markdown(text)
 
 
-def events_cursor(after: int, counters: Sequence[int], final: bool) -> int:
-    """The `after` of the next events fetch. A running job's events can be stored out of order (25 after 26),
-    so the cursor only moves over an unbroken run of counters and a late event is still fetched next time;
-    once the run ended every event is stored and the cursor moves to the last one."""
-    got = set(counters)
-    if final:
-        return max(after, *got) if got else after
-    while after + 1 in got:
-        after += 1
-    return after
-
-
-def _draw_events(client: PatchpilotClient, request_id: str, final: bool = False) -> None:
-    """The newest job events, fetched incrementally so a refresh only asks for what is new."""
-    key = f"pp_events:{request_id}"
-    seen = st.session_state.setdefault(key, {"after": 0, "items": []})
-    try:
-        new = client.events(request_id, after=seen["after"])
-    except ApiError as exc:
-        st.caption(f"Job events unavailable: {exc}")
-        new = []
-    if new:
-        def counter(event: Mapping[str, Any]) -> int:
-            return int(event.get("counter") or 0)
-
-        known = {counter(e) for e in seen["items"]}
-        merged = seen["items"] + [e for e in new if counter(e) not in known]
-        seen["items"] = sorted(merged, key=counter)[-MAX_EVENTS_KEPT:]
-        seen["after"] = events_cursor(seen["after"], [counter(e) for e in new], final)
-    if not seen["items"]:
-        return
-    with st.expander(f"Job events ({len(seen['items'])})"):
-        lines = []
-        for e in seen["items"][-30:]:
-            mark = "FAILED " if e.get("failed") else "changed " if e.get("changed") else ""
-            where = " ".join(x for x in (e.get("host"), e.get("task") or e.get("play")) if x)
-            lines.append(f"{fmt_time(e.get('created'), with_date=False)} {mark}{e.get('event', '')} {where}".strip())
-        st.code("\n".join(lines), language=None)
-
-
-def draw_progress(client: PatchpilotClient, req: Mapping[str, Any]) -> None:
-    """Everything the progress view shows for one snapshot of a request."""
+def _draw_run(base_url: str, live: Mapping[str, Any], meta: Mapping[str, Any] | None) -> None:
+    req = live["request"]
     request_id = str(req.get("id", ""))
     state = req.get("state", "")
-    header = f"**Run {request_id[:8]}** · {state_badge(state)}"
+    steps = live.get("timeline") or []
+    header = f"**{job_name(req)}** · {state_badge(state, meta)}"
+    if not req.get("awx_job_id") and state in CANCELABLE_STATES:
+        header += " · waiting for AWX to start the job"
     if req.get("check_mode"):
         header += " · dry run"
     duration = fmt_duration(req.get("started_at"), req.get("finished_at"))
     if duration:
         header += f" · {duration}"
     st.markdown(header)
+    _draw_timeline(steps)
 
-    _draw_timeline(req)
-
-    progress = req.get("progress") or 0.0
-    progress = min(max(float(progress), 0.0), 1.0)
+    progress = progress_value(req, steps)
     latest = req.get("latest_task")
-    st.progress(progress, text=f"Latest task: {latest}" if latest else f"{int(progress * 100)} %")
+    st.progress(progress, text=f"Latest task: {latest}" if latest and state not in TERMINAL_STATES else f"{int(progress * 100)} %")
 
+    cancel_at = req.get("cancel_requested_at")
+    if cancel_at and state not in TERMINAL_STATES:
+        st.warning(f"Cancel requested by {req.get('decided_by') or '?'} at {fmt_time(cancel_at, with_date=False)}: "
+                   f"waiting for AWX to stop {job_name(req)}.")
     if state == "succeeded":
-        st.success(STAGE_LABELS["completed"] + (" (dry run, nothing changed)" if req.get("check_mode") else ""))
-    ended_badly = terminal_label(req)
-    if ended_badly:
-        reason = req.get("failure_reason") or "no reason given"
+        done = "Dry run completed, nothing changed" if req.get("check_mode") else "Patching completed"
+        st.success(f"{done}: {host_summary(req)}")
+    elif state in ("failed", "error"):
+        reason = req.get("failure_reason") or "no reason recorded"
+        text = f"**{job_name(req)} failed**: {reason}"
         failing = failing_hosts(req)
-        text = f"**{ended_badly}**: {reason}"
         if failing:
             text += f"  \nFailing hosts: {', '.join(failing)}"
-        (st.warning if state == "canceled" else st.error)(text)
+        st.error(text)
+    elif state == "canceled":
+        stopped_in = next((s for s in steps if s.get("status") == "canceled"), None)
+        who = req.get("decided_by") or "someone"
+        where = f" during {str(stopped_in.get('title', '')).lower()}" if stopped_in else ""
+        text = f"**Canceled by {md_escape(who)}{where}**"
+        if req.get("failure_reason"):
+            text += f": {req['failure_reason']}"
+        if stopped_in and stopped_in.get("stage") in RISKY_STAGES and not req.get("check_mode"):
+            text += ("  \nA host interrupted while it was being updated or rebooted may be half-patched: "
+                     "check it before putting it back into service.")
+        st.warning(text)
 
     rows = host_rows(req)
     if rows:
-        st.dataframe(
-            rows,
-            hide_index=True,
-            column_config={
-                "name": "Host",
-                "status": "Status",
-                "ok": st.column_config.NumberColumn("ok"),
-                "changed": st.column_config.NumberColumn("changed"),
-                "failed": st.column_config.NumberColumn("failed"),
-                "unreachable": st.column_config.NumberColumn("unreachable"),
-            },
-        )
+        st.dataframe(rows, hide_index=True, column_config={
+            "name": "Host", "status": "Status", "ok": st.column_config.NumberColumn("ok"),
+            "changed": st.column_config.NumberColumn("changed"), "failed": st.column_config.NumberColumn("failed"),
+            "unreachable": st.column_config.NumberColumn("unreachable")})
 
     if req.get("awx_job_url"):
-        st.markdown(f"[AWX job {req.get('awx_job_id') or ''}]({req['awx_job_url']})")
+        st.markdown(f"[Open {job_name(req)} in AWX]({req['awx_job_url']})")
 
-    _clear_refusal_for_someone_else(f"pp_cancel:{request_id}", f"pp_cancel_error:{request_id}")
-    if state in CANCELABLE_STATES:
-        why_not = refusal(signed_in(), "cancel", req)
-        st.button(
-            "Cancel",
-            key=f"cancel:{request_id}",
-            disabled=bool(st.session_state.get(f"pp_cancel:{request_id}")) or why_not is not None,
-            help=_capitalized(why_not),
-            on_click=_cancel,
-            args=(client, request_id),
-        )
-    cancel_error = st.session_state.get(f"pp_cancel_error:{request_id}")
-    if cancel_error:
-        st.error(cancel_error)
+    allowed = live.get("allowed") or {}
+    if state in CANCELABLE_STATES and not cancel_at:
+        pending = _pending(request_id, ("cancel",))
+        if st.session_state.get(f"pp_confirm_cancel:{request_id}"):
+            risky = not req.get("check_mode") and req.get("stage") in ("patching", "reboot", "postchecks", "prechecks")
+            st.warning(f"Stop {job_name(req)}?" + (
+                " A host interrupted while it is being updated or rebooted may be left half-patched." if risky else ""))
+            yes, no, _ = st.columns([1, 1, 3])
+            yes.button("Yes, cancel the run", key=f"cancel_yes:{request_id}", type="primary", disabled=pending,
+                       on_click=_decide, args=(base_url, request_id, "cancel"))
+            no.button("Keep it running", key=f"cancel_no:{request_id}", on_click=_ask_cancel, args=(request_id, False))
+        else:
+            st.button("Cancel run…", key=f"cancel:{request_id}", disabled=allowed.get("cancel") is not None,
+                      help=capitalized(allowed.get("cancel")), on_click=_ask_cancel, args=(request_id, True))
+    error = st.session_state.get(_decision_error_key(request_id))
+    if error and state != "proposed":
+        st.error(error)
 
-    if state not in ("proposed", "approved"):
-        _draw_events(client, request_id, final=state in TERMINAL_STATES)
+    tasks = live.get("tasks") or []
+    if tasks:
+        with st.expander(f"Task output ({len(tasks)} newest)", expanded=state in TERMINAL_STATES and state != "succeeded"):
+            st.code("\n".join(task_line(t) for t in tasks[-MAX_TASK_LINES:]), language=None)
 
 
-def _live_progress(client: PatchpilotClient, request_id: str, refreshing: bool) -> None:
-    """Body of the progress fragment; on a timed rerun it fetches the request again."""
-    req = st.session_state.pop(f"pp_prefetched:{request_id}", None)
-    if req is None:
+def draw_request(base_url: str, live: Mapping[str, Any], meta: Mapping[str, Any] | None, *,
+                 in_chat: bool = False) -> None:
+    """The proposal card and, once approved, the run: one snapshot."""
+    req = live["request"]
+    _draw_card(base_url, live, meta)
+    if shows_progress(req.get("state", "")):
+        _draw_run(base_url, live, meta)
+        if in_chat and req.get("state") in TERMINAL_STATES:
+            # The chat says how it ended, like a colleague would.
+            with st.chat_message("assistant"):
+                st.markdown(outcome_sentence(req))
+
+
+def outcome_sentence(req: Mapping[str, Any]) -> str:
+    state = req.get("state")
+    name = job_name(req)
+    if state == "succeeded":
+        return f"{name} succeeded" + (" (dry run, nothing changed)" if req.get("check_mode") else "") + \
+            f": {host_summary(req)}."
+    if state == "canceled":
+        return f"{name} was canceled by {req.get('decided_by') or 'someone'}: {host_summary(req)}."
+    return f"{name} {state}: {req.get('failure_reason') or 'no reason recorded'}. Hosts: {host_summary(req)}."
+
+
+def _phase(state: str) -> str:
+    if state in TERMINAL_STATES:
+        return "final"
+    return "waiting" if state in WAITING_STATES else "active"
+
+
+def _request_body(base_url: str, request_id: str, phase: str, in_chat: bool) -> None:
+    """Body of a request's fragment: fetches the request again on each timed rerun."""
+    client = session_client(base_url)
+    live = st.session_state.pop(f"pp_prefetched:{request_id}", None)
+    if live is None:
         try:
-            req = client.get_request(request_id)
+            live = client.live(request_id)
         except ApiError as exc:
-            # Keep refreshing: the API may come back.
-            st.warning(f"Live update failed, retrying: {exc}")
+            # Keep refreshing: the API may come back (the page redraws itself when it does).
+            st.warning(f"Live update of {request_id[:8]} failed, retrying: {exc}")
+            st.session_state["pp_live_failed"] = True
             return
-    if refreshing and req.get("state") in TERMINAL_STATES:
-        # Redraw the whole page so the fragment is registered again without its timer.
+    if st.session_state.pop("pp_live_failed", False) or _phase(live["request"].get("state", "")) != phase:
+        # It came back, or the request moved on (approved elsewhere, ended): redraw the page so its timer fits.
+        st.session_state[f"pp_prefetched:{request_id}"] = live
         st.rerun(scope="app")
-    with shown_errors("Could not draw the progress"):
-        draw_progress(client, req)
+    with shown_errors("Could not draw the request"):
+        draw_request(base_url, live, load_meta(client) if current_meta() is None else current_meta(), in_chat=in_chat)
 
 
-def render_progress(client: PatchpilotClient, request_id: str, req: Mapping[str, Any] | None = None) -> None:
-    """The live progress view: refreshes itself every REFRESH_SECONDS until the request ends."""
-    if req is None:
+def render_request(client: PatchpilotClient, request_id: str, *, in_chat: bool = False) -> None:
+    """A request as it is now, redrawn on its own every REFRESH_* seconds until it ends."""
+    live = st.session_state.pop(f"pp_prefetched:{request_id}", None)
+    if live is None:
         try:
-            req = client.get_request(request_id)
+            live = client.live(request_id)
         except ApiError as exc:
             st.error(f"Could not load request {request_id[:8]}: {exc}")
             return
-    st.session_state[f"pp_prefetched:{request_id}"] = req
-    refreshing = req.get("state") not in TERMINAL_STATES
-    # Only this part reruns on the timer; a terminal request gets no timer at all.
-    live = st.fragment(run_every=REFRESH_SECONDS if refreshing else None)(_live_progress)
-    live(client, request_id, refreshing)
+    st.session_state[f"pp_prefetched:{request_id}"] = live
+    phase = _phase(live["request"].get("state", ""))
+    every = {"waiting": REFRESH_WAITING, "active": REFRESH_ACTIVE}.get(phase)
+    st.fragment(run_every=every)(_request_body)(client.base_url, request_id, phase, in_chat)
+
+
+# -- approvals inbox --
+
+
+def load_inbox(client: PatchpilotClient) -> dict[str, Any] | None:
+    try:
+        return client.inbox()
+    except ApiError:
+        return None
+
+
+def _open_request(request_id: str) -> None:
+    st.session_state["pp_open_request"] = request_id
+
+
+def render_inbox_items(items: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None, *, key: str) -> None:
+    for item in items:
+        with st.container(border=True):
+            envs = "; ".join(f":{environment_colour(env, meta)}[**{env}**] ({len(names)}): {', '.join(names)}"
+                             for env, names in environment_groups(item, meta))
+            what = "Dry run of" if item.get("check_mode") else "Patch"
+            st.markdown(f"**{md_escape(item.get('requested_by') or '?')}** asks: {what} {envs} with "
+                        f"**{md_escape(item.get('patch_group') or '?')}** · {REBOOT_TEXT.get(item.get('reboot', ''), '')}")
+            st.caption(f"Asked {fmt_age(item.get('created_at'))} · expires at {fmt_time(item.get('expires_at'))} "
+                       f"({fmt_age(item.get('expires_at'))}) · link: {request_link(str(item['id']))}")
+            st.button("Open to decide", key=f"{key}:{item['id']}", on_click=_open_request, args=(str(item["id"]),))
+
+
+def _inbox_body(base_url: str) -> None:
+    client = session_client(base_url)
+    inbox = load_inbox(client)
+    if inbox is None:
+        st.warning("The approvals inbox is unavailable; retrying.")
+        return
+    if st.session_state.get("pp_open_request"):
+        st.rerun(scope="app")
+    if st.session_state.get("pp_inbox_count") != inbox.get("count"):
+        st.session_state["pp_inbox_count"] = inbox.get("count")
+        st.rerun(scope="app")  # the sidebar's count follows
+    meta = current_meta()
+    items = inbox.get("items") or []
+    if items:
+        st.markdown(f"**{len(items)} proposal{'s' if len(items) != 1 else ''} waiting for your approval**")
+        render_inbox_items(items, meta, key="inbox")
+    else:
+        st.info("Nothing waits for your approval.")
+    mine = inbox.get("mine") or []
+    if mine:
+        st.markdown("**Your proposals waiting for someone else's approval** (send the link to an approver)")
+        render_inbox_items(mine, meta, key="mine")
+
+
+def render_inbox(client: PatchpilotClient) -> None:
+    st.subheader("Approvals")
+    st.fragment(run_every=INBOX_REFRESH)(_inbox_body)(client.base_url)
 
 
 # -- jobs --
 
 
-def render_jobs(client: PatchpilotClient) -> None:
-    """Recent requests, and the progress view of the one picked (kept in the URL as ?request=<id>)."""
-    st.subheader("Jobs")
-    state = st.selectbox("State", ("all", *ALL_STATES), key="pp_jobs_state")
-    try:
-        items = client.list_requests(state=None if state == "all" else state, limit=50)
-    except ApiError as exc:
-        st.error(f"Could not load the jobs: {exc}")
-        items = []
-    else:
-        if items:
-            st.dataframe(
-                job_rows(items),
-                hide_index=True,
-                column_config={"AWX job": st.column_config.LinkColumn("AWX job", display_text="open")},
-            )
-        else:
-            st.info("No requests yet." if state == "all" else f"No requests in state {state}.")
+def _jobs_selected() -> None:
+    selection = st.session_state.get("pp_jobs_table")
+    rows = getattr(getattr(selection, "selection", None), "rows", None)
+    if rows is None and isinstance(selection, Mapping):
+        rows = (selection.get("selection") or {}).get("rows")
+    ids = st.session_state.get("pp_jobs_ids") or []
+    if rows:
+        index = rows[0]
+        if 0 <= index < len(ids):
+            st.session_state["pp_open_request"] = ids[index]
 
-    by_id = {str(r.get("id")): r for r in items}
-    wanted = st.session_state.get("pp_jobs_open")
-    if wanted and wanted not in by_id:
-        # Opened by link, or filtered out of the list: fetch it on its own.
-        try:
-            by_id[wanted] = client.get_request(wanted)
-        except ApiError as exc:
-            st.error(f"Could not load request {wanted[:8]}: {exc}")
-            st.session_state["pp_jobs_open"] = None
-    if not by_id:
-        st.query_params.pop("request", None)
+
+def _jobs_body(base_url: str) -> None:
+    client = session_client(base_url)
+    if st.session_state.get("pp_open_request"):
+        st.rerun(scope="app")
+    state = st.session_state.get("pp_jobs_state", "all runs")
+    host = st.session_state.get("pp_jobs_host", "")
+    try:
+        items = client.list_requests(state=None if state in ("all runs", "everything") else state, limit=200)
+    except ApiError as exc:
+        st.warning(f"Could not load the jobs, retrying: {exc}")
         return
-    chosen = st.selectbox(
-        "Open the progress view of",
-        list(by_id),
-        index=None,
-        placeholder="Choose a request",
-        format_func=lambda rid: request_choice_label(by_id[rid]),
-        key="pp_jobs_open",
+    shown = filter_jobs(items, host=host, runs_only=state == "all runs")[:50]
+    st.session_state["pp_jobs_ids"] = [str(r.get("id")) for r in shown]
+    if not shown:
+        st.info("No runs match." if host or state != "all runs" else "No runs yet.")
+        return
+    st.dataframe(
+        job_rows(shown, current_meta()), hide_index=True, key="pp_jobs_table", on_select=_jobs_selected,
+        selection_mode="single-row",
+        column_order=("job", "state", "hosts", "stage", "patch group", "requested by", "approved by", "created",
+                      "duration", "AWX"),
+        column_config={"AWX": st.column_config.LinkColumn("AWX", display_text="open")},
     )
-    if not chosen:
-        st.query_params.pop("request", None)
-        return
-    st.query_params["request"] = chosen
-    req = by_id[chosen]
-    with st.container(border=True):
-        if shows_progress(req.get("state", "")):
-            render_progress(client, chosen, req)
-        else:
-            render_proposal_card(client, req)
+    st.caption(f"{len(shown)} shown, newest first; refreshed every {JOBS_REFRESH:g} s. Pick a row to open it.")
+
+
+def render_jobs(client: PatchpilotClient) -> None:
+    """Runs (newest first), refreshed on their own; a row opens the request (kept in the URL as ?request=<id>)."""
+    st.subheader("Jobs")
+    left, right = st.columns([1, 2])
+    left.selectbox("State", ("all runs", *RUN_STATES, "everything", "proposed", "rejected", "expired"),
+                   key="pp_jobs_state", help="'all runs' lists approved requests; 'everything' adds proposals, "
+                   "rejections and expiries")
+    right.text_input("Host", key="pp_jobs_host", placeholder="search by host name, e.g. web-01")
+    st.fragment(run_every=JOBS_REFRESH)(_jobs_body)(client.base_url)

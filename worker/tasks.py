@@ -113,6 +113,25 @@ def follow_request(request_id: str) -> bool:
             return False
 
 
+@celery_app.task(name="worker.tasks.notify", acks_late=False)
+def notify() -> dict:
+    """Webhook messages from the audit log (worker.notify); nothing when no webhook is configured."""
+    from worker import notify as notifications
+
+    try:
+        return notifications.notify_round()
+    except (OperationalError, DBAPIError) as exc:
+        log.warning("notify round stopped: %s", exc.__class__.__name__)
+        return {}
+
+
+if get_settings().notify_webhooks:
+    # On the beat's schedule only when there is somewhere to send to; a lost tick costs one interval.
+    celery_app.conf.beat_schedule["notify"] = {
+        "task": "worker.tasks.notify", "schedule": get_settings().notify_interval_seconds,
+        "options": {"expires": max(1.0, 2 * get_settings().notify_interval_seconds)}}
+
+
 @celery_app.task(name="worker.tasks.sweep", acks_late=False)
 def sweep() -> dict:
     counts = with_db_retry("sweep", execution.sweep) or {}

@@ -154,9 +154,17 @@ class Vocabulary:
         return meaning.kind
 
     def suggest(self, raw: str, limit: int = 3) -> list[str]:
-        matches = process.extract(fold(raw), self.sorted_lower, scorer=fuzz.ratio, limit=limit, score_cutoff=60,
-                                  processor=None)
-        return [self.by_lower[m[0]] for m in matches]
+        """'Did you mean' names: first among the names that start like it (a typo rarely hits the first letters;
+        on a large fleet that is a small slice), else among all."""
+        query = fold(raw)
+        names = self.sorted_lower
+        start = bisect.bisect_left(names, query[:2])
+        end = bisect.bisect_left(names, query[:2] + "\uffff")
+        for choices in (names[start:end], names):
+            matches = process.extract(query, choices, scorer=fuzz.ratio, limit=limit, score_cutoff=60, processor=None)
+            if matches:
+                return [self.by_lower[m[0]] for m in matches]
+        return []
 
     def glob(self, pattern: str) -> set[str]:
         """Hosts whose name matches a shell-style pattern, case ignored."""

@@ -155,3 +155,20 @@ def test_podman_compose_reads_the_file(tmp_path: Path) -> None:
     # interpolation: defaults filled in, $$ turned into $
     assert config["services"]["patchpilot-api"]["environment"]["AWX_URL"] == "http://awx-double:8052/api/v2/"
     assert "$REDIS_PASSWORD" in config["services"]["patchpilot-redis"]["command"][0]
+
+
+def test_the_readme_laptop_steps_reach_a_signed_in_chat(compose: dict) -> None:
+    """README step 11 brings the stack up, makes the first API token in the api container and says where it goes."""
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### 11. Laptop: Podman or Docker compose"):readme.index("### Troubleshooting")]
+    assert "compose up --build" in section
+    command = "compose exec patchpilot-api patchpilot token create admin --role admin"
+    assert command in section
+    service = command.split()[2]
+    assert service in compose["services"] and "DATABASE_URL" in compose["services"][service]["environment"]
+    assert compose["services"][service]["environment"]["AUTH_MODE"].endswith("token}")
+    cli = (REPO_ROOT / "patchpilot" / "cli.py").read_text(encoding="utf-8")
+    assert 'add_parser("token"' in cli and 'add_parser("create"' in cli and '"--role"' in cli
+    assert "**API token**" in section and '"API token"' in (REPO_ROOT / "ui" / "app.py").read_text(encoding="utf-8")
+    assert "localhost:8080" in section and '"127.0.0.1:8080:8080"' in (COMPOSE_FILE.read_text())
+    assert "Compose v2" in section and "Podman 4.7" in section

@@ -214,3 +214,37 @@ def test_set_image_tag_rewrites_both_files(tmp_path: Path) -> None:
 
 def test_the_release_tag_is_the_version_by_default() -> None:
     assert str({e["name"]: e["newTag"] for e in load_kustomization()["images"]}["patchpilot-backend"]) == _version()
+
+
+# ------------------------------------------------------------------------------------------ prerequisites
+
+
+def test_the_storage_class_patch_names_the_class_of_both_volumes(tmp_path: Path) -> None:
+    """Without a default StorageClass the PVCs stay Pending: the commented patch in kustomization.yaml sets one."""
+    copy = tmp_path / "openshift"
+    shutil.copytree(OPENSHIFT_DIR, copy)
+    lines = (copy / "kustomization.yaml").read_text().splitlines()
+    start = lines.index("# patches:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:] if line.startswith("# ") else line[1:])
+    text = "\n".join(lines[:start] + block + lines[start + len(block):]).replace("value: gp3-csi", "value: fast-ssd")
+    (copy / "kustomization.yaml").write_text(text + "\n")
+    classes = {d["metadata"]["name"]: d["spec"]["volumeClaimTemplates"][0]["spec"].get("storageClassName")
+               for d in _kustomize(copy) if d["kind"] == "StatefulSet"}
+    assert classes == {"patchpilot-postgres": "fast-ssd", "patchpilot-redis": "fast-ssd"}
+    # as shipped: the cluster's default class
+    assert all(not d["spec"]["volumeClaimTemplates"][0]["spec"].get("storageClassName")
+               for d in _kustomize(OPENSHIFT_DIR) if d["kind"] == "StatefulSet")
+
+
+def test_the_readme_states_the_prerequisites() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### 0. Before you start"):readme.index("### 1. Create the project")]
+    for needed in ("default StorageClass", "`patches:`", "**Build** and **ImageRegistry** capabilities", "4.14",
+                   "Compose v2", "Podman 4.7", "podman-compose 1.1", "monitoring-edit", "admin"):
+        assert needed in section, needed
+    upgrade = readme[readme.index("### 10. Upgrade"):readme.index("### 11. Laptop")]
+    assert "set-image-tag.py" in upgrade and "oc apply -k openshift/" in upgrade

@@ -1,7 +1,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api.deps import SessionDep, ViewerDep
 from api.errors import Forbidden, NotFound
@@ -16,7 +16,8 @@ router = APIRouter(prefix="/api/v1/conversations", tags=["conversations"])
 def list_conversations(session: SessionDep, caller: ViewerDep,
                        limit: Annotated[int, Query(ge=1, le=200)] = 50) -> ConversationList:
     """The caller's own conversations, most recent first."""
-    rows = session.execute(select(Conversation).where(Conversation.created_by == caller.user)
+    # Compared in canonical form: a conversation started as "bob " before names were canonical is bob's.
+    rows = session.execute(select(Conversation).where(func.lower(func.btrim(Conversation.created_by)) == caller.user)
                            .order_by(Conversation.updated_at.desc()).limit(limit)).scalars()
     return ConversationList(items=[ConversationView.model_validate(r, from_attributes=True) for r in rows])
 

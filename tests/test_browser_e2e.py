@@ -1,11 +1,12 @@
-"""The whole system in a real browser: `patchpilot up` on embedded services, headless Chromium driven by
-Playwright signs in with a requester's API token, types the README's example into the chat, hands over to an
-approver's token, approves the proposal and watches the run to "Patching completed"; then SIGTERM stops
-everything and no process is left behind.
+"""The whole system in a real browser: `patchpilot up` on embedded services and two people in two headless
+Chromium contexts driven by Playwright. alice (requester) proposes a production patch in the chat; bob
+(approver) finds it in his approvals inbox, opens its link and approves; both pages follow the run live to
+completion with a truthful timeline and the AWX job number; a local webhook receiver gets the four messages;
+then SIGTERM stops everything and no process is left behind.
 
-Screenshots go to test-artifacts/ (proposal-card.png, progress-completed.png); on a failure the page as it
-was (failure.png) and the tails of the service logs are kept there too. Skipped when no Chromium is installed
-(`.ci/browser.sh` installs Debian's).
+Screenshots go to test-artifacts/ (proposal-card.png, inbox.png, progress-completed.png) with the measured
+latencies (latency.json); on a failure the pages as they were (failure-*.png) and the tails of the service logs
+are kept there too. Skipped when no Chromium is installed (`.ci/browser.sh` installs Debian's).
 """
 
 from __future__ import annotations
@@ -54,13 +55,14 @@ def find_chromium() -> str | None:
 class Up:
     """`patchpilot up` as a child process, its output collected by a thread so it never blocks on a full pipe."""
 
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, extra_env: dict[str, str] | None = None):
         self.state_dir = state_dir
         self.lines: list[str] = []
         self.ports = {name: pick_port(port) for name, port in
                       {"api": 19100, "ui": 19501, "awx": 19152, "pg": 19432, "redis": 19379}.items()}
         env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
-        env.update(PYTHONUNBUFFERED="1", LLM_PROVIDER="none")
+        env.update(PYTHONUNBUFFERED="1", LLM_PROVIDER="none", UI_BASE_URL=f"http://127.0.0.1:{self.ports['ui']}",
+                   **(extra_env or {}))
         self.env = env
         argv = [sys.executable, "-m", "patchpilot", "up", "--state-dir", str(state_dir), "--awx-speed", "10"]
         for name, port in self.ports.items():
@@ -99,6 +101,10 @@ class Up:
 
     def admin_token(self) -> str:
         return self.printed(r"^Local admin API token \(also the UI's default\): (pp_\S+)$")
+
+    def demo_token(self, user: str) -> str:
+        """The quick start's demo people, whose tokens `up` prints (`  demo requester alice: pp_…`)."""
+        return self.printed(rf"^\s*demo \w+ {user}: (pp_\S+)$")
 
     def create_token(self, user: str, role: str) -> str:
         """`patchpilot token create` against the embedded PostgreSQL `up` started."""
@@ -155,8 +161,18 @@ def alive(pids: set[int]) -> list[int]:
 
 
 @pytest.fixture
-def stack(tmp_path):
-    up = Up(tmp_path / "state")
+def receiver():
+    from test_ui_notify import Receiver
+
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def stack(tmp_path, receiver):
+    hooks = [{"name": name, "url": f"{receiver.url}/{name}", "format": name} for name in ("slack", "teams", "generic")]
+    up = Up(tmp_path / "state", {"NOTIFY_WEBHOOKS": json.dumps(hooks), "NOTIFY_INTERVAL_SECONDS": "0.5"})
     yield up
     if up.proc.poll() is None:  # the test failed before its own clean stop
         try:
@@ -166,7 +182,7 @@ def stack(tmp_path):
 
 
 @pytest.fixture
-def browser_page(tmp_path):
+def browser(tmp_path):
     chromium = find_chromium()
     if chromium is None:
         pytest.skip("no Chromium executable (/usr/bin/chromium); .ci/browser.sh installs Debian's chromium")
@@ -176,16 +192,18 @@ def browser_page(tmp_path):
         pytest.fail("the browser test needs the `playwright` Python package (pip install playwright); "
                     "it drives the system Chromium, no browser download is needed")
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=chromium, headless=True, args=CHROMIUM_ARGS,
-            viewport=VIEWPORT, locale="en-US",
-        )
-        context.set_default_timeout(30_000)
-        page = context.pages[0] if context.pages else context.new_page()
+        launched = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
-            yield page
+            yield launched
         finally:
-            context.close()
+            launched.close()
+
+
+def new_page(browser, viewport=VIEWPORT):
+    """A browser context of its own (cookies, session): one person."""
+    context = browser.new_context(viewport=viewport, locale="en-US")
+    context.set_default_timeout(30_000)
+    return context.new_page()
 
 
 def wait_idle(page) -> None:
@@ -206,99 +224,175 @@ def sign_in(page, token: str, who: str | None) -> None:
     field.press("Enter")
     if who is not None:
         expect(sidebar).to_contain_text(f"Signed in as {who}", timeout=30_000)
-    wait_idle(page)
 
 
-@pytest.mark.timeout(240)
-def test_chat_approve_and_watch_the_run_in_a_browser(stack, browser_page):
+def proposal_card(page):
+    main = page.get_by_test_id("stMainBlockContainer")
+    return (main.get_by_test_id("stVerticalBlock").filter(has_text="Target hosts")
+            .filter(has=page.get_by_role("button", name="Approve", exact=True)).last)
+
+
+STAGE_SHOWN = re.compile(r"^(Pre-checks running|Pre-checks passed)$")
+
+
+@pytest.mark.timeout(300)
+def test_four_eyes_hand_off_live_run_and_notifications_in_two_browsers(stack, browser, receiver):
     from playwright.sync_api import expect
 
-    page = browser_page
+    expect.set_options(timeout=15_000)  # two browsers and the whole stack share 2 cores
     ARTIFACTS.mkdir(exist_ok=True)
     group = yaml.safe_load((ROOT / "fixtures" / "patch-groups.yml").read_text())["Group-1"]
-    ui_url = stack.wait_until_up()
+    ui_url = stack.wait_until_up().rstrip("/")
     pids = stack.recorded_pids()
     assert set(pids) == {"EmbeddedPostgres", "EmbeddedRedis", "awx-double", "api", "worker", "ui"}, pids
     started = set(pids.values()) | {p.pid for p in psutil.Process(stack.proc.pid).children(recursive=True)}
     admin_token = stack.admin_token()
-    tokens = {REQUESTER: stack.create_token(REQUESTER, "requester"), APPROVER: stack.create_token(APPROVER, "approver")}
+    tokens = {user: stack.demo_token(user) for user in (REQUESTER, APPROVER)}
+    alice, bob = new_page(browser), new_page(browser)
+    pages = {"alice": alice, "bob": bob}
 
     try:
-        page.goto(ui_url, wait_until="domcontentloaded")
-        main = page.get_by_test_id("stMainBlockContainer")
-        sidebar = page.get_by_test_id("stSidebar")
-        chat = page.get_by_test_id("stChatInputTextArea")
+        # --- alice proposes a production patch -------------------------------------------------------
+        alice.goto(ui_url, wait_until="domcontentloaded")
+        main = alice.get_by_test_id("stMainBlockContainer")
+        sidebar = alice.get_by_test_id("stSidebar")
+        chat = alice.get_by_test_id("stChatInputTextArea")
         expect(chat).to_be_editable(timeout=60_000)
         expect(sidebar).to_contain_text("offline rules parser")
         expect(sidebar).to_contain_text("🟢 API · 🟢 Database · 🟢 Broker · 🟢 AWX")
-        # `up` hands the UI its local admin token as the default identity.
         expect(sidebar.get_by_label("API token", exact=True)).to_have_value(admin_token)
         expect(sidebar).to_contain_text("Signed in as admin (admin)")
+        # No developer controls in the header: an operator could read "Stop" as stopping the patch run.
+        expect(alice.get_by_test_id("stAppDeployButton")).to_be_hidden()
+        expect(alice.get_by_role("button", name="Stop", exact=True)).to_have_count(0)
 
-        # A token that is not one: the sidebar says how to sign in, no traceback.
-        sign_in(page, "pp_not-a-token", None)
+        sign_in(alice, "pp_not-a-token", None)
         expect(sidebar).to_contain_text("Not signed in: paste an API token")
         expect(sidebar).to_contain_text("the API token is unknown or revoked")
 
-        sign_in(page, tokens[REQUESTER], f"{REQUESTER} (requester)")
+        sign_in(alice, tokens[REQUESTER], f"{REQUESTER} (requester)")
         expect(chat).to_be_editable()
         chat.fill(PROMPT)
         chat.press("Enter")
 
-        approve = main.get_by_role("button", name="Approve", exact=True)
-        reject = main.get_by_role("button", name="Reject", exact=True)
-        # The requester may withdraw her proposal but not approve it: that is an approver's click.
-        expect(reject).to_be_enabled()
+        card = proposal_card(alice)
+        approve = card.get_by_role("button", name="Approve", exact=True)
+        reject = card.get_by_role("button", name="Reject", exact=True)
+        expect(card).to_be_visible(timeout=60_000)  # the first chat turn loads the parser's vocabulary
+        # Production needs someone else: Approve is off before any click, with the reason; she may withdraw it.
         expect(approve).to_be_disabled()
-        card = (main.get_by_test_id("stVerticalBlock").filter(has_text="Target hosts")
-                .filter(has=page.get_by_role("button", name="Approve", exact=True)).last)
-        expect(card).to_contain_text("Patch proposal · 1 host · 📝 proposed")
-        expect(card).to_contain_text(f"Signed in as {REQUESTER} (requester): approving needs the approver role.")
+        expect(reject).to_be_enabled()
+        expect(card).to_contain_text("Patch proposal · 1 host · 📝 proposed · requested by alice")
+        expect(card).to_contain_text("approving needs the approver role")
         expect(card).to_contain_text("prod (1): web-01")
         expect(card).to_contain_text(f"Patch group: Group-1 — {group['description']}")
         expect(card).to_contain_text("Reboot: Reboot only if needed")
         expect(card).to_contain_text("Dry run: no — changes will be applied")
-        wait_idle(page)
+        # The conversation is in the URL: a reload keeps it.
+        expect(alice).to_have_url(re.compile(r"\?conversation=[0-9a-f]{32}$"))
+        alice.reload(wait_until="domcontentloaded")
+        sign_in(alice, tokens[REQUESTER], f"{REQUESTER} (requester)")
+        expect(card).to_contain_text("Patch proposal · 1 host · 📝 proposed")
+        wait_idle(alice)
         card.scroll_into_view_if_needed()
-        page.screenshot(path=str(ARTIFACTS / "proposal-card.png"), animations="disabled")
+        alice.screenshot(path=str(ARTIFACTS / "proposal-card.png"), animations="disabled")
 
-        # The approver takes over the browser: their token goes with every API call from now on.
-        sign_in(page, tokens[APPROVER], f"{APPROVER} (approver)")
-        expect(approve).to_be_enabled()
-        approve.click()
-        # Both buttons go disabled at once (a double click sends one request) and the run is followed live.
-        # (While Streamlit redraws, the previous run's card can linger for a moment: no enabled button may remain.)
-        for name in ("Approve", "Reject"):
-            expect(main.get_by_role("button", name=name, exact=True, disabled=False)).to_have_count(0, timeout=15_000)
-            expect(main.get_by_role("button", name=name, exact=True, disabled=True)).not_to_have_count(0)
-        expect(card).to_contain_text(f"Approved by {APPROVER}")
-        # The run's outcome, then the timeline's last stage with the API's label.
-        completed = main.get_by_test_id("stAlertContentSuccess").get_by_text("Patching completed", exact=True)
-        expect(completed).to_be_visible(timeout=90_000)
-        expect(main.get_by_role("strong").filter(has_text=re.compile(r"^Patching completed$"))).to_be_visible()
-        expect(main).to_contain_text("✅ succeeded")
-        expect(main).not_to_contain_text("Traceback")
+        # --- bob finds it in his inbox and opens its link ---------------------------------------------
+        bob.goto(ui_url, wait_until="domcontentloaded")
+        bob_sidebar = bob.get_by_test_id("stSidebar")
+        bob_main = bob.get_by_test_id("stMainBlockContainer")
+        sign_in(bob, tokens[APPROVER], f"{APPROVER} (approver)")
+        expect(bob_sidebar).to_contain_text("📥 1 waiting for your approval")
+        bob_sidebar.get_by_role("radiogroup").get_by_text("Approvals", exact=True).click()
+        expect(bob_main).to_contain_text("1 proposal waiting for your approval")
+        entry = bob_main.get_by_test_id("stVerticalBlock").filter(has_text="alice asks:").last
+        expect(entry).to_contain_text("alice asks: Patch prod (1): web-01 with Group-1")
+        expect(entry).to_contain_text("expires at")
+        link = re.search(r"\?request=([0-9a-f]{32})", entry.inner_text())
+        assert link, entry.inner_text()
+        request_id = link.group(1)
+        wait_idle(bob)
+        bob.screenshot(path=str(ARTIFACTS / "inbox.png"), animations="disabled")
+
+        bob.goto(f"{ui_url}/?request={request_id}", wait_until="domcontentloaded")
+        sign_in(bob, tokens[APPROVER], f"{APPROVER} (approver)")
+        expect(bob).to_have_url(re.compile(rf"\?request={request_id}$"))
+        bob_card = proposal_card(bob)
+        bob_approve = bob_card.get_by_role("button", name="Approve", exact=True)
+        expect(bob_approve).to_be_enabled()
+        wait_idle(bob)
+        bob_approve.click()
+        clicked = time.monotonic()
+        expect(bob_main.get_by_text(STAGE_SHOWN)).to_be_visible(timeout=60_000)
+        first_stage = time.monotonic() - clicked
+
+        # --- alice's page notices on its own, and both follow the run to its end ----------------------
+        expect(main).to_contain_text(f"Approved by {APPROVER}", timeout=30_000)
+        expect(main.get_by_role("button", name="Approve", exact=True)).to_have_count(0)
+        expect(main.get_by_role("button", name="Reject", exact=True)).to_have_count(0)
+        job = None
+        for who, page in pages.items():
+            body = page.get_by_test_id("stMainBlockContainer")
+            done = body.get_by_test_id("stAlertContentSuccess").filter(has_text="Patching completed: web-01")
+            expect(done).to_be_visible(timeout=90_000)
+            # The truthful timeline: web-01 needed no reboot (the job events say skipped), and after the end
+            # nothing reads "in progress".
+            expect(body.get_by_text("Reboot skipped (not needed)", exact=True)).to_be_visible()
+            expect(body.get_by_text("Patched", exact=True)).to_be_visible()
+            expect(body.get_by_text("Post-checks passed", exact=True)).to_be_visible()
+            expect(body).not_to_contain_text("in progress")
+            expect(body).not_to_contain_text("Traceback")
+            text = body.inner_text()
+            found = re.search(r"AWX job (\d+) · ✅ succeeded", text)
+            assert found, (who, text)
+            assert job in (None, found.group(1)), (job, found.group(1))
+            job = found.group(1)
+            assert "Run " not in text and "None" not in text, text
+        # The chat says how it ended, with the same name.
+        expect(main).to_contain_text(f"AWX job {job} succeeded: web-01")
 
         # st.dataframe draws on a canvas; its cells are also in the canvas's accessible table, read here.
-        hosts = main.get_by_test_id("stDataFrame").filter(has=page.locator("th", has_text="unreachable"))
-        row = hosts.locator("tbody tr").filter(has=page.locator("td", has_text=re.compile(r"^web-01$")))
+        hosts = bob_main.get_by_test_id("stDataFrame").filter(has=bob.locator("th", has_text="unreachable"))
+        row = hosts.locator("tbody tr").filter(has=bob.locator("td", has_text=re.compile(r"^web-01$")))
         expect(row).to_have_count(1)
         cells = row.locator("td")
-        expect(cells.nth(1)).to_have_text(re.compile(r"^(ok|changed)$"))  # status
-        expect(cells.nth(4)).to_have_text("0")  # failed
-        expect(cells.nth(5)).to_have_text("0")  # unreachable
-        assert int(cells.nth(2).inner_text()) > 0, cells.all_inner_texts()  # ok tasks
-        wait_idle(page)
+        expect(cells.nth(1)).to_have_text(re.compile(r"^(ok|changed)$"))
+        expect(cells.nth(4)).to_have_text("0")
+        expect(cells.nth(5)).to_have_text("0")
+        wait_idle(bob)
         hosts.scroll_into_view_if_needed()
-        page.mouse.move(VIEWPORT["width"] - 10, VIEWPORT["height"] // 2)  # hover nothing (no table toolbar)
-        page.screenshot(path=str(ARTIFACTS / "progress-completed.png"), animations="disabled")
+        bob.mouse.move(VIEWPORT["width"] - 10, VIEWPORT["height"] // 2)
+        bob.screenshot(path=str(ARTIFACTS / "progress-completed.png"), animations="disabled")
+
+        # --- the Jobs page lists the run under the same name, and no proposal -------------------------
+        bob_main.get_by_role("button", name="← Back").click()
+        bob_sidebar.get_by_role("radiogroup").get_by_text("Jobs", exact=True).click()
+        table = bob_main.get_by_test_id("stDataFrame").filter(has=bob.locator("th", has_text="requested by"))
+        expect(table.locator("tbody tr").filter(has=bob.locator("td", has_text=re.compile(rf"^AWX job {job}$")))).to_have_count(1)
+        expect(table.locator("td", has_text=re.compile(r"proposed|rejected"))).to_have_count(0)
+
+        # --- the webhooks got the hand-off and the outcome --------------------------------------------
+        deadline = time.monotonic() + 30
+        kinds: list[str] = []
+        while time.monotonic() < deadline:
+            kinds = [b["event"] for b in receiver.bodies.get("/generic", []) if b.get("request_id") == request_id]
+            if kinds == ["awaiting_approval", "approved", "started", "succeeded"]:
+                break
+            time.sleep(0.2)
+        assert kinds == ["awaiting_approval", "approved", "started", "succeeded"], (kinds, receiver.bodies)
+        first = receiver.bodies["/generic"][0]
+        assert first["link"] == f"{ui_url}/?request={request_id}"
+        assert len(receiver.bodies.get("/slack", [])) >= 4 and len(receiver.bodies.get("/teams", [])) >= 4
+        (ARTIFACTS / "latency.json").write_text(json.dumps({"approve_to_first_stage_s": round(first_stage, 3)}))
     except BaseException:
-        with contextlib.suppress(Exception):  # the screenshot is a clue, not the failure
-            page.screenshot(path=str(ARTIFACTS / "failure.png"))
+        for who, page in pages.items():
+            with contextlib.suppress(Exception):  # the screenshot is a clue, not the failure
+                page.screenshot(path=str(ARTIFACTS / f"failure-{who}.png"))
         (ARTIFACTS / "failure-logs.txt").write_text(stack.output + stack.log_tails(4000))
         raise
 
-    page.context.close()
+    for page in pages.values():
+        page.context.close()
     returncode = stack.stop(timeout=60)
     assert returncode == 0, stack.output
     assert "stopped." in stack.output

@@ -75,21 +75,22 @@ def meta(catalog: Catalog) -> dict[str, Any]:
 
 
 def play_summary(session: Session, request_id: str) -> dict[str, dict[str, Any]]:
-    """Per stage (from the play names): how many host results ran, were skipped or failed, and the last time."""
+    """Per stage (from the play names): how many host results ran, were skipped or failed; first and last event time."""
     stage_of = func.lower(func.trim(JobEvent.play))
     rows = session.execute(
         select(stage_of,
                func.count().filter(JobEvent.event.in_(_RAN)),
                func.count().filter(JobEvent.event.in_(_SKIPPED)),
                func.count().filter(JobEvent.failed.is_(True)),
-               func.max(JobEvent.created))
+               func.min(JobEvent.created), func.max(JobEvent.created))
         .where(JobEvent.request_id == request_id, JobEvent.play.is_not(None))
         .group_by(stage_of)).all()
     out: dict[str, dict[str, Any]] = {}
-    for play, ran, skipped, failed, last in rows:
+    for play, ran, skipped, failed, first, last in rows:
         stage = PLAY_STAGES.get(play or "")
         if stage:
-            out[stage] = {"ran": int(ran or 0), "skipped": int(skipped or 0), "failed": int(failed or 0), "last": last}
+            out[stage] = {"ran": int(ran or 0), "skipped": int(skipped or 0), "failed": int(failed or 0),
+                          "first": first, "last": last}
     return out
 
 
@@ -106,8 +107,9 @@ def timeline(view: Mapping[str, Any], plays: Mapping[str, Mapping[str, Any]]) ->
     label to show for that status, and when it began and ended. `view` is the request view as a dict."""
     state = view.get("state", "")
     began = {s.get("stage"): s.get("at") for s in view.get("stages") or []}
-    for stage in plays:
-        began.setdefault(stage, None)
+    for stage, play in plays.items():
+        # When AWX says the play's first event happened (the stage row has when the follower stored it).
+        began[stage] = play.get("first") or began.get(stage)
     reached = [i for i, s in enumerate(STAGE_ORDER[:-1]) if s in began]
     last = max(reached, default=-1)
     terminal = state in TERMINAL

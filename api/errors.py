@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from core.inventory_sync import InventoryNotSynced
 from core.states import IllegalTransition
 
 log = logging.getLogger("patchpilot.api")
@@ -66,6 +67,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": _readable_validation(exc)})
+
+    @app.exception_handler(InventoryNotSynced)
+    async def _not_synced(_: Request, exc: InventoryNotSynced) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "30"})
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(DBAPIError)

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
-from api.routes import chat, conversations, inbox, meta, requests, system
+from api.routes import chat, conversations, inbox, inventory, meta, requests, system
 from api.schemas import ErrorOut
 from core.inventory import check_catalog
 from core.observability import configure_logging
@@ -51,7 +51,7 @@ def create_app() -> FastAPI:
         description="Chat-driven patching for Ansible AWX. The model proposes; a person approves; AWX runs.",
     )
     install_error_handlers(app)
-    for module in (chat, requests, conversations, system, inbox, meta):
+    for module in (chat, requests, conversations, system, inbox, meta, inventory):
         app.include_router(module.router, responses=AUTH_ERRORS)
     return app
 

@@ -136,6 +136,9 @@ class SystemView(BaseModel):
     broker: str
     awx: str
     awx_url: str | None
+    # Where the inventory comes from and, from AWX, the last good sync, its problems and the last failure.
+    inventory: dict[str, Any] | None = None
+    inventory_line: str | None = None
 
 
 class MeView(BaseModel):

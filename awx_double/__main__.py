@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     knobs.add_argument("--launch-hang-seconds", type=float, default=0.0)
     knobs.add_argument("--job-seconds", type=float, default=None,
                        help="run length in job seconds (default ~28): the same events spread over a longer run")
+    knobs.add_argument("--disabled-hosts", type=_names, default=[], metavar="H1,H2",
+                       help="hosts whose AWX `enabled` is false")
+    knobs.add_argument("--removed-hosts", type=_names, default=[], metavar="H1,H2",
+                       help="hosts of the inventory file that AWX no longer has")
+    knobs.add_argument("--sliced-templates", type=_names, default=[], metavar="T1,T2",
+                       help="job templates with job_slice_count 2 (a launch would start a workflow job)")
     return parser
 
 

@@ -196,7 +196,24 @@ def _api_router(state: DoubleState, base: str) -> APIRouter:
     @router.get("/inventories/{inventory_id}/hosts/")
     def inventory_hosts(inventory_id: int, request: Request) -> dict[str, Any]:
         inventory_or_404(inventory_id)
-        return hosts_page(request, state.inventory.hosts)
+        return hosts_page(request, state.host_names())
+
+    @router.get("/inventories/{inventory_id}/script/")
+    def inventory_script(inventory_id: int, request: Request) -> Response:
+        """AWX's InventoryScriptView: flags are true when present and non-empty (`?hostvars=1`)."""
+        inventory_or_404(inventory_id)
+        params = request.query_params
+        show_all = bool(params.get("all", ""))
+        hostname = params.get("host", "")
+        if params.get("subset", ""):
+            return _detail(400, "Subset does not use any supported syntax.")
+        if hostname:
+            if hostname not in state.host_names() or not (show_all or state.host_enabled(hostname)):
+                raise NotFound
+            return JSONResponse(state.inventory.hosts[hostname].vars)
+        data = state.script(hostvars=bool(params.get("hostvars", "")), towervars=bool(params.get("towervars", "")),
+                            show_all=show_all)
+        return Response(json.dumps(data, separators=(",", ":")), media_type="application/json")
 
     @router.get("/inventories/{inventory_id}/groups/")
     def inventory_groups(inventory_id: int, request: Request) -> dict[str, Any]:
@@ -205,12 +222,12 @@ def _api_router(state: DoubleState, base: str) -> APIRouter:
 
     @router.get("/hosts/")
     def hosts(request: Request) -> dict[str, Any]:
-        return hosts_page(request, state.inventory.hosts)
+        return hosts_page(request, state.host_names())
 
     @router.get("/hosts/{host_id}/")
     def host_detail(host_id: int) -> dict[str, Any]:
         for name, known_id in state.host_ids.items():
-            if known_id == host_id:
+            if known_id == host_id and name not in state.scenario.removed_hosts:
                 return resources.host(state, base, name)
         raise NotFound
 
@@ -230,7 +247,8 @@ def _api_router(state: DoubleState, base: str) -> APIRouter:
 
     @router.get("/groups/{group_id}/all_hosts/")
     def group_all_hosts(group_id: int, request: Request) -> dict[str, Any]:
-        return hosts_page(request, state.inventory.group_hosts(group_name(group_id)))
+        present = set(state.host_names())
+        return hosts_page(request, [h for h in state.inventory.group_hosts(group_name(group_id)) if h in present])
 
     @router.get("/job_templates/")
     def job_templates(request: Request) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from awx_double.timeline import EVENT_DISPLAY, PLAYBOOK, STAT_KEYS, PlannedEvent
 HOST_FIELDS = {"id": int, "name": str, "inventory": int, "enabled": bool, "description": str}
 GROUP_FIELDS = {"id": int, "name": str, "inventory": int, "description": str}
 INVENTORY_FIELDS = {"id": int, "name": str}
-TEMPLATE_FIELDS = {"id": int, "name": str, "job_type": str, "playbook": str, "inventory": int}
+TEMPLATE_FIELDS = {"id": int, "name": str, "job_type": str, "playbook": str, "inventory": int, "organization": int}
 JOB_FIELDS = {"id": int, "name": str, "status": str, "failed": bool, "job_type": str, "job_template": int,
               "launch_type": str, "limit": str, "created": datetime, "started": datetime, "finished": datetime}
 EVENT_FIELDS = {"id": int, "counter": int, "event": str, "host_name": str, "play": str, "task": str,
@@ -38,9 +38,10 @@ def inventory(state: DoubleState, base: str) -> dict[str, Any]:
     return {
         "id": INVENTORY_ID, "type": "inventory", "url": f"{base}inventories/{INVENTORY_ID}/",
         "name": INVENTORY_NAME, "description": "The demo fleet", "kind": "", "organization": 1,
-        "total_hosts": len(state.inventory.hosts), "total_groups": len(state.group_ids),
+        "total_hosts": len(state.host_names()), "total_groups": len(state.group_ids),
         "related": {"hosts": f"{base}inventories/{INVENTORY_ID}/hosts/",
-                    "groups": f"{base}inventories/{INVENTORY_ID}/groups/"},
+                    "groups": f"{base}inventories/{INVENTORY_ID}/groups/",
+                    "script": f"{base}inventories/{INVENTORY_ID}/script/"},
     }
 
 
@@ -50,11 +51,13 @@ def host(state: DoubleState, base: str, name: str) -> dict[str, Any]:
     groups = sorted(g for g in record.groups if g in state.group_ids)
     return {
         "id": host_id, "type": "host", "url": f"{base}hosts/{host_id}/", "name": name, "description": "",
-        "inventory": INVENTORY_ID, "enabled": True, "instance_id": "", "variables": json.dumps(record.vars),
+        "inventory": INVENTORY_ID, "enabled": state.host_enabled(name), "instance_id": "", "variables": json.dumps(record.vars),
         "summary_fields": {
             "inventory": _inventory_summary(),
+            # AWX lists at most 5 of the host's direct groups here, by id, with the full count beside them.
             "groups": {"count": len(groups),
-                       "results": [{"id": state.group_ids[g], "name": g} for g in groups]},
+                       "results": sorted(({"id": state.group_ids[g], "name": g} for g in groups),
+                                         key=lambda g: g["id"])[:5]},
         },
         "related": {"inventory": f"{base}inventories/{INVENTORY_ID}/"},
     }
@@ -71,17 +74,23 @@ def group(state: DoubleState, base: str, name: str) -> dict[str, Any]:
     }
 
 
+def _organization_summary(state: DoubleState, name: str) -> dict[str, Any]:
+    return {"id": state.organizations[name], "name": name, "description": ""}
+
+
 def job_template(state: DoubleState, base: str, template: JobTemplate) -> dict[str, Any]:
     asks = state.template_asks()
     return {
         "id": template.id, "type": "job_template", "url": f"{base}job_templates/{template.id}/",
         "name": template.name, "description": template.description, "job_type": "run",
+        "organization": state.organizations[template.organization],
         "inventory": INVENTORY_ID, "project": 3, "playbook": PLAYBOOK, "limit": "", "extra_vars": "",
-        "verbosity": 0, "forks": 0, "survey_enabled": False,
+        "verbosity": 0, "forks": 0, "survey_enabled": False, "job_slice_count": state.template_slices(template),
         "ask_limit_on_launch": asks["limit"], "ask_variables_on_launch": asks["extra_vars"],
         "ask_job_type_on_launch": asks["job_type"], "ask_inventory_on_launch": False,
-        "ask_credential_on_launch": False,
-        "summary_fields": {"inventory": _inventory_summary()},
+        "ask_credential_on_launch": False, "ask_job_slice_count_on_launch": False,
+        "summary_fields": {"inventory": _inventory_summary(),
+                           "organization": _organization_summary(state, template.organization)},
         "related": {"launch": f"{base}job_templates/{template.id}/launch/",
                     "jobs": f"{base}job_templates/{template.id}/jobs/"},
     }
@@ -103,7 +112,7 @@ def launch_requirements(state: DoubleState, template: JobTemplate) -> dict[str, 
         "defaults": {
             "extra_vars": "", "diff_mode": False, "limit": "", "job_tags": "", "skip_tags": "",
             "job_type": "run", "verbosity": 0, "inventory": {"name": INVENTORY_NAME, "id": INVENTORY_ID},
-            "scm_branch": "", "forks": 0, "job_slice_count": 1, "timeout": 0,
+            "scm_branch": "", "forks": 0, "job_slice_count": state.template_slices(template), "timeout": 0,
             "credentials": [{"id": 1, "name": "Patch SSH key", "credential_type": 1, "passwords_needed": []}],
         },
     }

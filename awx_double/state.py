@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from awx_double.hostpattern import resolve_limit
@@ -67,6 +68,9 @@ class Scenario(BaseModel):
     read_only_token: str | None = None
     launch_hang_seconds: float = Field(default=0.0, ge=0)
     job_seconds: float | None = Field(default=None, ge=5)  # run length in job seconds (None: ~28 s)
+    disabled_hosts: list[str] = []  # hosts whose AWX `enabled` is false (still listed; left out of the script)
+    removed_hosts: list[str] = []  # hosts deleted from the inventory since start-up
+    sliced_templates: list[str] = []  # template names with job_slice_count 2 (a launch would make a workflow job)
 
     def merged(self, patch: dict[str, Any]) -> Scenario:
         """RFC 7396 merge: nested objects merge, `null` restores the default."""
@@ -85,11 +89,15 @@ def _merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any
     return result
 
 
+DEFAULT_ORGANIZATION = "Default"  # the organization every AWX install starts with (id 1)
+
+
 @dataclass(frozen=True)
 class JobTemplate:
     id: int
     name: str
     description: str
+    organization: str = DEFAULT_ORGANIZATION
 
 
 @dataclass
@@ -190,8 +198,14 @@ class DoubleState:
                  scenario: Scenario | None = None, clock: Callable[[], float] = time.time):
         if speed <= 0:
             raise ValueError("speed must be positive")
-        self.inventory = Inventory.load(Path(inventory_path))
+        raw = yaml.load(Path(inventory_path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+        self.inventory = Inventory.from_dict(raw)
+        self.direct_hosts, self.child_groups = group_tree(raw)
         self.templates = _templates_from_patch_groups(Path(patch_groups_path))
+        self.organizations = {DEFAULT_ORGANIZATION: 1}
+        for template in self.templates.values():
+            self.organizations.setdefault(template.organization, len(self.organizations) + 1)
+        self._script_cache: tuple[tuple, dict[str, Any]] | None = None
         self.host_ids = {name: i for i, name in enumerate(self.inventory.host_names(), start=1)}
         self.group_ids = {name: i for i, name in enumerate(
             sorted(g for g in self.inventory.groups if g not in ("all", "ungrouped")), start=1)}
@@ -250,6 +264,62 @@ class DoubleState:
                 "requests": self._counters.requests,
                 "jobs": sorted(self.jobs),
             }
+
+    # --- inventory -------------------------------------------------------------------------------
+
+    def host_names(self) -> list[str]:
+        """The hosts the inventory has now (removed ones are gone), sorted by name as AWX orders them."""
+        removed = set(self.scenario.removed_hosts)
+        return [name for name in self.inventory.host_names() if name not in removed]
+
+    def host_enabled(self, name: str) -> bool:
+        return name not in self.scenario.disabled_hosts
+
+    def template_slices(self, template: JobTemplate) -> int:
+        return 2 if template.name in self.scenario.sliced_templates else 1
+
+    def script(self, *, hostvars: bool, towervars: bool, show_all: bool) -> dict[str, Any]:
+        """`GET inventories/{id}/script/` as `Inventory.get_script_data` builds it: `all` lists every group as a
+        child and the hosts in no group; each group its direct hosts and child groups; `_meta.hostvars` with
+        `hostvars`; disabled hosts only with `all`; `remote_tower_enabled`/`remote_tower_id` with `towervars`.
+        Built once per set of knobs (a 10,000-host inventory is one response, not 10,000 rows per page)."""
+        scenario = self.scenario
+        key = (hostvars, towervars, show_all, tuple(scenario.disabled_hosts), tuple(scenario.removed_hosts))
+        if self._script_cache is not None and self._script_cache[0] == key:
+            return self._script_cache[1]
+        names = [n for n in self.host_names() if show_all or self.host_enabled(n)]
+        present = set(names)
+        data: dict[str, Any] = {}
+        all_group: dict[str, Any] = data.setdefault("all", {})
+        grouped: set[str] = set()
+        groups: dict[str, dict[str, Any]] = {}
+        for group in sorted(self.group_ids):
+            info: dict[str, Any] = {}
+            members = [h for h in self.direct_hosts.get(group, ()) if h in present]
+            if members:
+                info["hosts"] = members
+                grouped.update(members)
+            children = [c for c in self.child_groups.get(group, ()) if c in self.group_ids]
+            if children:
+                info["children"] = children
+            if info:
+                groups[group] = info
+        all_group["hosts"] = [n for n in names if n not in grouped]
+        if self.group_ids:
+            all_group["children"] = sorted(self.group_ids)
+        data.update(groups)
+        if hostvars:
+            meta: dict[str, dict[str, Any]] = {}
+            for name in names:
+                host_vars = dict(self.inventory.hosts[name].vars)
+                if towervars:
+                    for prefix in ("host", "tower"):
+                        host_vars[f"remote_{prefix}_enabled"] = str(self.host_enabled(name)).lower()
+                        host_vars[f"remote_{prefix}_id"] = self.host_ids[name]
+                meta[name] = host_vars
+            data["_meta"] = {"hostvars": meta}
+        self._script_cache = (key, data)
+        return data
 
     # --- jobs ------------------------------------------------------------------------------------
 
@@ -317,13 +387,37 @@ class DoubleState:
             return True
 
 
+def group_tree(data: dict[str, Any] | None) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The group tree of an Ansible YAML inventory: each group's direct hosts and its child groups."""
+    direct: dict[str, list[str]] = {}
+    children: dict[str, list[str]] = {}
+
+    def walk(group: str, body: dict[str, Any] | None) -> None:
+        body = body or {}
+        hosts = direct.setdefault(group, [])
+        kids = children.setdefault(group, [])
+        for name in body.get("hosts") or {}:
+            if str(name) not in hosts:
+                hosts.append(str(name))
+        for child, child_body in (body.get("children") or {}).items():
+            if child not in kids:
+                kids.append(child)
+            walk(child, child_body)
+
+    for top, body in (data or {}).items():
+        walk(top, body)
+    return direct, children
+
+
 def _templates_from_patch_groups(path: Path) -> dict[int, JobTemplate]:
-    """One job template per distinct template name, numbered in order of first use."""
-    names: dict[str, list[str]] = {}
+    """One job template per distinct (template name, organization), numbered in order of first use: AWX names
+    are unique per organization only, so two organizations may each have a `Patch Linux`."""
+    names: dict[tuple[str, str], list[str]] = {}
     for group in load_patch_groups(path).values():
-        names.setdefault(group.job_template, []).append(group.name)
+        key = (group.job_template, group.organization or DEFAULT_ORGANIZATION)
+        names.setdefault(key, []).append(group.name)
     return {
-        FIRST_TEMPLATE_ID + i: JobTemplate(id=FIRST_TEMPLATE_ID + i, name=name,
+        FIRST_TEMPLATE_ID + i: JobTemplate(id=FIRST_TEMPLATE_ID + i, name=name, organization=organization,
                                            description="Patch groups: " + ", ".join(groups))
-        for i, (name, groups) in enumerate(names.items())
+        for i, ((name, organization), groups) in enumerate(names.items())
     }

@@ -23,6 +23,7 @@ class Host:
     name: str
     groups: frozenset[str]
     vars: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    enabled: bool = True  # AWX's host `enabled`: a disabled host is never proposed
 
     @property
     def os_family(self) -> str | None:
@@ -97,6 +98,7 @@ class PatchGroup:
     job_template: str
     extra_vars: dict[str, Any]
     aliases: tuple[str, ...] = ()  # what people call it besides its name ("monthly", "security only")
+    organization: str | None = None  # the job template's AWX organization (names are unique per organization)
 
 
 def load_patch_groups(path: Path) -> dict[str, PatchGroup]:
@@ -108,6 +110,7 @@ def load_patch_groups(path: Path) -> dict[str, PatchGroup]:
             job_template=str(body["job_template"]),
             extra_vars=dict(body.get("extra_vars") or {}),
             aliases=tuple(str(a) for a in body.get("aliases") or ()),
+            organization=str(body["organization"]) if body.get("organization") else None,
         )
         for name, body in data.items()
     }
@@ -120,6 +123,7 @@ class Catalog:
     inventory: Inventory
     patch_groups: dict[str, PatchGroup]
     policy: Policy = field(default_factory=Policy)
+    snapshot_id: int | None = None  # INVENTORY_SOURCE=awx: the inventory snapshot this catalog serves
 
     @cached_property
     def vocabulary(self) -> Vocabulary:
@@ -134,9 +138,21 @@ class Catalog:
         return self.vocabulary.environment_of(host)
 
     def is_refused(self, host: str) -> bool:
-        """Kept out of chat by the inventory (patch_from_chat: false) or by the policy file."""
+        """Kept out of chat by the inventory (patch_from_chat: false, or disabled in AWX) or by the policy file."""
         known = self.inventory.hosts.get(host)
-        return known is None or not known.patchable_from_chat or host in self.policy.never_patch_hosts
+        return (known is None or not known.patchable_from_chat or not known.enabled
+                or host in self.policy.never_patch_hosts)
+
+    def refusal_reason(self, host: str) -> str | None:
+        """Why a host is kept out of chat, in words (None: it is not)."""
+        known = self.inventory.hosts.get(host)
+        if known is None:
+            return "is not in the inventory"
+        if not known.enabled:
+            return "is disabled in AWX (enabled: false)"
+        if not known.patchable_from_chat or host in self.policy.never_patch_hosts:
+            return "may not be patched from chat (policy)"
+        return None
 
     def is_production(self, host: str) -> bool:
         return host in self.inventory.hosts and self.environment_of(host) in self.policy.production()
@@ -155,6 +171,10 @@ def get_catalog() -> Catalog:
     from core.settings import get_settings
 
     s = get_settings()
+    if s.inventory_source == "awx":
+        from core.inventory_sync import current_catalog
+
+        return current_catalog()  # the latest good snapshot synced from AWX, one Catalog per snapshot
     return load_catalog(Path(s.inventory_file), Path(s.patch_groups_file), Path(s.policy_file) if s.policy_file else None)
 
 
@@ -165,6 +185,10 @@ def check_catalog() -> Catalog:
     from core.settings import get_settings
 
     s = get_settings()
+    if s.inventory_source == "awx":
+        from core.inventory_sync import check_awx_catalog
+
+        return check_awx_catalog()  # patch groups and policy files now; the inventory comes with the first sync
     # Which files were read, by the setting that names them: the operator knows at once what to change.
     files = (f"POLICY_FILE={s.policy_file}, INVENTORY_FILE={s.inventory_file}, "
              f"PATCH_GROUPS_FILE={s.patch_groups_file}")

@@ -101,6 +101,8 @@ class PatchRequest(SQLModel, table=True):
     follow_failures: int = 0  # consecutive polls that AWX did not answer
     latest_task: str | None = Field(default=None, max_length=500)
     failure_reason: str | None = Field(default=None, sa_column=Column(Text))
+    # INVENTORY_SOURCE=awx: the inventory snapshot the proposal was validated against (core.inventory_sync).
+    inventory_snapshot_id: int | None = Field(default=None, sa_column=Column(BigInteger))
 
 
 class JobEvent(SQLModel, table=True):
@@ -148,6 +150,26 @@ class RequestStage(SQLModel, table=True):
     request_id: str = Field(foreign_key="patch_requests.id", max_length=32, index=True)
     stage: str = Field(max_length=20)
     at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class InventorySnapshot(SQLModel, table=True):
+    """One inventory sync from AWX (INVENTORY_SOURCE=awx): a good one holds the inventory it read, a failed one
+    only its error. The parser and the validator serve the newest good one (core.inventory_sync)."""
+
+    __tablename__ = "inventory_snapshots"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True))
+    started_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
+    ok: bool = Field(default=False, index=True)
+    source: str = Field(default="", max_length=500)  # the AWX inventories read: "Demo fleet (id 1)"
+    hosts: int = 0
+    groups: int = 0
+    disabled_hosts: int = 0
+    # AWX's inventory script of the inventories read, merged: {group: {hosts, children}, _meta: {hostvars}}.
+    data: dict | None = Field(default=None, sa_column=Column(JSON))
+    problems: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # templates, policy
+    error: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class AuditLog(SQLModel, table=True):

@@ -79,6 +79,22 @@ class Settings(BaseSettings):
     policy_file: Path = Field(
         default=FIXTURES_DIR / "policy.yml", description="Patching policy (YAML), validated at start-up."
     )
+    inventory_source: Literal["file", "awx"] = Field(
+        default="file",
+        description="file: the fleet is INVENTORY_FILE; awx: hosts, groups and host variables are synced from the "
+        "AWX inventories named in AWX_INVENTORY into PostgreSQL (core.inventory_sync).",
+    )
+    awx_inventory: str = Field(
+        default="", description="INVENTORY_SOURCE=awx: AWX inventory names or ids, comma-separated."
+    )
+    inventory_sync_seconds: float = Field(
+        default=900.0, ge=10, description="INVENTORY_SOURCE=awx: how often the beat syncs the inventory from AWX."
+    )
+    stage_map_file: Path | None = Field(
+        default=None,
+        description="Play or task name patterns -> stage, per job template (YAML). Unset: the reference playbook's "
+        "play names.",
+    )
 
     # --- behaviour ---------------------------------------------------------------------------------
     proposal_ttl_seconds: int = Field(default=3600, ge=10, description="A proposal not approved in time expires.")

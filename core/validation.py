@@ -98,8 +98,7 @@ def validate_draft(draft: IntentDraft, catalog: Catalog) -> IntentResult:
     if missing:
         note = _target_problem(targets)
         if not note and (named_refused or targets.refused_only):
-            what = ", ".join(named_refused or targets.refused_only)
-            note = f"{what} may not be patched from chat (policy). Please name other hosts."
+            note = _refusal_note(named_refused or targets.refused_only, catalog)
         return IntentResult(
             action="clarify", requested_action=draft.action, hosts=[] if targets.too_broad else sorted(hosts),
             patch_group=patch_group, reboot=draft.reboot, check_mode=draft.check_mode, missing=missing,
@@ -128,6 +127,16 @@ def validate_draft(draft: IntentDraft, catalog: Catalog) -> IntentResult:
         reboot=reboot, check_mode=draft.check_mode or draft.action == "precheck",
         refused_hosts=refused, message=draft.note or "", targets=common["targets"],
     )
+
+
+def _refusal_note(names: list[str], catalog: Catalog) -> str:
+    """Why these hosts are kept out, one clause per reason: disabled in AWX, or the policy."""
+    by_reason: dict[str, list[str]] = {}
+    for name in names:
+        reason = catalog.refusal_reason(name) if name in catalog.inventory.hosts else None
+        by_reason.setdefault(reason or "may not be patched from chat (policy)", []).append(name)
+    clauses = [f"{', '.join(hosts)} {reason}" for reason, hosts in by_reason.items()]
+    return "; ".join(clauses) + ". Please name other hosts."
 
 
 def _target_problem(targets: Resolution) -> str:

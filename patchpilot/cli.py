@@ -2,6 +2,7 @@
 
     patchpilot up        start everything (embedded PostgreSQL/Redis/AWX double unless URLs are configured)
     patchpilot migrate   apply database migrations to DATABASE_URL
+    patchpilot inventory sync|status   the inventory from AWX (INVENTORY_SOURCE=awx)
 """
 
 from __future__ import annotations
@@ -183,9 +184,32 @@ def use_fleet(folder: str) -> None:
     reset_settings_cache()
 
 
+def use_double_files(args: argparse.Namespace) -> None:
+    """`--double-inventory FILE` / `--double-patch-groups FILE`: the fleet the AWX double serves. patchpilot reads
+    the inventory from the double (INVENTORY_SOURCE=awx), so the patch groups are the double's too; a fleet that
+    brings no policy gets the empty default one."""
+    for flag, path in (("--double-inventory", args.double_inventory), ("--double-patch-groups", args.double_patch_groups)):
+        if path and not Path(path).is_file():
+            raise SystemExit(f"{flag} {path}: no such file")
+    if args.double_patch_groups:
+        os.environ["PATCH_GROUPS_FILE"] = str(Path(args.double_patch_groups).resolve())
+        if "AWX_DEFAULT_JOB_TEMPLATE" not in os.environ:
+            # Pre-checks that name no patch group run the fleet's own template, not the demo's `Patch Linux`.
+            from core.inventory import load_patch_groups
+
+            groups = list(load_patch_groups(Path(args.double_patch_groups)).values())
+            if groups:
+                os.environ["AWX_DEFAULT_JOB_TEMPLATE"] = groups[0].job_template
+    if args.double_inventory and not args.fleet and "POLICY_FILE" not in os.environ:
+        os.environ["POLICY_FILE"] = str(PROJECT_ROOT / "fixtures" / "default-policy.yml")
+    reset_settings_cache()
+
+
 def up(args: argparse.Namespace) -> int:
     if args.fleet:
         use_fleet(args.fleet)
+    if args.double_inventory or args.double_patch_groups:
+        use_double_files(args)
     settings = get_settings()
     state_dir = Path(args.state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +229,7 @@ def up(args: argparse.Namespace) -> int:
     env["PYTHONUNBUFFERED"] = "1"
     urls: dict[str, str] = {}
     try:
+        app_database_url = None
         if settings.database_url:
             database_url = settings.database_url
         else:
@@ -215,7 +240,6 @@ def up(args: argparse.Namespace) -> int:
                                   password=_secret_file(state_dir / "postgres-password"))
             stack.stores.append(pg)
             pg.start(stack.logs / "postgres.log")
-        app_database_url = None
             database_url = pg.ensure_database("patchpilot")
             app_password = _secret_file(state_dir / "app-db-password")
             app_database_url = app_url(database_url, APP_ROLE, app_password)
@@ -236,23 +260,28 @@ def up(args: argparse.Namespace) -> int:
             token = secrets.token_urlsafe(24)  # in the double's environment, never on its command line (ps)
             awx_port = stack.serve("awx-double", args.awx_port, lambda port: [
                 sys.executable, "-m", "awx_double", "--host", "127.0.0.1", "--port", str(port),
-                "--speed", str(args.awx_speed), "--inventory", str(settings.inventory_file),
+                "--speed", str(args.awx_speed), "--inventory", str(args.double_inventory or settings.inventory_file),
                 "--patch-groups", str(settings.patch_groups_file)], {**env, "AWX_DOUBLE_TOKEN": token}, timeout=30)
             env.update(AWX_URL=f"http://127.0.0.1:{awx_port}/api/v2/", AWX_TOKEN=token)
             urls["AWX test double"] = env["AWX_URL"]
+            if "INVENTORY_SOURCE" not in os.environ:
+                # The quick start takes the real path: the inventory is synced from AWX (here, the double).
+                env.update(INVENTORY_SOURCE="awx", AWX_INVENTORY=DOUBLE_INVENTORY_NAME)
 
         migrate(database_url)
+        if app_database_url:
+            grant_app_role(database_url, APP_ROLE, app_password)
+            env["DATABASE_URL"] = app_database_url
+        else:
+            env["DATABASE_URL"] = database_url
+        if env.get("INVENTORY_SOURCE", settings.inventory_source) == "awx":
+            _first_sync(env)
         tokens = _local_tokens(state_dir, database_url)
         admin_token = tokens["admin"]
         env["PATCHPILOT_TOKEN"] = admin_token  # the UI's default identity in the quick start
 
         api_metrics_port = pick_port(args.api_metrics_port)
         api_port = stack.serve("api", args.api_port, lambda port: [
-        if app_database_url:
-            grant_app_role(database_url, APP_ROLE, app_password)
-            env["DATABASE_URL"] = app_database_url
-        else:
-            env["DATABASE_URL"] = database_url
             sys.executable, "-m", "uvicorn", "api.main:app", "--host", args.host, "--port", str(port),
             "--no-access-log"], {**env, "API_METRICS_PORT": str(api_metrics_port)})
         env["API_URL"] = f"http://127.0.0.1:{api_port}"
@@ -300,6 +329,43 @@ def up(args: argparse.Namespace) -> int:
         print("stopped.", flush=True)
 
 
+DOUBLE_INVENTORY_NAME = "Demo fleet"  # the one inventory the AWX double serves (awx_double.state.INVENTORY_NAME)
+
+
+def _first_sync(env: dict[str, str]) -> None:
+    """Sync the inventory from AWX before the API starts, so the first chat has hosts; the worker's beat keeps it
+    fresh. A failure is printed and the start goes on (the sync is retried by the beat)."""
+    done = subprocess.run([sys.executable, "-m", "patchpilot", "inventory", "sync"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    line = (done.stdout.strip() or done.stderr.strip()).splitlines()
+    print(line[-1] if line else "inventory sync: no output", flush=True)
+
+
+def inventory_command(args: argparse.Namespace) -> int:
+    """`patchpilot inventory sync|status`: the inventory from AWX (INVENTORY_SOURCE=awx, AWX_INVENTORY)."""
+    import logging
+
+    from core.inventory_sync import status_line, sync_inventory, sync_status
+
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if args.inventory_command == "status":
+        status = sync_status()
+        print(json.dumps(status, indent=2) if args.json else status_line(status))
+        return 0
+    if settings.inventory_source != "awx":
+        print("INVENTORY_SOURCE is file: the inventory is INVENTORY_FILE, there is nothing to sync", file=sys.stderr)
+        return 2
+    result = sync_inventory()
+    if not result.ok:
+        print(f"inventory sync failed: {result.error} (the last good snapshot stays in service)")
+        return 1
+    print(f"inventory synced from AWX: snapshot {result.snapshot_id}, {result.hosts} hosts "
+          f"({result.disabled_hosts} disabled), {result.groups} groups in {result.seconds:.2f}s"
+          + (f"; {len(result.problems)} problem(s): " + " | ".join(result.problems) if result.problems else ""))
+    return 0
+
+
 def token_command(args: argparse.Namespace) -> int:
     from sqlalchemy import select
     from sqlmodel import Session
@@ -333,12 +399,6 @@ def token_command(args: argparse.Namespace) -> int:
         return 1
 
 
-# The quick start's identities: the admin (the UI's default) and two demo people, so that a production request
-# can be proposed by one and approved by another (four-eyes) without any set-up.
-QUICK_START_USERS = {"admin": "admin", "alice": "requester", "bob": "approver"}
-
-
-def _local_tokens(state_dir: Path, database_url: str) -> dict[str, str]:
 def role_command(args: argparse.Namespace) -> int:
     import getpass
 
@@ -368,6 +428,12 @@ def role_command(args: argparse.Namespace) -> int:
         return 0
 
 
+# The quick start's identities: the admin (the UI's default) and two demo people, so that a production request
+# can be proposed by one and approved by another (four-eyes) without any set-up.
+QUICK_START_USERS = {"admin": "admin", "alice": "requester", "bob": "approver"}
+
+
+def _local_tokens(state_dir: Path, database_url: str) -> dict[str, str]:
     """The quick start's tokens: made once, kept in the state folder (mode 600), reused while valid."""
     from sqlalchemy import create_engine
     from sqlmodel import Session
@@ -393,12 +459,6 @@ def role_command(args: argparse.Namespace) -> int:
     return tokens
 
 
-def _fresh_dir(path: Path) -> Path:
-    """An empty folder (metric files of a previous run's processes must not be summed into this one's)."""
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
 def _secret_file(path: Path) -> str:
     """A random secret kept in `path` (mode 600): made on the first run, read on the next ones."""
     if path.exists() and path.read_text().strip():
@@ -410,6 +470,12 @@ def _secret_file(path: Path) -> str:
     return value
 
 
+def _fresh_dir(path: Path) -> Path:
+    """An empty folder (metric files of a previous run's processes must not be summed into this one's)."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
     return path
 
 
@@ -445,6 +511,15 @@ def main(argv: list[str] | None = None) -> int:
     p_up.add_argument("--no-ui", action="store_true", help="start everything but the Streamlit UI")
     p_up.add_argument("--fleet", help="a folder with inventory.yml, patch-groups.yml and policy.yml "
                                       "(e.g. fixtures/enterprise); default: the settings' files")
+    p_up.add_argument("--double-inventory", metavar="FILE", help="the Ansible YAML inventory the AWX double serves "
+                      "(patchpilot syncs it from the double); default: INVENTORY_FILE")
+    p_up.add_argument("--double-patch-groups", metavar="FILE", help="the patch groups (and so the job templates) of "
+                      "the AWX double, used by patchpilot too; default: PATCH_GROUPS_FILE")
+    p_inventory = sub.add_parser("inventory", help="the inventory from AWX (INVENTORY_SOURCE=awx)")
+    inventory_sub = p_inventory.add_subparsers(dest="inventory_command", required=True)
+    inventory_sub.add_parser("sync", help="sync the inventory from AWX now and check the patch groups' templates")
+    p_istatus = inventory_sub.add_parser("status", help="the last good sync, its problems, the last failure")
+    p_istatus.add_argument("--json", action="store_true")
     p_migrate = sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
     p_migrate.add_argument("--grant-to", metavar="ROLE", help="then make ROLE the application's role: it may only "
                            "read and append to the audit log and owns nothing (run the migrations as the owner)")
@@ -457,12 +532,6 @@ def main(argv: list[str] | None = None) -> int:
     token_sub.add_parser("list", help="list tokens (never the secrets)")
     p_revoke = token_sub.add_parser("revoke", help="revoke a token by its id")
     p_revoke.add_argument("id", type=int)
-    args = parser.parse_args(argv)
-    if args.command == "token":
-        return token_command(args)
-    if args.command == "up":
-        return up(args)
-    if args.command == "migrate":
     p_role = sub.add_parser("role", help="roles of user names (proxy mode: where roles come from; DATABASE_URL)")
     role_sub = p_role.add_subparsers(dest="role_command", required=True)
     p_grant = role_sub.add_parser("grant", help="set a user's roles (replaces the earlier ones)")
@@ -471,19 +540,27 @@ def main(argv: list[str] | None = None) -> int:
     p_rrevoke = role_sub.add_parser("revoke", help="take all roles from a user")
     p_rrevoke.add_argument("user")
     role_sub.add_parser("list", help="list users and their roles")
-        try:
-            migrate()
-        except RuntimeError as exc:
+    args = parser.parse_args(argv)
+    if args.command == "token":
+        return token_command(args)
     if args.command == "role":
         return role_command(args)
+    if args.command == "up":
+        return up(args)
+    if args.command == "inventory":
+        return inventory_command(args)
+    if args.command == "migrate":
+        try:
+            migrate()
+            if args.grant_to:
+                grant_app_role(get_settings().require_database_url(), args.grant_to)
+        except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 2
         print("database is at the latest migration" + (f"; {args.grant_to} may only read and append to the audit log"
                                                          if args.grant_to else ""))
         return 0
     return 2
-            if args.grant_to:
-                grant_app_role(get_settings().require_database_url(), args.grant_to)
 
 
 if __name__ == "__main__":

@@ -122,6 +122,11 @@ def _parse_extra_vars(value: Any) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def _organization_name(template: dict[str, Any]) -> str | None:
+    organization = (template.get("summary_fields") or {}).get("organization") or {}
+    return organization.get("name")
+
+
 class AWXClient:
     """Synchronous AWX client. `sleep` is injectable so tests do not wait for real backoff."""
 
@@ -166,13 +171,48 @@ class AWXClient:
 
     # --- job templates and launch ----------------------------------------------------------------
 
-    def find_job_template(self, name: str) -> dict[str, Any]:
-        page = self._get("job_templates/", params={"name": name})
-        for template in page.get("results", []):
-            if template.get("name") == name:
-                return template
-        raise AWXError(f"AWX has no job template named {name!r} (or the token may not see it).",
-                       kind="not_found", status_code=404)
+    def find_job_template(self, name: str, organization: str | None = None) -> dict[str, Any]:
+        """The template called `name`; AWX names are unique per organization only, so with several of that name
+        the organization must be given (a template of another organization is never taken instead)."""
+        found = [t for t in self._pages("job_templates/", {"name": name, "page_size": PAGE_SIZE})
+                 if t.get("name") == name]
+        if organization is not None:
+            found = [t for t in found if _organization_name(t) == organization]
+        if not found:
+            where = f" in organization {organization!r}" if organization is not None else ""
+            raise AWXError(f"AWX has no job template named {name!r}{where} (or the token may not see it).",
+                           kind="not_found", status_code=404)
+        if len(found) > 1:
+            orgs = ", ".join(sorted(repr(_organization_name(t)) for t in found))
+            raise AWXError(f"AWX has {len(found)} job templates named {name!r} (organizations {orgs}); name the "
+                           "organization of the patch group's template.", kind="bad_request")
+        return found[0]
+
+    # --- inventories -----------------------------------------------------------------------------
+
+    def find_inventory(self, name_or_id: str) -> dict[str, Any]:
+        """An inventory by id (all digits) or by name; a name held by several organizations is refused."""
+        wanted = str(name_or_id).strip()
+        if wanted.isdigit():
+            return self._get(f"inventories/{int(wanted)}/")
+        found = [i for i in self._pages("inventories/", {"name": wanted, "page_size": PAGE_SIZE})
+                 if i.get("name") == wanted]
+        if not found:
+            raise AWXError(f"AWX has no inventory named {wanted!r} (or the token may not see it).",
+                           kind="not_found", status_code=404)
+        if len(found) > 1:
+            ids = ", ".join(str(i.get("id")) for i in found)
+            raise AWXError(f"AWX has {len(found)} inventories named {wanted!r} (ids {ids}); name it by id.",
+                           kind="bad_request")
+        return found[0]
+
+    def inventory_script(self, inventory_id: int) -> dict[str, Any]:
+        """The whole inventory in one answer, as ansible-inventory --list shows it (AWX's InventoryScriptView):
+        every group with its direct hosts and child groups, and `_meta.hostvars`; `all=1` keeps the disabled
+        hosts and `towervars=1` marks each with `remote_tower_enabled` ("true"/"false"). One request for
+        10,000 hosts instead of 50 pages of host rows, and no per-host group lists to join."""
+        return self._get(f"inventories/{inventory_id}/script/",
+                         params={"hostvars": 1, "towervars": 1, "all": 1})
 
     def launch_requirements(self, template_id: int) -> dict[str, Any]:
         return self._get(f"job_templates/{template_id}/launch/")
@@ -231,6 +271,11 @@ class AWXClient:
             dropped.append("extra_vars (the patch group would be lost)")
         if job_type == "check" and not needs.get("ask_job_type_on_launch"):
             dropped.append("job_type (the dry run would become a real run)")
+        slices = int((needs.get("defaults") or {}).get("job_slice_count") or 1)
+        if slices > 1:
+            raise AWXLaunchRefused(
+                f"Refusing to launch job template {template_id}: it is sliced (job_slice_count {slices}), so AWX "
+                "would start a workflow job, which patchpilot cannot follow. Set its job slicing to 1.")
         if dropped:
             raise AWXLaunchRefused(
                 f"Refusing to launch job template {template_id}: it does not prompt on launch for "

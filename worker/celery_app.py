@@ -12,7 +12,8 @@ from core.settings import get_settings
 
 def make_celery() -> Celery:
     settings = get_settings()
-    app = Celery("patchpilot", broker=settings.redis_url or "redis://127.0.0.1:6379/0", include=["worker.tasks"])
+    app = Celery("patchpilot", broker=settings.redis_url or "redis://127.0.0.1:6379/0",
+                 include=["worker.tasks", "worker.inventory_tasks"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -36,6 +37,11 @@ def make_celery() -> Celery:
         },
         timezone="UTC",
     )
+    if settings.inventory_source == "awx":
+        # The inventory from AWX, refreshed on a schedule; a tick not picked up in time is dropped.
+        app.conf.beat_schedule["inventory-sync"] = {
+            "task": "worker.inventory_tasks.sync_inventory", "schedule": settings.inventory_sync_seconds,
+            "options": {"expires": settings.inventory_sync_seconds}}
     return app
 
 

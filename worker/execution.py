@@ -27,6 +27,7 @@ from sqlmodel import Session
 from core.db import advisory_lock, session_scope
 from core.faults import crashpoint
 from core.inventory import get_catalog
+from core.inventory_sync import recheck_hosts
 from core.observability import AWX_ERRORS, AWX_LAUNCHES, DUPLICATE_JOBS, EVENT_LAG, LAUNCHES_FENCED
 from core.models import HostResult, JobEvent, PatchRequest, RequestStage, new_id, utcnow
 from core.settings import get_settings
@@ -83,8 +84,13 @@ def _launch_taken(request_id: str, client: AWXClient, snapshot: "_LaunchSnapshot
     settings = get_settings()
     taken_at = time.monotonic()
     waits_before = client.waits()
+    # The inventory may have changed since the proposal was validated (a host deleted or disabled in AWX).
+    refusal = recheck_hosts(snapshot.hosts, snapshot.inventory_snapshot_id)
+    if refusal:
+        _finish_launch(request_id, token, FAILED, refusal)
+        return "refused"
     try:
-        template = client.find_job_template(snapshot.template_name)
+        template = client.find_job_template(snapshot.template_name, snapshot.template_organization)
         template_id = int(template["id"])
         job_type = "check" if snapshot.check_mode else "run"
         client.check_launchable(template_id, job_type)
@@ -205,6 +211,8 @@ class _LaunchSnapshot:
     template_name: str
     launch_started_at: datetime | None
     attempts: int
+    template_organization: str | None = None
+    inventory_snapshot_id: int | None = None
 
     @classmethod
     def of(cls, req: PatchRequest) -> "_LaunchSnapshot":
@@ -221,6 +229,8 @@ class _LaunchSnapshot:
             hosts=list(req.hosts), check_mode=req.check_mode, extra_vars=extra_vars,
             template_name=group.job_template if group else get_settings().awx_default_job_template,
             launch_started_at=req.launch_started_at, attempts=req.launch_attempts,
+            template_organization=group.organization if group else None,
+            inventory_snapshot_id=req.inventory_snapshot_id,
         )
 
 

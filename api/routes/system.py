@@ -17,6 +17,7 @@ from api.deps import AdminDep, CallerDep, SessionDep, SettingsDep, ViewerDep
 from api.schemas import ID_PATTERN, MeView, SystemView
 from core.models import AuditLog
 from core.db import ping
+from core.inventory_sync import status_line, sync_status
 from core.settings import Settings
 
 router = APIRouter(tags=["system"])
@@ -66,11 +67,20 @@ def me(caller: CallerDep) -> MeView:
 async def system(settings: SettingsDep, _: ViewerDep) -> SystemView:
     from worker.dispatch import broker_reachable
 
-    database, broker, awx = await asyncio.gather(
-        asyncio.to_thread(ping), asyncio.to_thread(broker_reachable), asyncio.to_thread(_awx_status, settings))
+    database, broker, awx, inventory = await asyncio.gather(
+        asyncio.to_thread(ping), asyncio.to_thread(broker_reachable), asyncio.to_thread(_awx_status, settings),
+        asyncio.to_thread(_inventory_status))
     engine, label = engine_name(settings)
     return SystemView(engine=engine, engine_label=label, api="ok", database="ok" if database else "down",
-                      broker="ok" if broker else "down", awx=awx, awx_url=settings.awx_url)
+                      broker="ok" if broker else "down", awx=awx, awx_url=settings.awx_url, inventory=inventory,
+                      inventory_line=status_line(inventory) if inventory else None)
+
+
+def _inventory_status() -> dict | None:
+    try:
+        return sync_status()
+    except Exception:  # noqa: BLE001 - the database being down is reported beside it
+        return None
 
 
 def _iso_only(value):

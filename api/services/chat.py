@@ -76,6 +76,7 @@ def chat_turn(session: Session, *, conversation_id: str | None, text: str, user:
             engine=interpretation.engine, prompt_version=interpretation.prompt_version,
             model_name=interpretation.model_name,
         )
+        proposal.inventory_snapshot_id = catalog.snapshot_id  # what it was validated against (INVENTORY_SOURCE=awx)
         conversation.open_draft = interpretation.draft.model_dump(mode="json")
         conversation.open_request_id = proposal.id
         before = validate_draft(previous, catalog).hosts if previous is not None else None

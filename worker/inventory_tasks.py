@@ -1,0 +1,26 @@
+"""The beat's inventory sync (INVENTORY_SOURCE=awx): every INVENTORY_SYNC_SECONDS, and once at start-up."""
+
+from __future__ import annotations
+
+import logging
+
+from core.settings import get_settings
+from worker.celery_app import celery_app
+
+log = logging.getLogger("patchpilot.worker")
+
+
+@celery_app.task(name="worker.inventory_tasks.sync_inventory", ignore_result=True)
+def sync_inventory() -> dict:
+    """Sync the inventory from AWX. Two at once would only store two equal snapshots; a failure keeps the last
+    good snapshot in service and shows in /api/v1/system."""
+    if get_settings().inventory_source != "awx":
+        return {"skipped": "INVENTORY_SOURCE is file"}
+    from core.db import advisory_lock
+    from core.inventory_sync import sync_inventory as run_sync
+
+    with advisory_lock("inventory", "sync") as acquired:
+        if not acquired:
+            return {"skipped": "another sync is running"}
+        result = run_sync()
+    return {"ok": result.ok, "snapshot_id": result.snapshot_id, "hosts": result.hosts, "error": result.error}

@@ -522,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     p_istatus.add_argument("--json", action="store_true")
     p_migrate = sub.add_parser("migrate", help="apply database migrations to DATABASE_URL")
     p_migrate.add_argument("--grant-to", metavar="ROLE", help="then make ROLE the application's role: it may only "
-                           "read and append to the audit log and owns nothing (run the migrations as the owner)")
+                           "read and append to the audit log and owns nothing (run the migrations as the owner); "
+                           "APP_DATABASE_PASSWORD, when set, becomes its password")
     p_token = sub.add_parser("token", help="manage API tokens (DATABASE_URL)")
     token_sub = p_token.add_subparsers(dest="token_command", required=True)
     p_create = token_sub.add_parser("create", help="create a token and print it (only its hash is stored)")
@@ -553,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             migrate()
             if args.grant_to:
-                grant_app_role(get_settings().require_database_url(), args.grant_to)
+                grant_app_role(get_settings().require_database_url(), args.grant_to,
+                               os.environ.get("APP_DATABASE_PASSWORD") or None)
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 2

@@ -248,7 +248,7 @@ def test_migrate_grant_to_makes_a_role_that_can_only_append_to_the_audit_log(db)
     from sqlalchemy.engine import make_url
 
     role = f"pp_app_{os.getpid()}"
-    env = {**os.environ}
+    env = {**os.environ, "APP_DATABASE_PASSWORD": "only-for-this-test"}
     done = subprocess.run([sys.executable, "-m", "patchpilot", "migrate", "--grant-to", role], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -263,6 +263,9 @@ def test_migrate_grant_to_makes_a_role_that_can_only_append_to_the_audit_log(db)
                               "ALTER TABLE audit_log DISABLE TRIGGER ALL"):
                 with pytest.raises(psycopg.Error):
                     conn.execute(statement)
+            conn.execute("RESET ROLE")
+            assert conn.execute("SELECT rolpassword IS NOT NULL AND NOT rolsuper FROM pg_authid WHERE rolname = %s",
+                                (role,)).fetchone() == (True,)
     finally:
         with psycopg.connect(owner, autocommit=True) as conn:
             conn.execute(f"DROP OWNED BY {role}")

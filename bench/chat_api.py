@@ -29,7 +29,7 @@ TEXTS = ["Patch web-01 with Group-1", "patch web-02 and web-03 with group 2", "P
 
 
 def headers(user: str) -> dict[str, str]:
-    return {"X-Forwarded-User": user, "X-Forwarded-Groups": "patchpilot-admins", "X-Patchpilot-User": user}
+    return {"X-Forwarded-User": user, "X-Patchpilot-User": user}  # roles: bench.stack grants them
 
 
 def seed_request(api: str) -> str:

@@ -67,6 +67,9 @@ class Double:
         return self.control("GET", "stats")
 
 
+BENCH_USERS = ("alice", "bob")  # the people the benchmarks act as in proxy mode
+
+
 @dataclass
 class Stack:
     workdir: Path
@@ -111,7 +114,20 @@ class Stack:
         from patchpilot.cli import migrate
 
         migrate(self.database_url)
+        if settings_env.get("AUTH_MODE") == "proxy":
+            self.grant_roles(BENCH_USERS, ["admin"])  # proxy mode takes roles from patchpilot's own table
         return self
+
+    def grant_roles(self, users: tuple[str, ...], roles: list[str]) -> None:
+        from sqlmodel import Session
+
+        from core.db import get_engine
+        from core.identity import grant_roles
+
+        with Session(get_engine()) as session:
+            for user in users:
+                grant_roles(session, user=user, roles=roles, granted_by="bench")
+            session.commit()
 
     def apply_env(self) -> None:
         """Point this process (settings, engines, Celery) at the stack."""

@@ -41,3 +41,15 @@ def test_every_operation_without_credentials(case, fuzz_env):
         # A body that is not JSON at all is refused (400) before the credentials are looked at; nothing else is
         # answered without them.
         assert response.status_code in (400, 401, 404, 405, 422), (case.path, response.status_code, response.text)
+
+
+@schema.parametrize()
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
+def test_every_operation_as_a_viewer(case, fuzz_env):
+    """The refusals path: every write is a 403 (audited) or, past DENIAL_RATE_LIMIT, a 429; never a 5xx."""
+    response = case.call(headers=bearer("vic"))
+    case.validate_response(response)
+    assert response.status_code < 500
+    if case.operation.method.upper() == "POST" and case.method.upper() == "POST":
+        assert response.status_code in (400, 403, 404, 422, 429), (case.path, response.status_code, response.text)

@@ -118,6 +118,12 @@ class Stack:
                     child.backoff = RESTART_BACKOFF_START
                 continue
             if child.restart_at is None:
+                # What the child left in its process group (a worker's pool or embedded beat) goes with it:
+                # an orphaned beat would keep sending ticks beside the restarted one's.
+                try:
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
                 ran = now - child.started_at
                 if ran > RESTART_BACKOFF_RESET_AFTER:
                     child.backoff = RESTART_BACKOFF_START

@@ -181,6 +181,8 @@ def test_up_restarts_a_child_that_dies_and_the_ui_keeps_working(tmp_path, ports)
             assert time.monotonic() - killed < 20
             assert httpx.get(ui, timeout=10).status_code == 200  # the UI never went away
             assert any(f"{name} exited with code" in line for line in lines)
+            leftovers = [p for p in psutil.process_iter() if _in_group(p, pid)]
+            assert not leftovers, leftovers  # its pool and embedded beat went with it
 
         # The restarted worker and API still run a patch to the end.
         chat = httpx.post(f"{api}/api/v1/chat", json={"text": "Patch server dev-app-01 with Group-1"},
@@ -200,3 +202,10 @@ def test_up_restarts_a_child_that_dies_and_the_ui_keeps_working(tmp_path, ports)
         proc.wait(timeout=90)
     assert proc.returncode == 0, "".join(lines)
     assert_all_gone(pids)
+
+
+def _in_group(proc: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, psutil.Error):
+        return False

@@ -118,6 +118,8 @@ def create_app(inventory_path: str | Path, patch_groups_path: str | Path, token:
             status_code, retry_after = fault
             if status_code == 429:
                 return _detail(429, "Too many requests.", {"Retry-After": f"{retry_after:g}"})
+            if status_code == 302:  # AWX's MigrationRanCheckMiddleware while an upgrade migrates
+                return Response(status_code=302, headers={"Location": "/migrations_notran/"})
             return _detail(status_code, "Service unavailable." if status_code == 503 else "Server error.")
         if path == f"{base}ping/":
             return await call_next(request)
@@ -271,6 +273,11 @@ def _api_router(state: DoubleState, base: str) -> APIRouter:
         provided = parse_launch_body(await request.body())
         record, ignored = state.launch(template, provided)
         body = {"job": record.id, "ignored_fields": ignored, **resources.job(base, record, record.launched_at)}
+        if state.template_slices(template) > 1 and len(record.hosts) > 1:
+            # A sliced template starts a workflow job: the answer names it (`workflow_job`), not a job.
+            body = {"workflow_job": record.id, "ignored_fields": ignored, "id": record.id, "type": "workflow_job",
+                    "url": f"{base}workflow_jobs/{record.id}/", "status": "pending", "name": template.name}
+            return JSONResponse(body, status_code=201, headers={"Location": f"{base}workflow_jobs/{record.id}/"})
         hang = state.scenario.launch_hang_seconds
         if hang:
             await asyncio.sleep(hang)  # the job exists; only the answer is late (a lost response)
@@ -299,6 +306,9 @@ def _api_router(state: DoubleState, base: str) -> APIRouter:
     def job_events(job_id: int, request: Request) -> dict[str, Any]:
         record = job_or_404(job_id)
         rows = [resources.job_event(state, base, record, e) for e in record.visible_events(state.clock())]
+        if not request.query_params.get("no_truncate"):
+            # JobEventSerializer cuts stdout to EVENT_STDOUT_MAX_BYTES_DISPLAY in lists (event_data stays whole)
+            rows = [{**row, "stdout": resources.truncate_stdout(row["stdout"])} for row in rows]
         overlap = 2 if state.scenario.duplicate_pages else 0
         return list_response(request.url.path, request.query_params, rows, resources.EVENT_FIELDS, "counter",
                              overlap=overlap)
@@ -321,6 +331,13 @@ def _api_router(state: DoubleState, base: str) -> APIRouter:
             return JSONResponse({"range": {"start": 0, "end": text.count("\n") + 1}, "content": text})
         return _detail(400, f"Unsupported format: {output_format!r}.")
 
+    @router.post("/workflow_jobs/{job_id}/cancel/")
+    def cancel_workflow(job_id: int, request: Request) -> Response:
+        record = job_or_404(job_id)
+        if request.state.read_only:
+            return _detail(403, FORBIDDEN)
+        return Response(status_code=202) if state.cancel(record) else _detail(403, FORBIDDEN)
+
     @router.get("/jobs/{job_id}/cancel/")
     def can_cancel(job_id: int) -> dict[str, bool]:
         record = job_or_404(job_id)
@@ -333,6 +350,9 @@ def _api_router(state: DoubleState, base: str) -> APIRouter:
             return _detail(403, FORBIDDEN)
         if state.cancel(record):
             return Response(status_code=202)
+        if state.scenario.cancel_finished_status == 403:
+            # JobAccess.can_cancel is false for a finished job, and the permission check answers first
+            return _detail(403, FORBIDDEN)
         return _detail(405, 'Method "POST" not allowed.')
 
     return router

@@ -14,7 +14,10 @@ from starlette.datastructures import QueryParams
 
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 200
-NON_FILTER_PARAMS = frozenset({"page", "page_size", "order_by", "format", "search"})
+# django-ansible-base's FieldLookupBackend.RESERVED_NAMES: never filters (`limit` is a pagination parameter, so
+# `jobs/?limit=web-01` lists every job, never the jobs with that limit).
+NON_FILTER_PARAMS = frozenset({"page", "page_size", "order_by", "format", "search", "order", "type", "host_filter",
+                               "count_disabled", "no_truncate", "limit"})
 LOOKUPS = frozenset({"exact", "iexact", "contains", "icontains", "startswith", "istartswith",
                      "gt", "gte", "lt", "lte", "in", "isnull"})
 

@@ -181,13 +181,25 @@ def job_event(state: DoubleState, base: str, record: SimJob, event: PlannedEvent
     return {
         "id": event_id, "type": "job_event", "url": f"{base}job_events/{event_id}/",
         "created": iso(record.clock_at(event.emit_at)), "job": record.id, "counter": event.counter,
-        "event": event.event, "event_display": EVENT_DISPLAY[event.event], "event_level": _event_level(event),
+        "event": event.event, "event_display": EVENT_DISPLAY.get(event.event, event.event),
+        "event_level": _event_level(event),
         "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"job/{record.id}/event/{event.counter}")),
         "host": state.host_ids.get(event.host_name) if event.host_name else None,
         "host_name": event.host_name or "", "playbook": PLAYBOOK, "play": event.play, "task": event.task,
         "failed": event.failed, "changed": event.changed, "stdout": event.stdout,
         "start_line": 0, "end_line": 0, "verbosity": 0, "event_data": event.event_data,
     }
+
+
+EVENT_STDOUT_MAX_BYTES_DISPLAY = 1024  # AWX's setting: event stdout in lists, unless ?no_truncate=1
+
+
+def truncate_stdout(stdout: str, size: int = EVENT_STDOUT_MAX_BYTES_DISPLAY) -> str:
+    """awx.main.utils.common.truncate_stdout: cut to size - 1 characters and an ellipsis (ANSI resets kept)."""
+    if size <= 0 or len(stdout) <= size:
+        return stdout
+    cut = stdout[:size - 1] + "\u2026"
+    return cut + "\x1b[0m" * max(0, cut.count("\x1b[") - 2 * cut.count("\x1b[0m"))
 
 
 def _event_level(event: PlannedEvent) -> int:

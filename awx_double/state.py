@@ -16,12 +16,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from awx_double.hostpattern import resolve_limit
+from awx_double.recorded import plan_recorded
 from awx_double.timeline import RUN_END, RUN_START, WAITING_AT, PlannedEvent, RunOptions, RunPlan, plan_run
 from core.inventory import Inventory, load_patch_groups
 
@@ -71,6 +72,12 @@ class Scenario(BaseModel):
     disabled_hosts: list[str] = []  # hosts whose AWX `enabled` is false (still listed; left out of the script)
     removed_hosts: list[str] = []  # hosts deleted from the inventory since start-up
     sliced_templates: list[str] = []  # template names with job_slice_count 2 (a launch would make a workflow job)
+    # Replay a recorded real event stream (awx_double/streams/) instead of the synthetic one: "auto" picks it
+    # from failed_hosts/unreachable_hosts, or name one ("stopped": a run reaped mid-way, ending in `error`).
+    recorded_events: Literal["", "auto", "success", "item_failed", "unreachable", "stopped"] = ""
+    event_processing_stuck: bool = False  # event_processing_finished stays false for good (events dropped)
+    cancel_finished_status: Literal[403, 405] = 403  # AWX: 403 (JobAccess.can_cancel), 405 for a superuser
+    upgrading_requests: int = Field(default=0, ge=0)  # the next N API requests answer 302 (migrations running)
 
     def merged(self, patch: dict[str, Any]) -> Scenario:
         """RFC 7396 merge: nested objects merge, `null` restores the default."""
@@ -115,6 +122,7 @@ class SimJob:
     plan: RunPlan
     visible_at: tuple[float, ...]  # per planned event, when the event becomes readable
     cancel_js: float | None = None
+    processing_stuck: bool = False  # event processing never finishes (a reaped job, events dropped)
 
     def clock_at(self, job_seconds: float) -> float:
         return self.launched_at + job_seconds / self.speed
@@ -152,6 +160,8 @@ class SimJob:
         return [event for event, visible in self.emitted_events() if visible <= now]
 
     def event_processing_finished(self, now: float) -> bool:
+        if self.processing_stuck:
+            return False
         done = self.clock_at(self._end()[0] + EVENT_PROCESSING_LAG)
         return now >= max([done, *(visible for _, visible in self.emitted_events())])
 
@@ -241,6 +251,9 @@ class DoubleState:
             if self.scenario.server_errors > 0:
                 self.scenario = self.scenario.merged({"server_errors": self.scenario.server_errors - 1})
                 return self.scenario.server_error_status, None
+            if self.scenario.upgrading_requests > 0:
+                self.scenario = self.scenario.merged({"upgrading_requests": self.scenario.upgrading_requests - 1})
+                return 302, None
             return None
 
     # --- test controls ---------------------------------------------------------------------------
@@ -353,13 +366,18 @@ class DoubleState:
                 failed_hosts=frozenset(scenario.failed_hosts),
                 run_end=scenario.job_seconds or RUN_END,
             )
-            plan = plan_run(hosts, options)
+            if scenario.recorded_events and hosts:
+                stream = None if scenario.recorded_events == "auto" else scenario.recorded_events
+                plan = plan_recorded(hosts, options, stream)
+            else:
+                plan = plan_run(hosts, options)
             now = self.clock()
             lag = SLOW_EVENTS_LAG if scenario.slow_events else 0.0
             job = SimJob(
                 id=next(self._job_ids), template=template, launched_at=now, speed=self.speed, limit=limit,
                 job_type=job_type, extra_vars=extra_vars, hosts=hosts, plan=plan,
                 visible_at=event_visibility(plan, now, self.speed, lag, scenario.event_delay_seconds),
+                processing_stuck=scenario.event_processing_stuck,
             )
             self.jobs[job.id] = job
             self._counters.launches += 1

@@ -29,6 +29,28 @@ EVENT_DISPLAY = {
     "runner_on_skipped": "Host Skipped",
     "playbook_on_stats": "Playbook Complete",
     "verbose": "Verbose",
+    # the rest of AWX's JobEvent.EVENT_TYPES, which recorded streams replay
+    "runner_on_start": "Host Started",
+    "runner_on_error": "Host Failure",
+    "runner_on_no_hosts": "No Hosts Remaining",
+    "runner_on_async_poll": "Host Polling",
+    "runner_on_async_ok": "Host Async OK",
+    "runner_on_async_failed": "Host Async Failure",
+    "runner_item_on_ok": "Item OK",
+    "runner_item_on_failed": "Item Failed",
+    "runner_item_on_skipped": "Item Skipped",
+    "runner_retry": "Host Retry",
+    "runner_on_file_diff": "File Difference",
+    "playbook_on_notify": "Running Handlers",
+    "playbook_on_include": "Including File",
+    "playbook_on_no_hosts_matched": "No Hosts Matched",
+    "playbook_on_no_hosts_remaining": "No Hosts Remaining",
+    "playbook_on_setup": "Gathering Facts",
+    "debug": "Debug",
+    "deprecated": "Deprecated",
+    "warning": "Warning",
+    "system_warning": "System Warning",
+    "error": "Error",
 }
 
 STAT_KEYS = ("ok", "changed", "dark", "failures", "skipped", "rescued", "ignored")

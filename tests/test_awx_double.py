@@ -225,12 +225,19 @@ def test_reboot_policy_drives_the_reboot_play(double: Double, policy: str, reboo
 
 # --- cancel and launch safety ----------------------------------------------------------------------
 
-def test_cancel_answers_202_then_405(double: Double) -> None:
+def test_cancel_answers_202_then_403_or_405_once_finished(double: Double) -> None:
+    """AWX answers a cancel of a finished job 403 (JobAccess.can_cancel is false) unless the token is a
+    superuser's (405); the client reads both as "already finished"."""
     with double.client() as client:
         job_id = launch(client, "web-01,web-02")
         assert client.cancel(job_id) is True
         job, events = follow(client, job_id)
         assert job["status"] == "canceled"
+        assert client.cancel(job_id) is False
+        cancel_url = f"{double.api}jobs/{job_id}/cancel/"
+        assert httpx.post(cancel_url, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 403
+        double.scenario(cancel_finished_status=405)
+        assert httpx.post(cancel_url, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 405
         assert client.cancel(job_id) is False
     assert not any(e["event"] == "playbook_on_stats" for e in events)
     can_cancel = httpx.get(f"{double.api}jobs/{job_id}/cancel/", headers={"Authorization": f"Bearer {TOKEN}"})

@@ -27,6 +27,7 @@ log = logging.getLogger("patchpilot.awx")
 
 CLOCK_SKEW = timedelta(minutes=1)
 PAGE_SIZE = 200  # AWX's maximum page size
+JOB_ACTIVE = ("new", "pending", "waiting", "running")
 
 
 class AWXError(Exception):
@@ -250,6 +251,8 @@ class AWXClient:
         if response.status_code != 201:
             raise self._error_for(response, f"launch of template {template_id}")
         body = self._json(response)
+        if body.get("workflow_job") is not None and body.get("job") is None:
+            self._refuse_workflow_job(template_id, int(body["workflow_job"]))
         job_id = body.get("job", body.get("id"))
         if job_id is None:
             raise AWXError(f"AWX accepted the launch of template {template_id} but named no job; "
@@ -280,6 +283,20 @@ class AWXClient:
             raise AWXLaunchRefused(
                 f"Refusing to launch job template {template_id}: it does not prompt on launch for "
                 + ", ".join(dropped) + ". Enable 'Prompt on launch' for these fields in AWX.")
+
+    def _refuse_workflow_job(self, template_id: int, workflow_job_id: int) -> None:
+        """A sliced template (its slicing set after our check) started a workflow job, not a job: its id is no job
+        id, so it is canceled at once and the launch fails, naming it."""
+        note = "it was cancelled"
+        try:
+            self._send("POST", self._url(f"workflow_jobs/{workflow_job_id}/cancel/"),
+                       what=f"cancel of workflow job {workflow_job_id}", accept=(202, 403, 405))
+        except AWXError as exc:
+            note = f"cancelling it failed ({exc}); cancel it by hand"
+        log.error("template %s started workflow job %s (sliced); %s", template_id, workflow_job_id, note)
+        raise AWXError(f"AWX started workflow job {workflow_job_id} for template {template_id} (it is sliced), which "
+                       f"patchpilot cannot follow; {note}. Set the template's job slicing to 1.",
+                       kind="refused", status_code=201)
 
     def _cancel_ignored(self, result: LaunchResult) -> None:
         fields = ", ".join(sorted(result.ignored_fields))
@@ -355,9 +372,17 @@ class AWXClient:
         return list(self._pages(f"jobs/{job_id}/job_host_summaries/", {"page_size": PAGE_SIZE}))
 
     def cancel(self, job_id: int) -> bool:
-        """True when AWX accepted the cancel (202), False when the job had already finished (405)."""
+        """True when AWX accepted the cancel (202), False when the job had already finished: 405 for a superuser,
+        403 for anyone else (JobAccess.can_cancel is false once the job is done, and the permission check answers
+        first), so a 403 re-reads the job: finished means finished, still active means the token may not cancel."""
         response = self._send("POST", self._url(f"jobs/{job_id}/cancel/"), what=f"cancel of job {job_id}",
-                              accept=(202, 405))
+                              accept=(202, 403, 405))
+        if response.status_code == 403:
+            status = self.get_job(job_id).get("status")
+            if status in JOB_ACTIVE:
+                raise self._error_for(response, f"cancel of job {job_id}")
+            log.info("AWX job %s had already finished (%s); nothing to cancel", job_id, status)
+            return False
         if response.status_code == 405:
             log.info("AWX job %s had already finished; nothing to cancel", job_id)
             return False
@@ -414,6 +439,12 @@ class AWXClient:
             raise _Transient(f"connection failed ({type(exc).__name__})", kind="connection") from None
         if response.status_code == 429 or response.status_code >= 500:
             raise _Transient(_status_line(response), kind="server", status_code=response.status_code,
+                             retry_after=_retry_after_seconds(response.headers.get("Retry-After")))
+        if response.is_redirect:
+            # AWX redirects every request (302 to /migrations_notran/) while an upgrade runs its migrations;
+            # never followed (a redirect would drop the token or land on a login page): waited out like a 503.
+            raise _Transient(f"{_status_line(response)} to {response.headers.get('Location', '?')} (an upgrade "
+                             "in progress?)", kind="server", status_code=response.status_code,
                              retry_after=_retry_after_seconds(response.headers.get("Retry-After")))
         return response
 

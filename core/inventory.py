@@ -185,6 +185,12 @@ def check_catalog() -> Catalog:
     from core.settings import get_settings
 
     s = get_settings()
+    from core.stage_map import StageMapError, get_stage_map
+
+    try:
+        get_stage_map()
+    except StageMapError as exc:
+        raise SystemExit(f"patchpilot cannot start: {exc} [STAGE_MAP_FILE={s.stage_map_file}]") from None
     if s.inventory_source == "awx":
         from core.inventory_sync import check_awx_catalog
 

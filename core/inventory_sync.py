@@ -242,19 +242,27 @@ def sync_inventory(client=None) -> SyncResult:
     disabled = sum(1 for host in inventory.hosts.values() if not host.enabled)
     groups = len([g for g in inventory.groups if g not in ("all", "ungrouped")])
     with session_scope() as session:
-        row = InventorySnapshot(started_at=started_at, finished_at=utcnow(), ok=True, source=", ".join(sources)[:500],
-                                hosts=len(inventory.hosts), groups=groups, disabled_hosts=disabled, data=data,
-                                problems=problems)
-        session.add(row)
-        session.flush()
-        snapshot_id = row.id
-        _prune(session)
+        previous = session.execute(select(InventorySnapshot).where(InventorySnapshot.ok)
+                                   .order_by(InventorySnapshot.id.desc()).limit(1)).scalar()
+        if previous is not None and previous.data == data and previous.source == ", ".join(sources)[:500]:
+            # Nothing changed in AWX: the snapshot stays the same one (no process rebuilds its catalog), and
+            # its time says when AWX was last read.
+            previous.finished_at, previous.problems = utcnow(), problems
+            snapshot_id, unchanged = previous.id, True
+        else:
+            row = InventorySnapshot(started_at=started_at, finished_at=utcnow(), ok=True,
+                                    source=", ".join(sources)[:500], hosts=len(inventory.hosts), groups=groups,
+                                    disabled_hosts=disabled, data=data, problems=problems)
+            session.add(row)
+            session.flush()
+            snapshot_id, unchanged = row.id, False
+            _prune(session)
     seconds = time.perf_counter() - started
-    log.info("inventory synced from AWX: snapshot %s, %d hosts (%d disabled), %d groups from %s in %.2f s",
-             snapshot_id, len(inventory.hosts), disabled, groups, ", ".join(sources), seconds)
+    log.info("inventory synced from AWX: snapshot %s%s, %d hosts (%d disabled), %d groups from %s in %.2f s",
+             snapshot_id, " (unchanged)" if unchanged else "", len(inventory.hosts), disabled, groups,
+             ", ".join(sources), seconds)
     for problem in problems:
         log.warning("inventory sync: %s", problem)
-    _remember(snapshot_id, _catalog(snapshot_id, inventory, settings))  # this process serves it at once
     return SyncResult(ok=True, snapshot_id=snapshot_id, hosts=len(inventory.hosts), groups=groups,
                       disabled_hosts=disabled, seconds=seconds, problems=tuple(problems))
 
@@ -272,7 +280,7 @@ def _prune(session) -> None:
 
 
 _lock = threading.Lock()
-_served: dict[str, Any] = {"id": None, "catalog": None, "checked": 0.0}
+_served: dict[str, Any] = {"id": None, "catalog": None, "checked": 0.0, "building": None}
 
 
 def _catalog(snapshot_id: int, inventory: Inventory, settings) -> Catalog:
@@ -289,7 +297,7 @@ def _remember(snapshot_id: int, catalog: Catalog) -> None:
 def forget() -> None:
     """Drop the served catalog (tests switch databases and settings)."""
     with _lock:
-        _served.update(id=None, catalog=None, checked=0.0)
+        _served.update(id=None, catalog=None, checked=0.0, building=None)
 
 
 def latest_good_id() -> int | None:
@@ -302,7 +310,11 @@ def latest_good_id() -> int | None:
 
 def current_catalog(*, fresh: bool = False) -> Catalog:
     """The catalog of the newest good snapshot. Built once per snapshot; whether a newer one exists is asked
-    at most every CHECK_EVERY_SECONDS (`fresh`: ask now, as the launch re-check does)."""
+    at most every CHECK_EVERY_SECONDS (`fresh`: ask now and use it now, as the launch re-check does).
+
+    A newer snapshot than the one served is built in a background thread, its vocabulary included, while chat
+    turns go on with the one served: no chat turn pays for building a 10,000-host vocabulary. Only the first
+    catalog of a process (and a `fresh` read) is built in the caller's thread."""
     from core.settings import get_settings
 
     now = time.monotonic()
@@ -323,9 +335,38 @@ def current_catalog(*, fresh: bool = False) -> Catalog:
     if catalog is not None and newest == _served["id"]:
         _served["checked"] = now
         return catalog
+    if catalog is not None and not fresh:
+        _served["checked"] = now
+        _build_in_background(newest)
+        return catalog
     built = load_snapshot(newest, get_settings())
     _remember(newest, built)
-    return _served["catalog"]
+    return _served["catalog"] if not fresh else built
+
+
+def _build_in_background(snapshot_id: int) -> None:
+    from core.settings import get_settings
+
+    with _lock:
+        if _served["building"] == snapshot_id:
+            return
+        _served["building"] = snapshot_id
+    settings = get_settings()
+
+    def build() -> None:
+        try:
+            catalog = load_snapshot(snapshot_id, settings)
+            _ = catalog.vocabulary  # derived here, once, not in a chat turn
+            _remember(snapshot_id, catalog)
+            log.info("serving inventory snapshot %s", snapshot_id)
+        except Exception:  # noqa: BLE001 - the snapshot served stays; the next check tries again
+            log.exception("could not build the catalog of inventory snapshot %s", snapshot_id)
+        finally:
+            with _lock:
+                if _served["building"] == snapshot_id:
+                    _served["building"] = None
+
+    threading.Thread(target=build, name=f"inventory-snapshot-{snapshot_id}", daemon=True).start()
 
 
 def load_snapshot(snapshot_id: int, settings) -> Catalog:

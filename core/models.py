@@ -70,6 +70,8 @@ class PatchRequest(SQLModel, table=True):
 
     state: str = Field(default="proposed", max_length=20, index=True)
     stage: str = Field(default="pending", max_length=20)
+    # A play the stage map does not know, shown by its own name under its stage (core.stage_map).
+    stage_detail: str | None = Field(default=None, max_length=255)
     requested_by: str = Field(max_length=200)
     approved_by: str | None = Field(default=None, max_length=200)
     decided_by: str | None = Field(default=None, max_length=200)  # who rejected / canceled

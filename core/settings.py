@@ -92,8 +92,8 @@ class Settings(BaseSettings):
     )
     stage_map_file: Path | None = Field(
         default=None,
-        description="Play or task name patterns -> stage, per job template (YAML). Unset: the reference playbook's "
-        "play names.",
+        description="Play or task name patterns -> stage, per job template (YAML, core.stage_map). Unset: the "
+        "reference playbook's play names.",
     )
 
     # --- behaviour ---------------------------------------------------------------------------------

@@ -287,3 +287,27 @@ def test_a_host_removed_between_proposal_and_launch_is_refused(awx_source):
     awx_source.scenario(removed_hosts=[], disabled_hosts=["dev-web-01"])
     sync_inventory()
     assert "dev-web-01 is disabled in AWX" in recheck_hosts(["dev-web-01"], first.snapshot_id)
+
+
+@pytest.mark.integration
+def test_an_unchanged_inventory_keeps_its_snapshot_and_a_new_one_is_built_beside_the_chat(awx_source):
+    import time
+
+    from core.inventory_sync import current_catalog, sync_inventory, sync_status
+
+    first = sync_inventory()
+    served = current_catalog()
+    before = sync_status()["last_good_sync_at"]
+    again = sync_inventory()
+    assert again.snapshot_id == first.snapshot_id  # nothing changed in AWX: no new snapshot, no rebuild
+    assert sync_status()["last_good_sync_at"] > before
+    awx_source.scenario(disabled_hosts=["dev-db-01"])
+    changed = sync_inventory()
+    assert changed.snapshot_id != first.snapshot_id
+    # The chat goes on with the catalog it has while the new one (and its vocabulary) is built beside it.
+    assert current_catalog(fresh=False) is served or current_catalog().snapshot_id == changed.snapshot_id
+    deadline = time.monotonic() + 30
+    while current_catalog().snapshot_id != changed.snapshot_id:
+        assert time.monotonic() < deadline, "the new snapshot was never served"
+        time.sleep(0.1)
+    assert "vocabulary" in current_catalog().__dict__  # built off the chat path

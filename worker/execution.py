@@ -28,11 +28,12 @@ from core.db import advisory_lock, session_scope
 from core.faults import crashpoint
 from core.inventory import get_catalog
 from core.inventory_sync import recheck_hosts
+from core.stage_map import get_stage_map
 from core.observability import AWX_ERRORS, AWX_LAUNCHES, DUPLICATE_JOBS, EVENT_LAG, LAUNCHES_FENCED
 from core.models import HostResult, JobEvent, PatchRequest, RequestStage, new_id, utcnow
 from core.settings import get_settings
 from core.states import (
-    APPROVED, CANCELED, ERROR, EXPIRED, FAILED, LAUNCHING, PLAY_STAGES, PROPOSED, QUEUED, RUNNING, STAGES,
+    APPROVED, CANCELED, ERROR, EXPIRED, FAILED, LAUNCHING, PROPOSED, QUEUED, RUNNING, STAGES,
     SUCCEEDED, IllegalTransition, audit, transition,
 )
 from core.validation import UnsafeLimitError, build_limit
@@ -572,11 +573,19 @@ def _parse_time(value: Any) -> datetime | None:
 def _apply_event(session: Session, req: PatchRequest, e: dict) -> None:
     kind = e.get("event", "")
     if kind == "playbook_on_play_start":
-        stage = PLAY_STAGES.get(str(e.get("play", "")).strip().lower())
-        if stage:
-            _reach_stage(session, req, stage)
+        # The template's stage map (STAGE_MAP_FILE; the reference playbook's play names by default). A play it
+        # does not know is shown under Patching by its own name rather than disappearing.
+        stage, detail = get_stage_map().play_stage(_template_of(req), str(e.get("play") or ""))
+        _reach_stage(session, req, stage)
+        if req.stage == stage:
+            req.stage_detail = detail[:255] if detail else None
     elif kind == "playbook_on_task_start":
         req.latest_task = f"{e.get('play') or ''}: {e.get('task') or ''}".strip(": ")[:500]
+        stage = get_stage_map().stage_of(_template_of(req), "task", str(e.get("task") or ""))
+        if stage:
+            _reach_stage(session, req, stage)
+            if req.stage == stage:
+                req.stage_detail = None
     elif kind.startswith("runner_on_") and e.get("host_name"):
         status = {"runner_on_failed": "failed", "runner_on_unreachable": "unreachable",
                   "runner_on_skipped": "skipped"}.get(kind, "changed" if e.get("changed") else "ok")
@@ -590,6 +599,12 @@ def _apply_event(session: Session, req: PatchRequest, e: dict) -> None:
     elif kind == "playbook_on_stats":
         _apply_stats(session, req.id, e.get("event_data") or {})
         req.run_ended_at = req.run_ended_at or utcnow()  # the playbook is done: the next poll reads the job
+
+
+def _template_of(req: PatchRequest) -> str:
+    """The job template a request runs: its patch group's, or the default one for pre-checks without one."""
+    group = get_catalog().patch_groups.get(req.patch_group or "")
+    return group.job_template if group else get_settings().awx_default_job_template
 
 
 def _reach_stage(session: Session, req: PatchRequest, stage: str, at: datetime | None = None) -> None:

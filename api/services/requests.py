@@ -26,6 +26,12 @@ STAGE_PROGRESS = {"pending": 0.0, "prechecks": 0.15, "patching": 0.4, "reboot": 
                   "completed": 1.0, "failed": 1.0, "canceled": 1.0}
 
 
+def stage_label(req: PatchRequest) -> str:
+    """The stage in words; a play of the customer's playbook that the stage map does not know is named in it."""
+    label = STAGE_LABELS.get(req.stage, req.stage)
+    return f"{label}: {req.stage_detail}" if req.stage_detail else label
+
+
 def get_request(session: Session, request_id: str, *, for_update: bool = False) -> PatchRequest:
     req = session.get(PatchRequest, request_id, with_for_update=for_update)
     if req is None:
@@ -210,7 +216,7 @@ def build_view(req: PatchRequest, host_rows: list[dict], stage_rows: list[dict],
     if req.awx_job_id and settings.awx_job_url_template:
         job_url = settings.awx_job_url_template.format(job_id=req.awx_job_id)
     return RequestView(
-        id=req.id, action=req.action, state=req.state, stage=req.stage, stage_label=STAGE_LABELS.get(req.stage, req.stage),
+        id=req.id, action=req.action, state=req.state, stage=req.stage, stage_label=stage_label(req),
         hosts=hosts, hosts_by_environment=by_env, patch_group=req.patch_group,
         patch_group_description=group.description if group else None, reboot=req.reboot, check_mode=req.check_mode,
         awx_job_id=req.awx_job_id, awx_job_url=job_url, duplicate_awx_jobs=req.duplicate_awx_jobs or [],

@@ -113,3 +113,12 @@ def get_stage_map() -> StageMap:
 
     path = get_settings().stage_map_file
     return _cached(str(path) if path and str(path) not in ("", ".") else None)
+
+
+def template_for(patch_group: str | None) -> str:
+    """The job template a request with this patch group runs (the default one for pre-checks without one)."""
+    from core.inventory import get_catalog
+    from core.settings import get_settings
+
+    group = get_catalog().patch_groups.get(patch_group or "")
+    return group.job_template if group else get_settings().awx_default_job_template

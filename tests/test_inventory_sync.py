@@ -252,6 +252,34 @@ def test_admin_route_syncs_on_demand(awx_source):
         status = api.get("/api/v1/inventory", headers=bearer("vic")).json()
     assert answer.status_code == 200 and answer.json()["ok"], answer.text
     assert status["snapshot_id"] == answer.json()["snapshot_id"] and status["line"].startswith("inventory: ")
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.models import AuditLog
+
+    with session_scope() as session:
+        rows = session.execute(select(AuditLog).where(AuditLog.action == "inventory_sync")).scalars().all()
+        assert [(r.actor, r.detail["snapshot_id"]) for r in rows] == [("root", answer.json()["snapshot_id"])]
+
+
+def test_the_status_line_warns_when_the_inventory_is_in_trouble(monkeypatch):
+    import ui.views as views
+
+    shown: list[tuple[str, str]] = []
+
+    class Recorder:
+        def __getattr__(self, kind):
+            return lambda text, *a, **k: shown.append((kind, str(text)))
+
+    monkeypatch.setattr(views, "st", Recorder())
+    base = {"engine": "rules", "api": "ok", "database": "ok", "broker": "ok", "awx": "ok", "awx_url": None}
+    views.render_status({**base, "inventory": {"state": "ok", "problems": []},
+                         "inventory_line": "inventory: 20 hosts from AWX, synced 2026-11-30T10:00:00+00:00"})
+    assert ("caption", "inventory: 20 hosts from AWX, synced 2026-11-30T10:00:00+00:00") in shown
+    shown.clear()
+    views.render_status({**base, "inventory": {"state": "stale", "problems": []},
+                         "inventory_line": "inventory: …; the last sync failed (503)"})
+    assert ("warning", "inventory: …; the last sync failed (503)") in shown
 
 
 @pytest.mark.integration

@@ -64,7 +64,8 @@ def test_the_follower_uses_the_map_and_names_an_unknown_play(own_database, custo
     from sqlalchemy import select
 
     from core.db import session_scope
-    from core.models import PatchRequest, RequestStage
+    from api.services import timeline
+    from core.models import JobEvent, PatchRequest, RequestStage
     from core.settings import reset_settings_cache
     from worker import execution
     from api.services.requests import stage_label
@@ -94,11 +95,22 @@ def test_the_follower_uses_the_map_and_names_an_unknown_play(own_database, custo
                 seen.append((req.stage, stage_label(req)))
             stages = list(session.execute(select(RequestStage.stage).where(RequestStage.request_id == req.id))
                           .scalars())
+            for counter, (play, event) in enumerate((("Preflight checks", "runner_on_ok"),
+                                                     ("Snapshot VMs", "runner_on_ok"),
+                                                     ("Apply errata", "runner_on_failed"),
+                                                     ("Controlled reboot", "runner_on_skipped")), start=1):
+                session.add(JobEvent(request_id=req.id, counter=counter, event=event, host="vm-1", play=play,
+                                     failed=event == "runner_on_failed"))
+            session.flush()
+            plays = timeline.play_summary(session, req.id)
         assert seen == [("prechecks", "Pre-checks started"),
                         ("patching", "Patching in progress: Snapshot VMs"),
                         ("patching", "Patching in progress"),
                         ("reboot", "Reboot in progress")]
         assert sorted(stages) == ["patching", "prechecks", "reboot"]
+        # the timeline counts the plays the same way: two unknown plays under Patching
+        assert {stage: (p["ran"], p["skipped"], p["failed"]) for stage, p in plays.items()} == {
+            "prechecks": (1, 0, 0), "patching": (2, 0, 1), "reboot": (0, 1, 0)}
     finally:
         monkeypatch.undo()
         reset_settings_cache()

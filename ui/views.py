@@ -385,6 +385,12 @@ def render_status(system: Mapping[str, Any] | None, error: ApiError | None = Non
     st.markdown(" · ".join(parts))
     if system.get("awx_url"):
         st.caption(f"AWX: {system['awx_url']}")
+    line = system.get("inventory_line")
+    if line:
+        # The inventory synced from AWX: a failing sync, a template problem or no sync yet is worth a warning.
+        inventory = system.get("inventory") or {}
+        troubled = inventory.get("state") in ("stale", "failing", "never") or bool(inventory.get("problems"))
+        (st.warning if troubled else st.caption)(line)
 
 
 def _status_body(base_url: str) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import AdminDep, SettingsDep, ViewerDep
+from api.deps import AdminDep, SessionDep, SettingsDep, ViewerDep
 from core.inventory_sync import status_line, sync_inventory, sync_status
+from core.states import audit
 
 router = APIRouter(tags=["inventory"])
 
@@ -23,12 +24,16 @@ async def inventory_status(_: ViewerDep) -> dict[str, Any]:
 
 @router.post("/api/v1/inventory/sync", responses={409: {"description": "INVENTORY_SOURCE is not awx"},
                                                   502: {"description": "the sync failed; the last good snapshot stays"}})
-async def sync_now(settings: SettingsDep, caller: AdminDep) -> JSONResponse:
-    """Sync the inventory from AWX now (admins). A failed sync keeps the last good snapshot in service."""
+def sync_now(settings: SettingsDep, caller: AdminDep, session: SessionDep) -> JSONResponse:
+    """Sync the inventory from AWX now (admins; audited). A failed sync keeps the last good snapshot in service."""
     if settings.inventory_source != "awx":
         return JSONResponse(status_code=409, content={"detail": "INVENTORY_SOURCE is file: there is nothing to "
                                                                 "sync (the inventory is INVENTORY_FILE)"})
-    result = await asyncio.to_thread(sync_inventory)
+    result = sync_inventory()
+    audit(session, actor=caller.user, action="inventory_sync",
+          reason=f"snapshot {result.snapshot_id}" if result.ok else f"sync failed: {result.error}",
+          detail={"ok": result.ok, "snapshot_id": result.snapshot_id, "hosts": result.hosts})
+    session.commit()
     body = {"ok": result.ok, "snapshot_id": result.snapshot_id, "hosts": result.hosts, "groups": result.groups,
             "disabled_hosts": result.disabled_hosts, "seconds": round(result.seconds, 3),
             "problems": list(result.problems), "error": result.error, "requested_by": caller.user}

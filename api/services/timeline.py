@@ -18,7 +18,8 @@ from sqlmodel import Session
 from core.identity import Principal
 from core.inventory import Catalog
 from core.models import JobEvent, PatchRequest, utcnow
-from core.states import ACTIVE, CANCELED, ERROR, FAILED, PLAY_STAGES, PROPOSED, STATES, SUCCEEDED, TERMINAL
+from core.stage_map import get_stage_map, template_for
+from core.states import ACTIVE, CANCELED, ERROR, FAILED, PROPOSED, STATES, SUCCEEDED, TERMINAL
 
 STAGE_ORDER = ("prechecks", "patching", "reboot", "postchecks", "completed")
 STAGE_TITLES = {"prechecks": "Pre-checks", "patching": "Patching", "reboot": "Reboot", "postchecks": "Post-checks",
@@ -86,11 +87,20 @@ def play_summary(session: Session, request_id: str) -> dict[str, dict[str, Any]]
         .where(JobEvent.request_id == request_id, JobEvent.play.is_not(None))
         .group_by(stage_of)).all()
     out: dict[str, dict[str, Any]] = {}
+    req = session.get(PatchRequest, request_id)  # already in the session: the caller read it
+    template, stages = template_for(req.patch_group if req else None), get_stage_map()
     for play, ran, skipped, failed, first, last in rows:
-        stage = PLAY_STAGES.get(play or "")
-        if stage:
-            out[stage] = {"ran": int(ran or 0), "skipped": int(skipped or 0), "failed": int(failed or 0),
-                          "first": first, "last": last}
+        # The template's stage map, as the follower applies it: a play it does not know counts under Patching.
+        stage = stages.play_stage(template, play or "")[0]
+        seen = out.get(stage)
+        row = {"ran": int(ran or 0), "skipped": int(skipped or 0), "failed": int(failed or 0),
+               "first": first, "last": last}
+        if seen:
+            row = {"ran": seen["ran"] + row["ran"], "skipped": seen["skipped"] + row["skipped"],
+                   "failed": seen["failed"] + row["failed"],
+                   "first": min((t for t in (seen["first"], first) if t is not None), default=None),
+                   "last": max((t for t in (seen["last"], last) if t is not None), default=None)}
+        out[stage] = row
     return out
 
 

@@ -339,3 +339,48 @@ def test_an_unchanged_inventory_keeps_its_snapshot_and_a_new_one_is_built_beside
         assert time.monotonic() < deadline, "the new snapshot was never served"
         time.sleep(0.1)
     assert "vocabulary" in current_catalog().__dict__  # built off the chat path
+
+
+@pytest.mark.integration
+def test_a_group_with_a_disabled_host_is_proposed_without_it_and_the_reply_says_why(awx_source):
+    from conftest import bearer
+    from core.inventory_sync import sync_inventory
+
+    awx_source.scenario(disabled_hosts=["dev-app-01"])
+    sync_inventory()
+    with _api() as api:
+        chat = api.post("/api/v1/chat", json={"text": "Patch the dev servers with Group-1"},
+                        headers=bearer("alice")).json()
+    assert chat["proposal"], chat
+    assert "dev-app-01" not in [h["name"] for h in chat["proposal"]["hosts"]]
+    assert "Disabled in AWX (enabled: false), so never proposed: dev-app-01." in chat["reply"]
+
+
+def test_the_beat_asks_for_a_sync_as_it_starts(monkeypatch):
+    from core.settings import reset_settings_cache
+    from worker import inventory_tasks
+
+    sent = []
+    monkeypatch.setattr(inventory_tasks.celery_app, "send_task", lambda name, **kw: sent.append(name))
+    monkeypatch.setenv("INVENTORY_SOURCE", "file")
+    reset_settings_cache()
+    inventory_tasks._sync_when_the_beat_starts()
+    monkeypatch.setenv("INVENTORY_SOURCE", "awx")
+    reset_settings_cache()
+    inventory_tasks._sync_when_the_beat_starts()
+    monkeypatch.undo()
+    reset_settings_cache()
+    assert sent == ["worker.inventory_tasks.sync_inventory"]
+
+
+@pytest.mark.integration
+def test_the_command_line_syncs_and_tells_the_status(awx_source, capsys):
+    from patchpilot.cli import main
+
+    assert main(["inventory", "sync"]) == 0
+    assert "inventory synced from AWX: snapshot" in capsys.readouterr().out
+    assert main(["inventory", "status"]) == 0
+    assert capsys.readouterr().out.startswith("inventory: 20 hosts from AWX, synced ")
+    awx_source.scenario(server_errors=50)
+    assert main(["inventory", "sync"]) == 1
+    assert "the last good snapshot stays in service" in capsys.readouterr().out

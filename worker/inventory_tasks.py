@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from celery import signals
+
 from core.settings import get_settings
 from worker.celery_app import celery_app
 
@@ -24,3 +26,12 @@ def sync_inventory() -> dict:
             return {"skipped": "another sync is running"}
         result = run_sync()
     return {"ok": result.ok, "snapshot_id": result.snapshot_id, "hosts": result.hosts, "error": result.error}
+
+
+@signals.beat_init.connect
+def _sync_when_the_beat_starts(**_kwargs) -> None:
+    """The interval's first tick comes only after INVENTORY_SYNC_SECONDS: sync once as the (one) beat starts."""
+    if get_settings().inventory_source == "awx":
+        celery_app.send_task("worker.inventory_tasks.sync_inventory",
+                             expires=max(60.0, get_settings().inventory_sync_seconds))
+        log.info("inventory sync from AWX requested at beat start")

@@ -81,6 +81,10 @@ def chat_turn(session: Session, *, conversation_id: str | None, text: str, user:
         conversation.open_request_id = proposal.id
         before = validate_draft(previous, catalog).hosts if previous is not None else None
         reply = describe_proposal(result, catalog, previous_hosts=before)
+        disabled = [h for h in result.refused_hosts if h in catalog.inventory.hosts
+                    and not catalog.inventory.hosts[h].enabled]
+        if disabled:
+            reply += f"\nDisabled in AWX (enabled: false), so never proposed: {', '.join(disabled)}."
     elif result.action == "clarify":
         conversation.open_draft = interpretation.draft.model_dump(mode="json")
         reply = describe_clarification(result, catalog)

@@ -384,3 +384,21 @@ def test_the_command_line_syncs_and_tells_the_status(awx_source, capsys):
     awx_source.scenario(server_errors=50)
     assert main(["inventory", "sync"]) == 1
     assert "the last good snapshot stays in service" in capsys.readouterr().out
+
+
+def test_paging_a_generated_fleet_of_the_double_matches_its_script(tmp_path):
+    """The double pages like AWX (page_size at most 200, `next` until the last page) and its one-request script
+    holds the same hosts and variables: the sync reads the script, the paged lists are the costly alternative."""
+    from bench import fleetgen
+
+    paths = fleetgen.write(tmp_path, 1000, 1)
+    client, _ = double_client(inventory=paths["inventory"], patch_groups=paths["patch_groups"])
+    first = client._get("inventories/1/hosts/", params={"page_size": 500})
+    assert first["count"] == 1000 and len(first["results"]) == 200 and "page=2" in first["next"]
+    paged = list(client._pages("inventories/1/hosts/", {"page_size": 200}))
+    assert len(paged) == 1000 and len({h["name"] for h in paged}) == 1000
+    script = client.inventory_script(1)
+    synced = inventory_from_script(script)
+    assert set(synced.hosts) == {h["name"] for h in paged}
+    assert all(json.loads(h["variables"]) == synced.hosts[h["name"]].vars for h in paged)
+    assert synced.groups == Inventory.load(paths["inventory"]).groups

@@ -42,6 +42,7 @@ NOT_INHERITED = ("DATABASE_URL", "REDIS_URL", "AWX_URL", "AWX_TOKEN", "API_URL",
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
 
 
 def find_chromium() -> str | None:
@@ -381,9 +382,32 @@ def test_four_eyes_hand_off_live_run_and_notifications_in_two_browsers(stack, br
             time.sleep(0.2)
         assert kinds == ["awaiting_approval", "approved", "started", "succeeded"], (kinds, receiver.bodies)
         first = receiver.bodies["/generic"][0]
-        assert first["link"] == f"{ui_url}/?request={request_id}"
+        # UI_BASE_URL + ?request=<id> (the port asked for: `up` takes the next free one when another test holds it)
+        assert first["link"] == f"http://127.0.0.1:{stack.ports['ui']}/?request={request_id}"
         assert len(receiver.bodies.get("/slack", [])) >= 4 and len(receiver.bodies.get("/teams", [])) >= 4
         (ARTIFACTS / "latency.json").write_text(json.dumps({"approve_to_first_stage_s": round(first_stage, 3)}))
+
+        # --- on a phone, who is acting and the run's name are on the first screen ----------------------
+        phone = new_page(browser, PHONE)
+        pages["phone"] = phone
+        phone.goto(f"{ui_url}/?request={request_id}", wait_until="domcontentloaded")
+        phone_main = phone.get_by_test_id("stMainBlockContainer")
+        expect(phone_main.get_by_text(re.compile(r"^Signed in as admin"))).to_be_in_viewport(timeout=30_000)
+        expect(phone_main.get_by_text(re.compile(r"^Patch proposal · 1 host · ✅ succeeded"))).to_be_in_viewport()
+        expect(phone_main).to_contain_text(f"AWX job {job} · ✅ succeeded")
+
+        # --- an API outage: the status line turns red, the page says it keeps trying, and it recovers on its
+        # own once the API answers again (the API is frozen, not stopped: `up` would restart it at once) ------
+        api_group = stack.recorded_pids()["api"]
+        os.killpg(api_group, signal.SIGSTOP)
+        try:
+            expect(sidebar).to_contain_text("API unreachable", timeout=45_000)
+            expect(main).to_contain_text("The patchpilot API does not answer")
+        finally:
+            os.killpg(api_group, signal.SIGCONT)
+        expect(sidebar).to_contain_text("🟢 API · 🟢 Database · 🟢 Broker · 🟢 AWX", timeout=45_000)
+        expect(main).not_to_contain_text("does not answer", timeout=30_000)
+        expect(main).to_contain_text(f"AWX job {job} succeeded: web-01")  # the conversation is back
     except BaseException:
         for who, page in pages.items():
             with contextlib.suppress(Exception):  # the screenshot is a clue, not the failure

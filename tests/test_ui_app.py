@@ -756,7 +756,7 @@ def test_api_down_is_a_readable_error_not_a_traceback(backend, monkeypatch):
     assert len([e for e in at.error if e.value.startswith("Message not sent")]) == 1
     at.sidebar.radio[0].set_value("Jobs").run()
     assert not at.exception
-    assert any("Could not load the jobs, retrying: Cannot reach" in w.value for w in at.warning)
+    assert any("The patchpilot API does not answer" in e.value for e in at.error)
 
 
 def test_jobs_page_lists_runs_searches_by_host_and_opens_a_row(backend):

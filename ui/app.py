@@ -126,6 +126,11 @@ def chat_page(client: PatchpilotClient) -> None:
         with views.shown_errors("Could not show the proposal"):
             views.render_request(client, proposal["id"], in_chat=True)
 
+    show_unsent()
+
+
+def show_unsent() -> None:
+    """The last message the API did not take, with its reason and Retry."""
     failed = st.session_state.get("pp_chat_error")
     if failed:
         text, error = failed
@@ -219,7 +224,7 @@ def main() -> None:
         return
 
     with st.sidebar:
-        api_up = views.render_status_live(settings.api_url)
+        api_up = views.render_status_live(settings.api_url) and not (me_error is not None and me_error.status_code is None)
         if api_up:
             views.load_meta(client)
             inbox = views.load_inbox(client)
@@ -240,6 +245,16 @@ def main() -> None:
                  "nothing you typed is lost.")
 
     open_request = st.session_state.get("pp_open_request")
+    if not api_up:
+        # Every call would wait for its timeout: draw only the chat box (what is typed there stays) until the
+        # status line, which checks again on its own, sees the API back and redraws the page.
+        if page == "Chat" and not open_request:
+            prompt = st.chat_input(f"e.g. {EXAMPLE_PROMPT}", key="pp_chat_input")
+            if prompt:
+                send_message(client, prompt)  # kept with Retry when it fails; Retry sends it once the API is back
+            show_unsent()
+        write_links(page)
+        return
     if open_request:
         request_page(client, open_request)
     elif page == "Jobs":

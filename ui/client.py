@@ -16,6 +16,9 @@ import httpx
 PROXY_USER_HEADER = "X-Forwarded-User"
 PROXY_GROUPS_HEADER = "X-Forwarded-Groups"
 
+# Who am I and is everything up: asked on every page run, so an API that does not answer is noticed quickly.
+QUICK_TIMEOUT = 4.0
+
 TERMINAL_STATES = frozenset({"rejected", "expired", "succeeded", "failed", "canceled", "error"})
 
 
@@ -403,13 +406,13 @@ class PatchpilotClient:
 
     def me(self) -> Me:
         """Who the API takes the caller for, and their roles."""
-        body = self._call("GET", "/api/v1/me")
+        body = self._call("GET", "/api/v1/me", timeout=QUICK_TIMEOUT)
         if not isinstance(body, dict) or not isinstance(body.get("user"), str) or not isinstance(body.get("roles"), list):
             raise ApiError("The patchpilot API said who you are in an unexpected shape.")
         return body
 
     def system(self) -> SystemStatus:
-        return self._call("GET", "/api/v1/system")
+        return self._call("GET", "/api/v1/system", timeout=QUICK_TIMEOUT)
 
     def meta(self) -> Meta:
         """State and stage labels, production environments and roles (the UI keeps no copy of them)."""

@@ -24,10 +24,10 @@ from ui.client import (
     proxy_identity,
 )
 
-# A request waiting for a decision is redrawn every 2 s (so its requester sees the approval); a run every second
-# (its first stage shows within about a second of the event being stored); a finished one never.
+# A request waiting for a decision is redrawn every 2 s (so its requester sees the approval); a run every half
+# second (a stage shows about 0.5 s after the follower stored it, bench.ui_latency); a finished one never.
 REFRESH_WAITING = 2.0
-REFRESH_ACTIVE = 1.0
+REFRESH_ACTIVE = 0.5
 JOBS_REFRESH = 3.0
 INBOX_REFRESH = 5.0
 STATUS_REFRESH = 5.0

@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 import yaml
@@ -386,6 +387,29 @@ def test_four_eyes_hand_off_live_run_and_notifications_in_two_browsers(stack, br
         assert first["link"] == f"http://127.0.0.1:{stack.ports['ui']}/?request={request_id}"
         assert len(receiver.bodies.get("/slack", [])) >= 4 and len(receiver.bodies.get("/teams", [])) >= 4
         (ARTIFACTS / "latency.json").write_text(json.dumps({"approve_to_first_stage_s": round(first_stage, 3)}))
+
+        # --- alice cancels a run of hers: asked first, then who asked and what it may leave behind ------
+        double_root = stack.printed(r"^\s*AWX test double\s+(http://\S+?)/api/v2/\s*$")
+        httpx.post(f"{double_root}/_double/scenario", json={"job_seconds": 600}, timeout=10).raise_for_status()
+        chat.fill("Patch server dev-web-01 with Group-1")
+        chat.press("Enter")
+        expect(main).to_contain_text("dev (1): dev-web-01", timeout=60_000)
+        api_url = stack.printed(r"^\s*API\s+(http://\S+)\s*$")
+        waiting = httpx.get(f"{api_url}/api/v1/inbox", headers={"Authorization": f"Bearer {tokens[APPROVER]}"},
+                            timeout=10).json()["items"]
+        second = next(item["id"] for item in waiting if item["hosts"] == ["dev-web-01"])
+        httpx.post(f"{api_url}/api/v1/requests/{second}/approve",
+                   headers={"Authorization": f"Bearer {tokens[APPROVER]}"}, timeout=10).raise_for_status()
+        expect(main.get_by_text("Patching in progress", exact=True)).to_be_visible(timeout=60_000)
+        main.get_by_role("button", name="Cancel run…").click()
+        expect(main).to_contain_text("may be left half-patched")
+        main.get_by_role("button", name="Yes, cancel the run").click()
+        expect(main.get_by_text("Canceled by alice during patching", exact=True)).to_be_visible(timeout=60_000)
+        expect(main).to_contain_text("may be half-patched: check it before putting it back into service")
+        expect(main.get_by_role("button", name="Cancel run…")).to_have_count(0)
+        expect(main).not_to_contain_text("no reason given")
+        expect(main.get_by_text("100 %", exact=True)).to_have_count(1)  # only the finished run reads 100 %
+        httpx.post(f"{double_root}/_double/scenario", json={"job_seconds": None}, timeout=10).raise_for_status()
 
         # --- on a phone, who is acting and the run's name are on the first screen ----------------------
         phone = new_page(browser, PHONE)

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import AdminDep, SessionDep, SettingsDep, ViewerDep
+from core.db import advisory_lock
 from core.inventory_sync import status_line, sync_inventory, sync_status
 from core.states import audit
 
@@ -22,14 +23,18 @@ async def inventory_status(_: ViewerDep) -> dict[str, Any]:
     return {**status, "line": status_line(status)}
 
 
-@router.post("/api/v1/inventory/sync", responses={409: {"description": "INVENTORY_SOURCE is not awx"},
-                                                  502: {"description": "the sync failed; the last good snapshot stays"}})
+@router.post("/api/v1/inventory/sync", responses={
+    409: {"description": "INVENTORY_SOURCE is not awx, or a sync is running"},
+    502: {"description": "the sync failed; the last good snapshot stays"}})
 def sync_now(settings: SettingsDep, caller: AdminDep, session: SessionDep) -> JSONResponse:
     """Sync the inventory from AWX now (admins; audited). A failed sync keeps the last good snapshot in service."""
     if settings.inventory_source != "awx":
         return JSONResponse(status_code=409, content={"detail": "INVENTORY_SOURCE is file: there is nothing to "
                                                                 "sync (the inventory is INVENTORY_FILE)"})
-    result = sync_inventory()
+    with advisory_lock("inventory", "sync") as acquired:  # the beat's sync takes the same lock
+        if not acquired:
+            return JSONResponse(status_code=409, content={"detail": "an inventory sync is running; try again shortly"})
+        result = sync_inventory()
     audit(session, actor=caller.user, action="inventory_sync",
           reason=f"snapshot {result.snapshot_id}" if result.ok else f"sync failed: {result.error}",
           detail={"ok": result.ok, "snapshot_id": result.snapshot_id, "hosts": result.hosts})

@@ -280,7 +280,7 @@ def _prune(session) -> None:
 
 
 _lock = threading.Lock()
-_served: dict[str, Any] = {"id": None, "catalog": None, "checked": 0.0, "building": None}
+_served: dict[str, Any] = {"id": None, "catalog": None, "checked": 0.0, "building": None, "generation": 0}
 
 
 def _catalog(snapshot_id: int, inventory: Inventory, settings) -> Catalog:
@@ -288,8 +288,10 @@ def _catalog(snapshot_id: int, inventory: Inventory, settings) -> Catalog:
     return Catalog(inventory=inventory, patch_groups=patch_groups, policy=policy, snapshot_id=snapshot_id)
 
 
-def _remember(snapshot_id: int, catalog: Catalog) -> None:
+def _remember(snapshot_id: int, catalog: Catalog, generation: int | None = None) -> None:
     with _lock:
+        if generation is not None and generation != _served["generation"]:
+            return  # built for a state that was forgotten meanwhile
         if _served["id"] is None or snapshot_id >= _served["id"]:
             _served.update(id=snapshot_id, catalog=catalog, checked=time.monotonic())
 
@@ -297,7 +299,7 @@ def _remember(snapshot_id: int, catalog: Catalog) -> None:
 def forget() -> None:
     """Drop the served catalog (tests switch databases and settings)."""
     with _lock:
-        _served.update(id=None, catalog=None, checked=0.0, building=None)
+        _served.update(id=None, catalog=None, checked=0.0, building=None, generation=_served["generation"] + 1)
 
 
 def latest_good_id() -> int | None:
@@ -309,17 +311,20 @@ def latest_good_id() -> int | None:
 
 
 def current_catalog(*, fresh: bool = False) -> Catalog:
-    """The catalog of the newest good snapshot. Built once per snapshot; whether a newer one exists is asked
-    at most every CHECK_EVERY_SECONDS (`fresh`: ask now and use it now, as the launch re-check does).
+    """The catalog of the newest good snapshot, one per snapshot.
 
-    A newer snapshot than the one served is built in a background thread, its vocabulary included, while chat
-    turns go on with the one served: no chat turn pays for building a 10,000-host vocabulary. Only the first
-    catalog of a process (and a `fresh` read) is built in the caller's thread."""
+    Once a process serves a catalog, a chat turn never waits on PostgreSQL or on a build: at most every
+    CHECK_EVERY_SECONDS a background thread asks for the newest snapshot id and, when it is new, builds its catalog
+    and vocabulary (a 10,000-host vocabulary takes seconds) while chat goes on with the one served. Only the first
+    catalog of a process, and a `fresh` read (the launch re-check: the newest snapshot, now), are read in the
+    caller's thread."""
     from core.settings import get_settings
 
-    now = time.monotonic()
     catalog = _served["catalog"]
-    if catalog is not None and not fresh and now - _served["checked"] < CHECK_EVERY_SECONDS:
+    if catalog is not None and not fresh:
+        if time.monotonic() - _served["checked"] >= CHECK_EVERY_SECONDS:
+            _served["checked"] = time.monotonic()
+            _refresh_in_background()
         return catalog
     try:
         newest = latest_good_id()
@@ -333,40 +338,39 @@ def current_catalog(*, fresh: bool = False) -> Catalog:
         raise InventoryNotSynced("no inventory has been synced from AWX yet (INVENTORY_SOURCE=awx): run "
                                  "`patchpilot inventory sync`, or wait for the worker's beat")
     if catalog is not None and newest == _served["id"]:
-        _served["checked"] = now
-        return catalog
-    if catalog is not None and not fresh:
-        _served["checked"] = now
-        _build_in_background(newest)
         return catalog
     built = load_snapshot(newest, get_settings())
     _remember(newest, built)
-    return _served["catalog"] if not fresh else built
+    return built
 
 
-def _build_in_background(snapshot_id: int) -> None:
+def _refresh_in_background() -> None:
+    """Ask for the newest snapshot and build its catalog, vocabulary included, off the caller's thread."""
     from core.settings import get_settings
 
     with _lock:
-        if _served["building"] == snapshot_id:
+        if _served["building"]:
             return
-        _served["building"] = snapshot_id
-    settings = get_settings()
+        _served["building"] = True
+    settings, generation = get_settings(), _served["generation"]
 
-    def build() -> None:
+    def refresh() -> None:
         try:
-            catalog = load_snapshot(snapshot_id, settings)
-            _ = catalog.vocabulary  # derived here, once, not in a chat turn
-            _remember(snapshot_id, catalog)
-            log.info("serving inventory snapshot %s", snapshot_id)
-        except Exception:  # noqa: BLE001 - the snapshot served stays; the next check tries again
-            log.exception("could not build the catalog of inventory snapshot %s", snapshot_id)
+            newest = latest_good_id()
+            if newest is not None and newest != _served["id"]:
+                catalog = load_snapshot(newest, settings)
+                _ = catalog.vocabulary  # derived here, once, not in a chat turn
+                _remember(newest, catalog, generation)
+                log.info("serving inventory snapshot %s", newest)
+        except Exception as exc:  # noqa: BLE001 - the snapshot served stays; the next check tries again
+            log.warning("could not refresh the inventory snapshot (%s: %s); serving snapshot %s",
+                        exc.__class__.__name__, exc, _served["id"])
         finally:
             with _lock:
-                if _served["building"] == snapshot_id:
+                if generation == _served["generation"]:
                     _served["building"] = None
 
-    threading.Thread(target=build, name=f"inventory-snapshot-{snapshot_id}", daemon=True).start()
+    threading.Thread(target=refresh, name="inventory-snapshot", daemon=True).start()
 
 
 def load_snapshot(snapshot_id: int, settings) -> Catalog:

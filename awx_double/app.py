@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
 from awx_double import resources
-from awx_double.listing import QueryError, list_response
+from awx_double.listing import QueryError, list_response, paginate
 from awx_double.state import (
     INVENTORY_ID,
     PROMPTABLE_DEFAULTS,
@@ -159,6 +159,12 @@ def _api_router(state: DoubleState, base: str) -> APIRouter:
         return [resources.host(state, base, name) for name in sorted(names)]
 
     def hosts_page(request: Request, names) -> dict[str, Any]:
+        params = request.query_params
+        if set(params.keys()) <= {"page", "page_size", "order_by"} and params.get("order_by", "name") == "name":
+            # AWX pages in SQL: only the page's rows are serialized, not the whole inventory for every page.
+            page = paginate(request.url.path, params, sorted(names))
+            page["results"] = [resources.host(state, base, name) for name in page["results"]]
+            return page
         return list_response(request.url.path, request.query_params, all_hosts(names), resources.HOST_FIELDS,
                              "name")
 

@@ -69,6 +69,7 @@ class Reading:
     recognised: bool = False  # small talk or a destructive command was recognised as such
     aside_names: bool = False  # a side remark that was cut out named hosts
     mentioned: set[str] = field(default_factory=set)  # hosts named only in passing (side remarks, mentions)
+    jobs: str | None = None  # list_jobs: "active", "failed" or "finished" when the user says which
 
     @property
     def unplaced(self) -> list[str]:
@@ -208,6 +209,7 @@ def read(text: str, catalog: Catalog) -> Reading:
     if reading.action == "precheck":
         text, _ = _cut(language, "precheck", text)
     elif reading.action == "list_jobs":
+        reading.jobs = _jobs_shown(text, language)
         text, _ = _cut(language, "list_jobs", text)
     elif reading.action == "patch" and reading.reboot is None and language.search("reboot_word", text):
         reading.reboot = "always"  # "patch www-01 with group 1, reboot"
@@ -413,6 +415,15 @@ def _action(text: str, reading: Reading, language: Language) -> str | None:
     return None
 
 
+def _jobs_shown(text: str, language: Language) -> str | None:
+    """'show running jobs' -> active; 'what failed' -> failed; 'finished runs' -> finished."""
+    words = set(re.findall(r"[\w']+", text))
+    for shown in ("failed", "active", "finished"):
+        if words & language.words[f"jobs_{shown}"]:
+            return shown
+    return None
+
+
 def _expand_range(match: re.Match[str]) -> str | None:
     prefix, first, last = match.group(1), match.group(2), match.group(3)
     start, end = int(first), int(last)
@@ -449,7 +460,7 @@ def draft_from(reading: Reading) -> RulesDraft:
             reading.doubts.append("out of scope, not recognised")
         return new_draft(reading, action="unsupported", note=reading.note)
     if action == "list_jobs":
-        return new_draft(reading, action="list_jobs")
+        return new_draft(reading, action="list_jobs", jobs=reading.jobs)
     if action in ("status", "cancel"):
         return new_draft(reading, action=action, job_id=reading.job_id, targets=scan.expr())
     return new_draft(reading, action=action, patch_group=reading.patch_group, reboot=reading.reboot,

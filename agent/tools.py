@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Protocol
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.intent import IntentDraft, IntentResult, RebootPolicy
+from core.intent import IntentDraft, IntentResult, JobsShown, RebootPolicy
 from core.inventory import Catalog
 from core.targets import Selection, TargetExpr, Term, from_fields
 from core.targets import name as name_term
@@ -31,7 +31,7 @@ class JobReader(Protocol):
 
     def job_status(self, job_id: int | None, hosts: list[str]) -> dict | None: ...
 
-    def list_jobs(self, limit: int) -> list[dict]: ...
+    def list_jobs(self, limit: int, jobs: str | None = None) -> list[dict]: ...
 
 
 # --- argument schemas (what the model sees) ---------------------------------------------------------------------
@@ -171,6 +171,7 @@ class ListJobs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=10, ge=1, le=50)
+    jobs: JobsShown | None = Field(default=None, description="active (running), failed or finished; empty: any.")
 
 
 class ProposeCancel(BaseModel):
@@ -388,9 +389,9 @@ def _with_job_data(outcome: ToolOutcome, ctx: ToolContext) -> ToolOutcome:
 
 
 def _list_jobs(args: ListJobs, ctx: ToolContext) -> ToolOutcome:
-    draft = IntentDraft(action="list_jobs")
+    draft = IntentDraft(action="list_jobs", jobs=args.jobs)
     result = validate_draft(draft, ctx.catalog)
-    rows = ctx.jobs.list_jobs(args.limit) if ctx.jobs is not None else []
+    rows = ctx.jobs.list_jobs(args.limit, args.jobs) if ctx.jobs is not None else []
     return ToolOutcome(content=_dump({"jobs": rows}), draft=draft, result=result)
 
 

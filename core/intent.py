@@ -19,6 +19,7 @@ from core.targets import TargetExpr, from_fields
 Action = Literal["patch", "precheck", "status", "cancel", "list_jobs", "clarify", "unsupported"]
 ACTIONS: tuple[str, ...] = ("patch", "precheck", "status", "cancel", "list_jobs", "clarify", "unsupported")
 RebootPolicy = Literal["never", "if_needed", "always"]
+JobsShown = Literal["active", "failed", "finished"]  # list_jobs: which requests (None: the recent ones, any state)
 Missing = Literal["targets", "patch_group"]
 
 DEFAULT_REBOOT: RebootPolicy = "if_needed"
@@ -40,6 +41,7 @@ class IntentDraft(BaseModel):
     reboot: RebootPolicy | None = None
     check_mode: bool = False
     job_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    jobs: JobsShown | None = None
     # Why the parser chose clarify/unsupported, for the reply. Never used as a command.
     note: str | None = Field(default=None, max_length=500)
 
@@ -65,6 +67,7 @@ class IntentResult(BaseModel):
     reboot: RebootPolicy | None = None
     check_mode: bool = False
     job_id: int | None = None
+    jobs: JobsShown | None = None
     missing: list[Missing] = Field(default_factory=list)
     unknown_hosts: list[str] = Field(default_factory=list)
     suggestions: dict[str, list[str]] = Field(default_factory=dict)  # unknown name -> did you mean

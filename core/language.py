@@ -19,7 +19,8 @@ WORD_KEYS = (
     "filler", "host_nouns", "quantifiers", "whole_fleet", "excluders", "includers", "additive", "replacing",
     "corrections", "connectors", "scope_prepositions", "rest", "references", "environment_words", "patch_group_words",
     "start_over", "typo_targets", "negators", "narrative", "narrative_past", "narrowers", "contrast", "refusals",
-    "singular_nouns", "plural_nouns", "clause_turns", "loose_prepositions",
+    "singular_nouns", "plural_nouns", "clause_turns", "loose_prepositions", "jobs_active", "jobs_failed",
+    "jobs_finished",
 )
 PATTERN_KEYS = (
     "injection", "approval_only", "destructive", "small_talk", "patch_verb", "other_operation", "reboot_never",

@@ -35,6 +35,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 STATES = tuple(TRANSITIONS)
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 ACTIVE = frozenset({APPROVED, QUEUED, LAUNCHING, RUNNING})
+# Which requests "list jobs" shows when the user asks for running, failed or finished ones.
+JOBS_SHOWN = {"active": ACTIVE, "failed": frozenset({FAILED, ERROR}),
+              "finished": frozenset({SUCCEEDED, FAILED, CANCELED, ERROR})}
 
 # Stages shown to the user, and the play names of the reference playbook that start them.
 STAGES = ("pending", "prechecks", "patching", "reboot", "postchecks", "completed", "failed", "canceled")

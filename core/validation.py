@@ -59,7 +59,7 @@ def resolve_group(raw: str, catalog: Catalog) -> str | None:
 
 def validate_draft(draft: IntentDraft, catalog: Catalog) -> IntentResult:
     if draft.action in ("unsupported", "list_jobs"):
-        return IntentResult(action=draft.action, message=draft.note or "")
+        return IntentResult(action=draft.action, jobs=draft.jobs, message=draft.note or "")
 
     refused_all = catalog.refused_hosts
     targets = evaluate(draft.targets, catalog.vocabulary, refused_all)

@@ -254,3 +254,13 @@ def test_an_amendment_says_what_changed(api):
     body = response.json()
     assert body["reply"].startswith("Removed web-01; now 2 hosts: web-03, web-04.")
     assert [h["name"] for h in body["proposal"]["hosts"]] == ["web-03", "web-04"]
+
+
+def test_show_running_jobs_lists_only_running_ones(api):
+    _propose(api, "Patch server web-03 with Group-1")  # a proposal: not running
+    response = api.post("/api/v1/chat", json={"text": "show running jobs"}, headers=USER)
+    body = response.json()
+    assert body["intent"]["action"] == "list_jobs" and body["intent"]["jobs"] == "active"
+    assert body["reply"] == "No running requests now."
+    everything = api.post("/api/v1/chat", json={"text": "show recent jobs"}, headers=USER).json()
+    assert everything["intent"]["jobs"] is None and "web-03" in everything["reply"]

@@ -152,3 +152,12 @@ def test_every_language_file_has_the_keys_of_en_and_only_string_words(path):
 
 def test_all_languages_are_loaded():
     assert {"en", "de", "fr", "es"} <= set(load_language().codes)
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("show running jobs", "active"), ("list the failed runs", "failed"), ("zeig mir alle laufenden Jobs", "active"),
+    ("liste des jobs en cours", "active"), ("lista de trabajos fallidos", "failed"), ("show recent jobs", None),
+])
+def test_which_jobs_a_list_shows(text, shown):
+    draft, result = interpret(text, CATALOG)
+    assert result.action == "list_jobs" and result.jobs == shown

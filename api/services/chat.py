@@ -23,7 +23,7 @@ from core.validation import validate_draft
 from core.inventory import Catalog
 from core.models import Conversation, Message, PatchRequest, utcnow
 from core.settings import Settings
-from core.states import PROPOSED, STAGE_LABELS, TERMINAL, IllegalTransition
+from core.states import JOBS_SHOWN, PROPOSED, STAGE_LABELS, TERMINAL, IllegalTransition
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -91,7 +91,7 @@ def chat_turn(session: Session, *, conversation_id: str | None, text: str, user:
     elif result.action in ("status", "cancel"):
         related, reply = _about_job(session, interpretation, catalog)
     elif result.action == "list_jobs":
-        reply = _list_jobs(session)
+        reply = _list_jobs(session, result.jobs)
     else:
         reply = interpretation.reply or UNSUPPORTED_REPLY
     if interpretation.notice:
@@ -162,8 +162,10 @@ class SessionJobReader:
             req = recent[0] if recent else None
         return _job_dict(req) if req is not None else None
 
-    def list_jobs(self, limit: int) -> list[dict]:
-        return [_job_dict(req) for req in request_service.list_requests(self.session, state=None, limit=limit)]
+    def list_jobs(self, limit: int, jobs: str | None = None) -> list[dict]:
+        rows = request_service.list_requests(self.session, state=None, limit=limit,
+                                             states=JOBS_SHOWN.get(jobs) if jobs else None)
+        return [_job_dict(req) for req in rows]
 
 
 def _job_dict(req: PatchRequest) -> dict:
@@ -225,11 +227,15 @@ def _about_job(session: Session, interpretation: Interpretation, catalog: Catalo
     return req, summary
 
 
-def _list_jobs(session: Session) -> str:
-    rows = request_service.list_requests(session, state=None, limit=10)
+_JOBS_HEADING = {None: "Recent requests", "active": "Running requests", "failed": "Failed requests",
+                 "finished": "Finished requests"}
+
+
+def _list_jobs(session: Session, jobs: str | None = None) -> str:
+    rows = request_service.list_requests(session, state=None, limit=10, states=JOBS_SHOWN.get(jobs) if jobs else None)
     if not rows:
-        return "There are no patch requests yet."
-    lines = ["Recent requests:"]
+        return "There are no patch requests yet." if jobs is None else f"No {_JOBS_HEADING[jobs].lower()} now."
+    lines = [f"{_JOBS_HEADING[jobs]}:"]
     for req in rows:
         job = f"job {req.awx_job_id}" if req.awx_job_id else "no job yet"
         lines.append(f"- {req.id[:8]} ({job}): {req.action} {', '.join(req.hosts[:5])}"

@@ -248,10 +248,13 @@ def _notes(req: PatchRequest, catalog: Catalog):
         yield "Cancel requested; waiting for AWX to confirm."
 
 
-def list_requests(session: Session, *, state: str | None, limit: int) -> list[PatchRequest]:
+def list_requests(session: Session, *, state: str | None, limit: int,
+                  states: frozenset[str] | None = None) -> list[PatchRequest]:
     query = select(PatchRequest).order_by(PatchRequest.created_at.desc(), PatchRequest.id).limit(limit)
     if state:
         query = query.where(PatchRequest.state == state)
+    if states is not None:
+        query = query.where(PatchRequest.state.in_(sorted(states)))
     return list(session.execute(query).scalars())
 
 

@@ -104,6 +104,7 @@ class FakeBackend:
             "progress": 0.0,
             "conversation_id": conversation_id,
             "notes": ["web-01 is in production: a change window applies."],
+            "targets": "prod ∩ web, except web-02",
             "hosts_by_environment": {"prod": ["web-01"], "staging": [], "dev": []},
             "expires_at": now_iso(3600),
         }
@@ -544,6 +545,7 @@ def test_chat_message_renders_proposal_card(backend):
     assert "Reboot only if needed" in text
     assert "**Dry run:** yes" in text
     assert "change window applies" in text
+    assert "As asked: prod ∩ web, except web-02" in text  # the target expression in words
     req = only_request(backend)
     approve = at.button(key=f"approve:{req['id']}")
     reject = at.button(key=f"reject:{req['id']}")

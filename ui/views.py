@@ -473,6 +473,8 @@ def _draw_card(base_url: str, live: Mapping[str, Any], meta: Mapping[str, Any] |
         st.markdown("**Target hosts**")
         for env, names in environment_groups(req, meta):
             st.markdown(f":{environment_colour(env, meta)}[**{env}**] ({len(names)}): {', '.join(names)}")
+        if req.get("targets"):  # the request as the user asked it, e.g. "prod ∩ web, except web-02"
+            st.caption(f"As asked: {md_escape(req['targets'])}")
         group = req.get("patch_group", "")
         description = req.get("patch_group_description") or ""
         st.markdown(f"**Patch group:** {group}" + (f" — {description}" if description else ""))

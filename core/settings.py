@@ -71,6 +71,22 @@ class Settings(BaseSettings):
     follow_error_budget: int = Field(
         default=4, ge=1, description="Consecutive failed polls of one job before its request goes to error."
     )
+    event_processing_give_up_seconds: float = Field(
+        default=300.0, ge=0,
+        description="After AWX reports a terminal status, how long to wait for event_processing_finished (which can "
+        "stay false for good: a job reaped mid-run, events dropped by the callback receiver) before the request "
+        "takes AWX's final status anyway, with a note that some events may be missing.",
+    )
+    event_data_max_bytes: int = Field(
+        default=16384, ge=1024,
+        description="Largest event_data stored per job event (JSON bytes); a larger one keeps its small fields and "
+        "the result's msg/rc/stderr and failed items, and says what was trimmed (`_trimmed`).",
+    )
+    failure_stdout_max_chars: int = Field(
+        default=65536, ge=1024,
+        description="A failed or unreachable event's stdout is stored whole up to this size; other events' stdout up "
+        "to EVENT_DATA_MAX_BYTES.",
+    )
     api_url: str = Field(default="http://127.0.0.1:8000", description="Where the UI finds the API.")
 
     # --- domain data ------------------------------------------------------------------------------
@@ -147,12 +163,6 @@ class Settings(BaseSettings):
     )
     chat_rate_limit: str = Field(default="30/minute", description="Per-user chat messages (limits syntax).")
     approve_rate_limit: str = Field(default="20/minute", description="Per-user approve/reject/cancel clicks.")
-
-    # --- LLM (optional) --------------------------------------------------------------------------
-    llm_provider: Literal["none", "openai", "azure"] = "none"
-    llm_model: str | None = None
-    llm_base_url: str | None = None
-    llm_api_key: SecretStr | None = None
     denial_rate_limit: str = Field(
         default="10/minute", description="Per-user refusals written to the audit log; beyond it: 429, not written."
     )
@@ -162,6 +172,12 @@ class Settings(BaseSettings):
         description="Address the API's and workers' /metrics ports listen on (0.0.0.0 in a pod, where a "
         "NetworkPolicy admits only the monitoring namespace).",
     )
+
+    # --- LLM (optional) --------------------------------------------------------------------------
+    llm_provider: Literal["none", "openai", "azure"] = "none"
+    llm_model: str | None = None
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
     llm_timeout_seconds: float = 30.0
     llm_max_tokens: int = 512
     llm_temperature: float = 0.0

@@ -12,7 +12,9 @@ The Celery tasks in `worker.tasks` are thin wrappers around these functions.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -485,6 +487,16 @@ def _poll_target(target: FollowTarget, client: AWXClient, statuses: JobStatuses)
         if finished:
             _finish_job(session, req, job)
             return False
+        if job is not None and job.get("status") in AWX_TERMINAL and job.get("event_processing_finished") is False:
+            # AWX says the job ended but its events are not all in. That can last for ever (a job reaped mid-run
+            # keeps emitted_events 0; the callback receiver can drop events): give up after a while.
+            req.run_ended_at = req.run_ended_at or now
+            waited = (now - req.run_ended_at).total_seconds()
+            if waited >= settings.event_processing_give_up_seconds:
+                _finish_job(session, req, job, note=(
+                    f"AWX ended job {req.awx_job_id} {job['status']}, but its event processing had not finished "
+                    f"{waited:.0f} s after the run ended; some events (host results, output) may be missing"))
+                return False
     return True
 
 
@@ -552,13 +564,77 @@ def _gap_free_cursor(session: Session, request_id: str, cursor: int) -> int:
 
 
 def _event_row(request_id: str, e: dict) -> dict:
+    settings = get_settings()
+    failure = str(e.get("event", "")) in FAILURE_EVENTS or bool(e.get("failed"))
+    stdout = e.get("stdout") or None
+    stdout_cap = settings.failure_stdout_max_chars if failure else settings.event_data_max_bytes
+    if stdout and len(stdout) > stdout_cap:
+        stdout = stdout[:stdout_cap] + f"\n[... {len(stdout) - stdout_cap} more characters not stored]"
     return {
         "request_id": request_id, "counter": int(e["counter"]), "event": str(e.get("event", ""))[:100],
         "host": (e.get("host_name") or None), "play": (e.get("play") or None), "task": (e.get("task") or "")[:500] or None,
         "failed": bool(e.get("failed")), "changed": bool(e.get("changed")),
-        "stdout": (e.get("stdout") or None), "created": _parse_time(e.get("created")),
-        "data": e.get("event_data") or None, "stored_at": utcnow(),
+        "stdout": stdout, "created": _parse_time(e.get("created")),
+        "data": trim_event_data(e.get("event_data") or None, settings.event_data_max_bytes), "stored_at": utcnow(),
     }
+
+
+# What of an oversized event_data is kept: its small top-level fields, and of its `res` what explains the result.
+_RES_KEPT = ("msg", "rc", "changed", "failed", "skipped", "unreachable", "skip_reason", "item", "_ansible_item_label",
+             "stderr", "reboot_required", "attempts", "retries", "ansible_job_id", "finished", "results")
+_ITEM_KEPT = ("msg", "rc", "changed", "failed", "skipped", "item", "_ansible_item_label", "stderr")
+
+
+def trim_event_data(data: dict | None, max_bytes: int) -> dict | None:
+    """event_data as stored: whole when its JSON fits in `max_bytes` (facts and package lists can make it hundreds
+    of kilobytes per host), else its small fields and the result's explanation, cut to fit, with a `_trimmed`
+    marker saying how big it was and what was left out."""
+    if not data:
+        return data
+    size = len(json.dumps(data, default=str))
+    if size <= max_bytes:
+        return data
+    field_cap = max(256, max_bytes // 8)
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in data.items():
+        if key == "res":
+            continue
+        if len(json.dumps(value, default=str)) <= 512:
+            kept[key] = value
+        else:
+            dropped.append(key)
+    res = data.get("res")
+    if isinstance(res, dict):
+        small: dict[str, Any] = {}
+        for key in _RES_KEPT:
+            if key not in res:
+                continue
+            value = res[key]
+            if key == "results" and isinstance(value, list):
+                value = [{k: _cut(i.get(k), field_cap) for k in _ITEM_KEPT if k in i} if isinstance(i, dict) else
+                         _cut(i, field_cap) for i in value if not isinstance(i, dict) or i.get("failed") or i.get("msg")]
+                value = value[:20]
+            small[key] = _cut(value, field_cap)
+        dropped += [f"res.{key}" for key in res if key not in small]
+        kept["res"] = small
+    kept["_trimmed"] = {"bytes": size, "max_bytes": max_bytes, "dropped": sorted(dropped)[:50]}
+    if len(json.dumps(kept, default=str)) > max_bytes:  # still too big: keep the marker and the message only
+        msg = _cut((res or {}).get("msg") if isinstance(res, dict) else None, max(128, max_bytes // 4))
+        kept = {k: kept[k] for k in ("host", "task", "play", "ignore_errors") if k in kept}
+        kept["res"] = {"msg": msg} if msg else {}
+        kept["_trimmed"] = {"bytes": size, "max_bytes": max_bytes, "dropped": ["everything but res.msg"]}
+    return kept
+
+
+def _cut(value: Any, limit: int) -> Any:
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit] + f"[... {len(value) - limit} more characters trimmed]"
+    if not isinstance(value, (str, int, float, bool, type(None), list)) or (
+            isinstance(value, list) and len(json.dumps(value, default=str)) > limit * 4):
+        text = json.dumps(value, default=str)
+        return text[:limit] + (f"[... {len(text) - limit} more characters trimmed]" if len(text) > limit else "")
+    return value
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -586,16 +662,8 @@ def _apply_event(session: Session, req: PatchRequest, e: dict) -> None:
             _reach_stage(session, req, stage)
             if req.stage == stage:
                 req.stage_detail = None
-    elif kind.startswith("runner_on_") and e.get("host_name"):
-        status = {"runner_on_failed": "failed", "runner_on_unreachable": "unreachable",
-                  "runner_on_skipped": "skipped"}.get(kind, "changed" if e.get("changed") else "ok")
-        if status == "failed" and (e.get("event_data") or {}).get("ignore_errors"):
-            status = "ok"
-        message = None
-        if status in ("failed", "unreachable"):
-            res = (e.get("event_data") or {}).get("res") or {}
-            message = f"{e.get('task') or ''}: {res.get('msg') or e.get('stdout') or ''}".strip(": ")[:2000]
-        _update_host(session, req.id, e["host_name"], status, message)
+    elif kind.startswith("runner_") and e.get("host_name"):
+        _apply_host_event(session, req, e)
     elif kind == "playbook_on_stats":
         _apply_stats(session, req.id, e.get("event_data") or {})
         req.run_ended_at = req.run_ended_at or utcnow()  # the playbook is done: the next poll reads the job
@@ -614,19 +682,93 @@ def _reach_stage(session: Session, req: PatchRequest, stage: str, at: datetime |
         req.stage = stage
 
 
-def _update_host(session: Session, request_id: str, host: str, status: str, message: str | None) -> None:
-    row = session.execute(select(HostResult).where(HostResult.request_id == request_id, HostResult.host == host)
+# AWX's JobEvent.FAILED_EVENTS: `failed` unless the task ignores errors.
+FAILURE_EVENTS = frozenset({"runner_on_failed", "runner_on_error", "runner_on_unreachable", "runner_on_async_failed",
+                            "runner_item_on_failed"})
+_TASK_RESULTS = {"runner_on_ok": "ok", "runner_on_async_ok": "ok", "runner_on_failed": "failed",
+                 "runner_on_error": "failed", "runner_on_async_failed": "failed", "runner_on_unreachable": "unreachable",
+                 "runner_on_skipped": "skipped"}
+# Events that say a task is under way on the host, with no result yet.
+_IN_FLIGHT = frozenset({"runner_on_start", "runner_retry", "runner_on_async_poll", "runner_item_on_ok",
+                        "runner_item_on_skipped", "runner_item_on_failed"})
+_GENERIC_ITEM_FAILURE = "One or more items failed"
+
+
+def _apply_host_event(session: Session, req: PatchRequest, e: dict) -> None:
+    """One host's event: `runner_on_start` (one per host per task) marks it running, a task's result (ok, failed,
+    unreachable, skipped, async) sets its state from the results so far, item events keep it running and a failed
+    item keeps its own reason, which the task's "One or more items failed" never overwrites."""
+    kind = str(e.get("event", ""))
+    data = e.get("event_data") or {}
+    task = e.get("task") or data.get("task") or ""
+    ignored = bool(data.get("ignore_errors"))
+    result = _TASK_RESULTS.get(kind)
+    if result is None and kind not in _IN_FLIGHT:
+        return  # runner_on_no_hosts, runner_on_file_diff, ...: nothing about the host's state
+    row = session.execute(select(HostResult).where(HostResult.request_id == req.id, HostResult.host == e["host_name"])
                           .with_for_update()).scalar_one_or_none()
     if row is None:
-        row = HostResult(request_id=request_id, host=host, status="pending")
+        row = HostResult(request_id=req.id, host=e["host_name"], status="pending")
         session.add(row)
-    if status == "skipped" and row.status != "pending":
-        status = row.status
-    # Worst outcome wins: a host that failed once stays failed however events are ordered.
-    if HOST_STATUS_RANK[status] >= HOST_STATUS_RANK.get(row.status, 0) or row.status in ("pending", "running"):
-        row.status = status
-    if message:
-        row.message = message
+    if row.status in ("failed", "unreachable"):
+        sticky = True  # a host that failed once stays failed however events are ordered
+    else:
+        sticky = False
+    if kind == "runner_item_on_failed" and not ignored:
+        row.message = _failure_message(task, data, e, item=True)
+    if result is None:
+        if not sticky:
+            row.status = "running"
+        return
+    if result == "failed" and ignored:
+        result = "ok"
+    res = data.get("res") if isinstance(data.get("res"), dict) else {}
+    changed = bool(e.get("changed") or res.get("changed"))
+    if result == "ok":
+        row.ok += 1
+        row.changed += 1 if changed else 0
+    elif result == "skipped":
+        row.skipped += 1
+    elif result == "failed":
+        row.failed += 1
+        item_reason = row.message if row.message and row.message.startswith(f"{task} (item ") else None
+        message = _failure_message(task, data, e)
+        row.message = item_reason if item_reason and _GENERIC_ITEM_FAILURE in message else message
+    else:
+        row.unreachable += 1
+        row.message = _failure_message(task, data, e)
+    if sticky:
+        return
+    if result in ("failed", "unreachable"):
+        row.status = result
+    else:
+        row.status = "changed" if row.changed else "ok" if row.ok else "skipped"
+
+
+def _failure_message(task: str, data: dict, e: dict, *, item: bool = False) -> str:
+    """'Check free disk space (item /var): Only 1234 MiB free on /var, 99999999 MiB needed.' -- the real reason:
+    an item's own msg, or a failed task's msg, or its failed items' messages, or its stdout."""
+    res = data.get("res") if isinstance(data.get("res"), dict) else {}
+    msg = res.get("msg")
+    if not item and (not msg or _GENERIC_ITEM_FAILURE in str(msg)):
+        items = [r for r in (res.get("results") or []) if isinstance(r, dict) and r.get("failed")]
+        if items:
+            return "; ".join(f"{task} (item {_item_label(r)}): {r.get('msg') or r.get('stderr') or ''}".rstrip(": ")
+                             for r in items)[:2000]
+    if not msg:
+        msg = res.get("stderr") or _plain(e.get("stdout") or "")
+    where = f"{task} (item {_item_label(res)})" if item else task
+    return f"{where}: {msg}".strip(": ")[:2000]
+
+
+def _item_label(res: dict) -> str:
+    label = res.get("_ansible_item_label", res.get("item"))
+    return label if isinstance(label, str) else json.dumps(label, default=str)[:200]
+
+
+def _plain(text: str) -> str:
+    """stdout without ANSI colours."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
 
 
 def _apply_stats(session: Session, request_id: str, data: dict) -> None:
@@ -652,7 +794,8 @@ def _apply_stats(session: Session, request_id: str, data: dict) -> None:
         )
 
 
-def _finish_job(session: Session, req: PatchRequest, job: dict) -> None:
+def _finish_job(session: Session, req: PatchRequest, job: dict, note: str | None = None) -> None:
+    """The request takes AWX's final status; `note` (the give-up on event processing) is kept with the reason."""
     final = AWX_TERMINAL[job["status"]]
     stage = FINAL_STAGE[final]
     _reach_stage(session, req, stage)
@@ -665,6 +808,11 @@ def _finish_job(session: Session, req: PatchRequest, job: dict) -> None:
         reason = job.get("job_explanation") or details or f"AWX job {req.awx_job_id} ended {job['status']}"
         if details and job.get("job_explanation"):
             reason = f"{job['job_explanation']} — {details}"
+    if note:
+        reason = f"{reason}. {note}" if reason else note
+        audit(session, actor=WORKER, action="event_processing_gave_up", request_id=req.id, reason=note,
+              detail={"awx_job_id": req.awx_job_id, "awx_status": job["status"]})
+        log.warning("request %s: %s", req.id, note)
     session.flush()
     transition(session, req, final, actor=WORKER, reason=f"AWX job {req.awx_job_id} {job['status']}",
                finished_at=utcnow(), stage=stage, failure_reason=reason, awx_status=job["status"],

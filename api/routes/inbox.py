@@ -47,7 +47,7 @@ def get_live(request_id: RequestId, session: SessionDep, catalog: CatalogDep, se
         "request": view,
         "timeline": timeline.timeline(view, plays),
         "allowed": timeline.refusals(caller, view, catalog, same_person=service.same_person),
-        "tasks": timeline.recent_tasks(session, request_id) if started else [],
+        "tasks": timeline.recent_tasks(session, request_id, check_mode=req.check_mode) if started else [],
         "replaced_by_newer": _replaced(session, req),
     }
 

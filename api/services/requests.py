@@ -16,7 +16,7 @@ from core.inventory import Catalog
 from core.models import HostResult, JobEvent, PatchRequest, RequestStage, utcnow
 from core.settings import Settings
 from core.states import (
-    APPROVED, CANCELED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, REJECTED, RUNNING, STAGE_LABELS, TERMINAL,
+    APPROVED, CANCELED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, REJECTED, RUNNING, STAGE_LABELS, SUCCEEDED, TERMINAL,
     IllegalTransition, audit, transition,
 )
 
@@ -204,6 +204,10 @@ def build_view(req: PatchRequest, host_rows: list[dict], stage_rows: list[dict],
     by_host = {row["host"]: row for row in host_rows}
     hosts = [HostView(**{k: v for k, v in row.items() if k != "host"}, name=name) if (row := by_host.get(name))
              else HostView(name=name) for name in req.hosts]
+    if req.check_mode:
+        # apt and dnf report `changed` in check mode: nothing changed, something would.
+        hosts = [host.model_copy(update={"status": DRY_RUN_CHANGED}) if host.status == "changed" else host
+                 for host in hosts]
     stages = [StageView(stage=row["stage"], label=STAGE_LABELS.get(row["stage"], row["stage"]), at=row["at"])
               for row in stage_rows]
     group = catalog.patch_groups.get(req.patch_group or "")
@@ -229,6 +233,9 @@ def build_view(req: PatchRequest, host_rows: list[dict], stage_rows: list[dict],
     )
 
 
+DRY_RUN_CHANGED = "would change"
+
+
 def _notes(req: PatchRequest, catalog: Catalog):
     targets = (req.intent or {}).get("targets") or ""
     if any(c in targets for c in "*?["):
@@ -240,7 +247,10 @@ def _notes(req: PatchRequest, catalog: Catalog):
     if any(catalog.is_production(h) for h in req.hosts):
         yield "Touches production hosts."
     if req.check_mode:
-        yield "Dry run: ansible-playbook --check, nothing is changed and nothing reboots."
+        yield ("Dry run: ansible-playbook --check, nothing is changed and nothing reboots; a host that \"would "
+               "change\" has updates waiting.")
+    if req.state == SUCCEEDED and req.failure_reason:
+        yield req.failure_reason  # a success with a caveat (events AWX never finished processing)
     if req.duplicate_awx_jobs:
         listed = ", ".join(f"{d.get('job_id')} ({d.get('cancel')})" for d in req.duplicate_awx_jobs)
         yield f"AWX had more than one job for this request: kept {req.awx_job_id}, canceled {listed}."

@@ -208,8 +208,9 @@ def refusals(caller: Principal, req: Mapping[str, Any], catalog: Catalog, *, sam
     return out
 
 
-def recent_tasks(session: Session, request_id: str, limit: int = 40) -> list[dict[str, Any]]:
-    """The newest host results as task output ("TASK [Apply updates] ok: [web-01] Updates applied")."""
+def recent_tasks(session: Session, request_id: str, limit: int = 40, *, check_mode: bool = False) -> list[dict[str, Any]]:
+    """The newest host results as task output ("TASK [Apply updates] ok: [web-01] Updates applied"). In a dry run a
+    changed result reads "would change" (apt and dnf report changed in check mode; nothing changed)."""
     rows = session.execute(
         select(JobEvent.counter, JobEvent.created, JobEvent.play, JobEvent.task, JobEvent.host, JobEvent.event,
                JobEvent.changed, JobEvent.failed, JobEvent.data)
@@ -220,7 +221,8 @@ def recent_tasks(session: Session, request_id: str, limit: int = 40) -> list[dic
     for counter, created, play, task, host, event, changed, failed, data in reversed(rows):
         res = (data or {}).get("res") or {}
         result = ("unreachable" if event.endswith("unreachable") else "failed" if failed else
-                  "skipped" if event in _SKIPPED else "changed" if changed else "ok")
+                  "skipped" if event in _SKIPPED else ("would change" if check_mode else "changed") if changed
+                  else "ok")
         message = res.get("msg") if isinstance(res, Mapping) else None
         out.append({"counter": counter, "at": _iso(created), "play": play, "task": task, "host": host,
                     "result": result, "message": str(message)[:300] if message else None})

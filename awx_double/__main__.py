@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hosts of the inventory file that AWX no longer has")
     knobs.add_argument("--sliced-templates", type=_names, default=[], metavar="T1,T2",
                        help="job templates with job_slice_count 2 (a launch would start a workflow job)")
+    knobs.add_argument("--recorded-events", default="",
+                       choices=["", "auto", "success", "item_failed", "unreachable", "stopped"],
+                       help="replay job events recorded from real runs (awx_double/streams/); auto: picked from "
+                       "--failed-hosts/--unreachable-hosts")
+    knobs.add_argument("--event-processing-stuck", action="store_true",
+                       help="event_processing_finished stays false for good")
+    knobs.add_argument("--cancel-finished-status", type=int, default=403, choices=[403, 405],
+                       help="the answer to a cancel of a finished job (403: any token but a superuser's)")
+    knobs.add_argument("--upgrading-requests", type=int, default=0,
+                       help="the next N API requests answer 302 (an upgrade running its migrations)")
     return parser
 
 

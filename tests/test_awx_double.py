@@ -428,7 +428,8 @@ def test_command_line_starts_a_double_with_scenario_flags() -> None:
     sock.close()
     command = [sys.executable, "-m", "awx_double", "--port", str(port), "--inventory", str(INVENTORY),
                "--patch-groups", str(PATCH_GROUPS), "--token", TOKEN, "--speed", "50",
-               "--base-path", "/api/controller/v2/", "--failed-hosts", "web-02", "--no-template-asks-limit"]
+               "--base-path", "/api/controller/v2/", "--failed-hosts", "web-02", "--no-template-asks-limit",
+               "--recorded-events", "auto", "--cancel-finished-status", "405"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 15
@@ -441,6 +442,7 @@ def test_command_line_starts_a_double_with_scenario_flags() -> None:
                 assert time.monotonic() < deadline, "python -m awx_double did not start"
                 time.sleep(0.1)
         assert scenario["failed_hosts"] == ["web-02"] and scenario["template_asks_limit"] is False
+        assert scenario["recorded_events"] == "auto" and scenario["cancel_finished_status"] == 405
         with AWXClient(f"http://127.0.0.1:{port}/api/controller/v2/", TOKEN) as client:
             assert client.launch_requirements(TEMPLATE_ID)["ask_limit_on_launch"] is False
     finally:

@@ -177,3 +177,19 @@ def test_the_double_answers_302_while_upgrading(awx_double) -> None:
     assert answer.status_code == 302 and answer.headers["location"] == "/migrations_notran/"
     with AWXClient(awx_double.url, awx_double.token) as client:
         assert "results" in client._get("jobs/")  # the second 302 waited out
+
+
+@pytest.mark.integration
+def test_a_sliced_template_is_refused_before_launch_and_its_workflow_job_canceled_if_launched(awx_double) -> None:
+    from worker.awx_client import AWXLaunchRefused
+
+    awx_double.scenario(sliced_templates=["Patch Linux"])
+    with AWXClient(awx_double.url, awx_double.token) as client:
+        template = int(client.find_job_template("Patch Linux")["id"])
+        with pytest.raises(AWXLaunchRefused, match="sliced"):
+            client.launch(template, limit="web-01,web-02", extra_vars={})
+        assert awx_double.stats()["launches"] == 0
+        # slicing switched on between the check and the POST: AWX answers a workflow job, canceled at once
+        with pytest.raises(AWXError, match="workflow job") as caught:
+            client.launch(template, limit="web-01,web-02", extra_vars={}, prompts_checked=True)
+    assert caught.value.kind == "refused" and "it was cancelled" in str(caught.value)

@@ -598,7 +598,7 @@ def test_progress_view_shows_completion_truthful_timeline_and_host_table(backend
                                 "reboot": {"ran": 0, "skipped": 2, "failed": 0},
                                 "postchecks": {"ran": 2, "skipped": 0, "failed": 0}}
     backend.tasks[req["id"]] = [{"counter": 9, "at": now_iso(), "play": "Patching", "task": "Apply updates (security)",
-                                 "host": "web-01", "result": "changed", "message": "Updates applied"}]
+                                 "host": "web-01", "result": "would change", "message": "Updates applied"}]
     req["stages"].insert(2, {"stage": "reboot", "label": "Reboot in progress", "at": now_iso(-10)})
     at.run()
     assert not at.exception
@@ -607,13 +607,16 @@ def test_progress_view_shows_completion_truthful_timeline_and_host_table(backend
     assert "Pre-checks passed" in text and "Post-checks passed" in text and "Patched" in text
     assert "Reboot skipped (dry run)" in text
     assert "in progress" not in text
-    assert "Dry run completed, nothing changed: web-01 changed" in text
-    assert "AWX job 42 succeeded (dry run, nothing changed): web-01 changed." in text  # the chat says how it ended
+    # A dry run never says a host "changed": apt and dnf report changed in check mode, nothing changed.
+    assert "Dry run completed, nothing changed: web-01 would change" in text
+    assert "AWX job 42 succeeded (dry run, nothing changed): web-01 would change." in text  # how it ended
+    assert " changed," not in text and "web-01 changed" not in text
     table = at.dataframe[0].value
-    assert list(table.columns) == ["name", "status", "ok", "changed", "failed", "unreachable"]
-    assert table.iloc[0].to_dict() == {"name": "web-01", "status": "changed", "ok": 12, "changed": 3, "failed": 0, "unreachable": 0}
+    assert list(table.columns) == ["name", "status", "ok", "changed", "failed", "unreachable", "message"]
+    assert table.iloc[0].to_dict() == {"name": "web-01", "status": "would change", "ok": 12, "changed": 3, "failed": 0,
+                                       "unreachable": 0, "message": ""}
     assert at.get("progress")[0].proto.value == 100
-    assert "Apply updates (security) · web-01 · changed: Updates applied" in at.code[0].value
+    assert "Apply updates (security) · web-01 · would change: Updates applied" in at.code[0].value
     assert not [b for b in at.button if b.label.startswith("Cancel")]  # nothing left to cancel
 
 

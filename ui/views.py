@@ -50,7 +50,8 @@ REBOOT_TEXT = {
     "always": "Always reboot",
 }
 ROLE_RANK = {"viewer": 0, "requester": 1, "approver": 2, "admin": 3}
-HOST_COLUMNS = ("name", "status", "ok", "changed", "failed", "unreachable")
+HOST_COLUMNS = ("name", "status", "ok", "changed", "failed", "unreachable", "message")
+TEXT_COLUMNS = ("name", "status", "message")
 # Stages during which a canceled host may be left half-updated.
 RISKY_STAGES = ("patching", "reboot")
 
@@ -161,9 +162,13 @@ def host_rows(req: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for host in req.get("hosts") or []:
         if isinstance(host, Mapping):
-            rows.append({col: host.get(col, 0 if col not in ("name", "status") else "") for col in HOST_COLUMNS})
+            row = {col: host.get(col) or ("" if col in TEXT_COLUMNS else 0) for col in HOST_COLUMNS}
+            if req.get("check_mode") and row["status"] == "changed":
+                row["status"] = "would change"  # a dry run changed nothing (the API says so too)
+            rows.append(row)
         else:
-            rows.append({"name": str(host), "status": "pending", "ok": 0, "changed": 0, "failed": 0, "unreachable": 0})
+            rows.append({"name": str(host), "status": "pending", "ok": 0, "changed": 0, "failed": 0, "unreachable": 0,
+                         "message": ""})
     return rows
 
 
@@ -596,8 +601,10 @@ def _draw_run(base_url: str, live: Mapping[str, Any], meta: Mapping[str, Any] | 
     if rows:
         st.dataframe(rows, hide_index=True, column_config={
             "name": "Host", "status": "Status", "ok": st.column_config.NumberColumn("ok"),
-            "changed": st.column_config.NumberColumn("changed"), "failed": st.column_config.NumberColumn("failed"),
-            "unreachable": st.column_config.NumberColumn("unreachable")})
+            # a dry run changes nothing: apt and dnf's "changed" in check mode means "would change"
+            "changed": st.column_config.NumberColumn("would change" if req.get("check_mode") else "changed"),
+            "failed": st.column_config.NumberColumn("failed"),
+            "unreachable": st.column_config.NumberColumn("unreachable"), "message": "Reason"})
 
     if req.get("awx_job_url"):
         st.markdown(f"[Open {job_name(req)} in AWX]({req['awx_job_url']})")

@@ -670,6 +670,22 @@ def test_failed_request_shows_reason_and_failing_hosts(backend):
     assert "Patching failed" in all_text(at)
 
 
+def test_a_failed_loop_item_shows_its_own_reason(backend):
+    """What the follower makes of the recorded item_failed stream (tests/test_real_events_following.py): the failed
+    item's message, not the task's "One or more items failed", in the reason and the host table."""
+    reason = "Check free disk space (item /var): Only 75079 MiB free on /var, 99999999 MiB needed."
+    at = send(new_app())
+    req = only_request(backend)
+    approve_as_bob(at, req)
+    backend.fail(req["id"])
+    req.update(failure_reason=f"web-01 failed ({reason})",
+               hosts=[{**backend.host("web-01", "failed", ok=6, failed=1), "message": reason}])
+    at.run()
+    assert reason in "\n".join(e.value for e in at.error)
+    assert at.dataframe[0].value.iloc[0]["message"] == reason
+    assert "One or more items failed" not in all_text(at)
+
+
 def test_conflict_on_approve_is_a_readable_error(backend):
     at = send(new_app())
     req = only_request(backend)

@@ -227,3 +227,35 @@ def test_event_processing_that_never_finishes_gives_up_with_a_note(own_database,
         host = session.exec(select(HostResult).where(HostResult.request_id == request_id)).one()
     assert "event_processing_gave_up" in actions
     assert host.status == "running"  # stopped while its task ran: never shown as ok
+
+
+@pytest.mark.integration
+def test_retry_async_and_ignored_failures_set_the_host_state(db, stack_env) -> None:
+    from core.db import get_engine
+
+    def ev(counter: int, name: str, **data) -> dict:
+        res = data.pop("res", {})
+        return {"counter": counter, "event": name, "host_name": "web-01", "play": "Pre-checks",
+                "task": data.pop("task", "Wait for the lock"), "failed": name.endswith("failed"),
+                "changed": bool(res.get("changed")), "stdout": "", "event_data": {"res": res, **data}}
+
+    with Session(get_engine()) as session:
+        req = _request(session, ["web-01"])
+        execution._store_events(session, req, [ev(1, "runner_on_start"), ev(2, "runner_retry", res={"attempts": 1})])
+        assert _hosts(session, req.id)["web-01"].status == "running"
+        execution._store_events(session, req, [ev(3, "runner_on_ok"), ev(4, "runner_on_start", task="Apply"),
+                                               ev(5, "runner_on_async_poll", task="Apply")])
+        assert _hosts(session, req.id)["web-01"].status == "running"
+        execution._store_events(session, req, [ev(6, "runner_on_async_ok", task="Apply", res={"changed": True}),
+                                               ev(7, "verbose"), ev(8, "runner_on_start", task="Probe"),
+                                               ev(9, "runner_on_failed", task="Probe", ignore_errors=True,
+                                                  res={"msg": "ignored"})])
+        host = _hosts(session, req.id)["web-01"]
+        assert host.status == "changed" and host.failed == 0  # an ignored failure is no failure
+        execution._store_events(session, req, [ev(10, "runner_on_start", task="Check"),
+                                               ev(11, "runner_on_async_failed", task="Check", res={"msg": "rc 1"})])
+        host = _hosts(session, req.id)["web-01"]
+        assert host.status == "failed" and host.message == "Check: rc 1"
+        execution._store_events(session, req, [ev(12, "runner_on_start", task="Later"), ev(13, "runner_on_ok")])
+        assert _hosts(session, req.id)["web-01"].status == "failed"  # failed stays failed
+        session.rollback()

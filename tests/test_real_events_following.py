@@ -259,3 +259,40 @@ def test_retry_async_and_ignored_failures_set_the_host_state(db, stack_env) -> N
         execution._store_events(session, req, [ev(12, "runner_on_start", task="Later"), ev(13, "runner_on_ok")])
         assert _hosts(session, req.id)["web-01"].status == "failed"  # failed stays failed
         session.rollback()
+
+
+class _StaleStatuses:
+    """A status read from just before the job ended: it still says running."""
+
+    def track(self, job_ids) -> None:
+        pass
+
+    def get(self, job_id: int) -> dict:
+        return {"id": job_id, "status": "running"}
+
+    def age(self, job_id: int) -> float | None:
+        return 0.0
+
+
+@pytest.mark.integration
+def test_a_cancel_racing_the_end_of_the_run_ends_as_the_run_ended(own_database, awx_double) -> None:
+    from core.db import get_engine
+
+    with AWXClient.from_settings() as client:
+        request_id = _launch_running(client, ["web-01"])
+        with Session(get_engine()) as session:
+            job_id = session.get(PatchRequest, request_id).awx_job_id
+        deadline = time.monotonic() + 20
+        while not client.get_job(job_id).get("event_processing_finished"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        with Session(get_engine()) as session:
+            session.get(PatchRequest, request_id).cancel_requested_at = utcnow()
+            session.commit()
+        # the status read said running, the job ended before the cancel reached AWX: 403 for this token
+        assert execution.poll(request_id, client, _StaleStatuses())
+        with Session(get_engine()) as session:
+            req = session.get(PatchRequest, request_id)
+            assert req.state == "running" and req.follow_failures == 0
+        req = _follow(request_id, client)
+    assert req.state == "succeeded" and req.awx_status == "successful"

@@ -296,3 +296,24 @@ def test_a_cancel_racing_the_end_of_the_run_ends_as_the_run_ended(own_database, 
             assert req.state == "running" and req.follow_failures == 0
         req = _follow(request_id, client)
     assert req.state == "succeeded" and req.awx_status == "successful"
+
+
+@pytest.mark.integration
+def test_a_dry_runs_webhook_says_would_change(db, stack_env) -> None:
+    from core.db import get_engine
+    from worker import notify
+
+    with Session(get_engine()) as session:
+        req = _request(session, ["web-01"], check_mode=True)
+        row = _hosts(session, req.id)["web-01"]
+        row.status, row.ok, row.changed = "changed", 18, 2
+        session.flush()
+        hosts = notify.host_summary(session, req)
+        session.rollback()
+    assert hosts[0]["status"] == "would change"
+    body = notify.render("generic", {"kind": "succeeded", "text": "AWX job 1 succeeded", "link": "http://x/",
+                                     "check_mode": True, "host_results": hosts})
+    slack = notify.render("slack", {"kind": "succeeded", "text": "AWX job 1 succeeded", "link": "http://x/",
+                                    "check_mode": True, "host_results": hosts})
+    assert "would change" in json.dumps(body) and "changed 2" not in json.dumps(slack)
+    assert "would change 2" in json.dumps(slack)

@@ -87,7 +87,10 @@ def host_summary(session: Session, req: PatchRequest) -> list[dict[str, Any]]:
     out = []
     for host in req.hosts:
         r = rows.get(host)
-        out.append({"host": host, "status": r.status if r else "pending", "ok": r.ok if r else 0,
+        status = r.status if r else "pending"
+        if req.check_mode and status == "changed":
+            status = "would change"  # a dry run changed nothing (apt and dnf report changed in check mode)
+        out.append({"host": host, "status": status, "ok": r.ok if r else 0,
                     "changed": r.changed if r else 0, "failed": r.failed if r else 0,
                     "unreachable": r.unreachable if r else 0})
     return out
@@ -124,7 +127,8 @@ def build_message(session: Session, kind: str, req: PatchRequest, entry: AuditLo
 def render(fmt: str, message: Mapping[str, Any]) -> dict[str, Any]:
     """The body one webhook gets: Slack's incoming-webhook JSON, a Teams MessageCard, or the generic message."""
     kind, text, link = message["kind"], message["text"], message["link"]
-    lines = [f"{h['host']}: {h['status']} (ok {h['ok']}, changed {h['changed']}, failed {h['failed']}, "
+    changed = "would change" if message.get("check_mode") else "changed"
+    lines = [f"{h['host']}: {h['status']} (ok {h['ok']}, {changed} {h['changed']}, failed {h['failed']}, "
              f"unreachable {h['unreachable']})" for h in message.get("host_results") or []]
     if fmt == "slack":
         body = f"*{text}*" + ("\n" + "\n".join(f"• {line}" for line in lines) if lines else "") + f"\n<{link}|Open in patchpilot>"

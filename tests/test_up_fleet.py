@@ -17,16 +17,14 @@ ENTERPRISE = ROOT / "fixtures" / "enterprise"
 
 
 def test_use_fleet_points_every_setting_at_the_folder(monkeypatch):
-    for name in ("INVENTORY_FILE", "PATCH_GROUPS_FILE", "POLICY_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    use_fleet(str(ENTERPRISE))
+    from core.settings import get_settings, reset_settings_cache
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # use_fleet writes the environment: keep it to this test
     try:
+        use_fleet(str(ENTERPRISE))
         assert os.environ["INVENTORY_FILE"] == str(ENTERPRISE / "inventory.yml")
-        assert os.environ["POLICY_FILE"] == str(ENTERPRISE / "policy.yml")
+        assert get_settings().policy_file == ENTERPRISE / "policy.yml"
     finally:
-        for name in ("INVENTORY_FILE", "PATCH_GROUPS_FILE", "POLICY_FILE"):
-            monkeypatch.delenv(name, raising=False)
-        from core.settings import reset_settings_cache
         reset_settings_cache()
 
 

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         "reference playbook's play names.",
     )
 
+    @field_validator("stage_map_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value  # STAGE_MAP_FILE="" in a ConfigMap
+
     # --- behaviour ---------------------------------------------------------------------------------
     proposal_ttl_seconds: int = Field(default=3600, ge=10, description="A proposal not approved in time expires.")
     follow_poll_seconds: float = Field(

@@ -161,3 +161,16 @@ def test_the_awx_client_uses_the_bundle(tmp_path: Path, monkeypatch: pytest.Monk
     assert isinstance(seen["verify"], ssl.SSLContext)
     AWXClient.from_settings(Settings(awx_url="https://awx.example.com/api/v2/", awx_token="t")).close()
     assert seen["verify"] is True
+
+
+def test_the_configmaps_settings_load_as_meant() -> None:
+    """The ConfigMap's environment gives valid settings: an empty STAGE_MAP_FILE or AWX_INVENTORY means unset."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all((REPO_ROOT / "openshift" / "configmap.yaml").read_text()) if d]
+    data = next(d["data"] for d in docs if d["metadata"]["name"] == "patchpilot-config")
+    settings = Settings(_env_file=None, **{k.lower(): v for k, v in data.items()
+                                            if k in ("INVENTORY_SOURCE", "AWX_INVENTORY", "INVENTORY_SYNC_SECONDS",
+                                                     "STAGE_MAP_FILE")})
+    assert settings.inventory_source == "file" and settings.stage_map_file is None and settings.awx_inventory == ""
+    assert Settings(_env_file=None, stage_map_file="  ").stage_map_file is None

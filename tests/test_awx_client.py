@@ -248,7 +248,8 @@ def test_job_events_follow_next_links_and_drop_repeats(awx: FakeAWX, base: str) 
         events = client.job_events(5, after_counter=3)
     assert [e["counter"] for e in events] == [4, 5, 7, 8]
     first, follow = awx.requests
-    assert dict(first.url.params) == {"counter__gt": "3", "order_by": "counter", "page_size": "200"}
+    assert dict(first.url.params) == {"counter__gt": "3", "order_by": "counter", "page_size": "200",
+                                      "no_truncate": "1"}
     assert str(follow.url) == f"https://{httpx.URL(base).host}{second}"
 
 

@@ -121,8 +121,15 @@ def test_a_check_mode_run_sends_awx_events(target: Target, finished_job) -> None
             started.add(key)
         elif e["event"] in RESULTS:
             assert key in started, f"{e['event']} of {key} without its runner_on_start"
-    for e in events:  # lists cut stdout at 1024 characters (an ellipsis and the ANSI resets it cut off)
-        assert len(e["stdout"].replace("\x1b[0m", "")) <= 1024
+    # lists cut stdout at 1024 characters (an ellipsis and the ANSI resets it cut off) unless no_truncate
+    listed = target.get(f"jobs/{job_id}/job_events/", page_size=200, order_by="counter").json()["results"]
+    assert all(len(e["stdout"].replace("\x1b[0m", "")) <= 1024 for e in listed)
+    whole = {e["counter"]: e["stdout"] for e in events}
+    for e in listed:
+        text = e["stdout"]
+        while text.endswith("\x1b[0m") and not whole[e["counter"]].endswith(text):
+            text = text[:-len("\x1b[0m")]
+        assert whole[e["counter"]].startswith(text.removesuffix("\u2026"))
 
 
 @pytest.mark.integration

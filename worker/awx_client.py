@@ -361,8 +361,10 @@ class AWXClient:
 
     def job_events(self, job_id: int, after_counter: int) -> list[dict[str, Any]]:
         """Visible events with counter > after_counter, in counter order. Rows repeated across pages (pages
-        shift while AWX writes) are returned once. Gaps may remain: the caller advances only over gap-free runs."""
-        params = {"counter__gt": after_counter, "order_by": "counter", "page_size": PAGE_SIZE}
+        shift while AWX writes) are returned once. Gaps may remain: the caller advances only over gap-free runs.
+        `no_truncate`: lists cut each stdout to 1024 characters otherwise (EVENT_STDOUT_MAX_BYTES_DISPLAY), and a
+        failure's output is kept whole (the follower caps what it stores); event_data is whole either way."""
+        params = {"counter__gt": after_counter, "order_by": "counter", "page_size": PAGE_SIZE, "no_truncate": 1}
         by_counter: dict[int, dict[str, Any]] = {}
         for event in self._pages(f"jobs/{job_id}/job_events/", params):
             by_counter.setdefault(int(event["counter"]), event)

@@ -5,7 +5,7 @@ Edits, in the words people use:
 - drop ("drop www-01", "but skip the staging db"): a selection said before is removed, anything else is excluded;
 - swap ("swap api-02 for api-03"): a drop and an add;
 - replace ("www-02 instead", "make that the staging ones"): the new selections take the place of the old ones; when
-  they only name some kinds of term ("staging" after "prod web servers"), just those kinds change;
+  they only name some kinds of term ("test" after "live www servers"), just those kinds change;
 - change an attribute ("no reboot", "as a dry run", "with group 3 instead"): the targets stay;
 - start over ("start over", or a complete new request with its own targets and patch group): nothing carries over.
 A status or cancel question about "both" / "them" is about the open draft's hosts.
@@ -87,7 +87,7 @@ def edit_targets(previous: TargetExpr, reading: Reading, vocabulary: Vocabulary)
 
 
 def _short_forms_as_before(new: TargetExpr, before: set[str], vocabulary: Vocabulary) -> TargetExpr:
-    """'only app-02' after 'fra1-prd-app-02 ...': a short form that fits exactly one host of the open request
+    """'only api-02' after 'fra1-prd-api-02 ...': a short form that fits exactly one host of the open request
     means that host."""
     def resolved(selection: Selection) -> Selection:
         if len(selection.terms) != 1 or selection.terms[0].kind != "name" or vocabulary.host(selection.terms[0].value):
@@ -134,7 +134,7 @@ def _like_the_last(old: list[Selection], new: list[Selection], vocabulary: Vocab
 
 
 def _narrows(old: list[Selection], new: list[Selection], scan, vocabulary: Vocabulary) -> bool:
-    """'only the debian ones' after 'prod': a filter of another kind than anything said before narrows it.
+    """'only the debian ones' after 'live': a filter of another kind than anything said before narrows it.
     Without 'only', a filter of a new kind narrows too: that can only take hosts away, never add one."""
     if not old or scan.replacing:
         return False

@@ -186,7 +186,7 @@ def ungrounded_terms(targets: TargetExpr, words: UserWords, catalog: Catalog) ->
     """The include terms that the user's own words do not ground. A term is grounded when the user typed it (as a
     word or phrase, case and separators aside), when it resolves to the same hosts, groups or host-variable values
     as something the user typed, or, for a pattern, when the user typed exactly that pattern. A selection that only
-    resolves to hosts the user named one by one is grounded as a whole ('web-01' + 'fra1' for 'fra1-prd-web-01').
+    resolves to hosts the user named one by one is grounded as a whole ('www-01' + 'fra1' for 'fra1-prd-www-01').
     Exclusions only narrow a request and are not checked here (one that does not resolve stops the request in the
     validator)."""
     vocabulary = catalog.vocabulary

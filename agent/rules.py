@@ -311,7 +311,7 @@ def _hosts_named(words: list[str], vocabulary) -> set[str]:
 
 
 def _cut_mentions(text: str, reading: Reading, catalog: Catalog, language: Language) -> str:
-    """A clause that tells of hosts ("web-03 had issues last time") beside one that asks for something is a
+    """A clause that tells of hosts ("www-03 had issues last time") beside one that asks for something is a
     passing mention: what it names is no target. Its patch group, if any, still counts ("the same group")."""
     pieces = language.clause_end.split(text)
     clauses = [(i, piece) for i, piece in enumerate(pieces) if i % 2 == 0 and piece.strip()]

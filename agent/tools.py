@@ -53,8 +53,8 @@ class ListPatchGroups(BaseModel):
 TermText = Annotated[str, Field(min_length=1, max_length=253)]
 SelectionTerms = Annotated[list[TermText], Field(min_length=1, max_length=10)]
 _INCLUDE_DOC = (
-    'Selections added together, each a list of terms that must ALL match: [["prod", "web"], ["pg-01"]] = the prod '
-    'web servers and pg-01. A term, in the user\'s words: a host, group, environment or alias; key=value for a host '
+    'Selections added together, each a list of terms that must ALL match: [["live", "www"], ["pg-01"]] = the live '
+    'www servers and pg-01. A term, in the user\'s words: a host, group, environment or alias; key=value for a host '
     'variable (os_family=Debian); a pattern with * or ? only if the user typed it.'
 )
 

@@ -173,7 +173,7 @@ def host_rows(req: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def host_summary(req: Mapping[str, Any]) -> str:
-    """'web-01 changed, web-02 ok' -- each host's outcome."""
+    """'www-01 changed, www-02 ok' -- each host's outcome."""
     return ", ".join(f"{r['name']} {r['status']}" for r in host_rows(req))
 
 
@@ -186,7 +186,7 @@ def failing_hosts(req: Mapping[str, Any]) -> list[str]:
 
 
 def task_line(task: Mapping[str, Any]) -> str:
-    """'12:01:02 Apply updates (security) · web-01 · changed: Updates applied'."""
+    """'12:01:02 Apply updates (security) · www-01 · changed: Updates applied'."""
     what = task.get("task") or task.get("play") or ""
     line = f"{fmt_time(task.get('at'), with_date=False)} {what}"
     if task.get("host"):
@@ -478,7 +478,7 @@ def _draw_card(base_url: str, live: Mapping[str, Any], meta: Mapping[str, Any] |
         st.markdown("**Target hosts**")
         for env, names in environment_groups(req, meta):
             st.markdown(f":{environment_colour(env, meta)}[**{env}**] ({len(names)}): {', '.join(names)}")
-        if req.get("targets"):  # the request as the user asked it, e.g. "prod ∩ web, except web-02"
+        if req.get("targets"):  # the request as the user asked it, e.g. "live ∩ www, except www-02"
             st.caption(f"As asked: {md_escape(req['targets'])}")
         group = req.get("patch_group", "")
         description = req.get("patch_group_description") or ""
@@ -802,5 +802,5 @@ def render_jobs(client: PatchpilotClient) -> None:
     left.selectbox("State", ("all runs", *RUN_STATES, "everything", "proposed", "rejected", "expired"),
                    key="pp_jobs_state", help="'all runs' lists approved requests; 'everything' adds proposals, "
                    "rejections and expiries")
-    right.text_input("Host", key="pp_jobs_host", placeholder="search by host name, e.g. web-01")
+    right.text_input("Host", key="pp_jobs_host", placeholder="search by host name")
     st.fragment(run_every=JOBS_REFRESH)(_jobs_body)(client.base_url)

@@ -209,7 +209,7 @@ def refusals(caller: Principal, req: Mapping[str, Any], catalog: Catalog, *, sam
 
 
 def recent_tasks(session: Session, request_id: str, limit: int = 40, *, check_mode: bool = False) -> list[dict[str, Any]]:
-    """The newest host results as task output ("TASK [Apply updates] ok: [web-01] Updates applied"). In a dry run a
+    """The newest host results as task output ("TASK [Apply updates] ok: [www-01] Updates applied"). In a dry run a
     changed result reads "would change" (apt and dnf report changed in check mode; nothing changed)."""
     rows = session.execute(
         select(JobEvent.counter, JobEvent.created, JobEvent.play, JobEvent.task, JobEvent.host, JobEvent.event,

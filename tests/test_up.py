@@ -48,6 +48,17 @@ def admin_token(output: str) -> str:
     return match.group(1)
 
 
+def approve_and_wait(api: str, auth: dict[str, str], request_id: str, timeout: float = 60) -> dict:
+    """Approve a proposal and follow it until it ends (or the time is up): the request's last view."""
+    assert httpx.post(f"{api}/api/v1/requests/{request_id}/approve", headers=auth, timeout=10).status_code == 200
+    deadline = time.monotonic() + timeout
+    while True:
+        view = httpx.get(f"{api}/api/v1/requests/{request_id}", headers=auth, timeout=10).json()
+        if view["terminal"] or time.monotonic() > deadline:
+            return view
+        time.sleep(0.3)
+
+
 def recorded_pids(state_dir: Path) -> list[int]:
     return list(json.loads((state_dir / "pids.json").read_text()).values())
 
@@ -89,13 +100,7 @@ def test_up_runs_a_patch_and_stops_cleanly(tmp_path, ports):
         chat = httpx.post(f"{api}/api/v1/chat", json={"text": "Patch server dev-web-01 with Group-1"},
                           headers=auth, timeout=10).json()
         request_id = chat["proposal"]["id"]
-        assert httpx.post(f"{api}/api/v1/requests/{request_id}/approve", headers=auth, timeout=10).status_code == 200
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            view = httpx.get(f"{api}/api/v1/requests/{request_id}", headers=auth, timeout=10).json()
-            if view["terminal"]:
-                break
-            time.sleep(0.3)
+        view = approve_and_wait(api, auth, request_id, timeout=60)
         assert view["state"] == "succeeded" and view["stages"][-1]["label"] == "Patching completed"
         metrics = httpx.get(f"http://127.0.0.1:{ports['worker-metrics']}/metrics", timeout=10).text
         assert 'patchpilot_requests{state="succeeded"} 1.0' in metrics
@@ -188,13 +193,7 @@ def test_up_restarts_a_child_that_dies_and_the_ui_keeps_working(tmp_path, ports)
         chat = httpx.post(f"{api}/api/v1/chat", json={"text": "Patch server dev-app-01 with Group-1"},
                           headers=auth, timeout=10).json()
         request_id = chat["proposal"]["id"]
-        assert httpx.post(f"{api}/api/v1/requests/{request_id}/approve", headers=auth, timeout=10).status_code == 200
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            view = httpx.get(f"{api}/api/v1/requests/{request_id}", headers=auth, timeout=10).json()
-            if view["terminal"]:
-                break
-            time.sleep(0.3)
+        view = approve_and_wait(api, auth, request_id, timeout=90)
         assert view["state"] == "succeeded", view
         pids = recorded_pids(state)
     finally:

@@ -5,13 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 from patchpilot.cli import use_fleet
-from tests.test_up import CONFIGURED, ROOT, admin_token, ports, wait_until_up  # noqa: F401 - ports is a fixture
+from tests.test_up import CONFIGURED, ROOT, admin_token, approve_and_wait, ports, wait_until_up  # noqa: F401 - ports is a fixture
 
 ENTERPRISE = ROOT / "fixtures" / "enterprise"
 
@@ -52,13 +51,7 @@ def test_up_with_another_fleet_runs_a_chat_about_its_hosts(tmp_path, ports):
         assert [h["name"] for h in chat["proposal"]["hosts"]] == ["ber1-dev-web-03"]
         assert chat["proposal"]["patch_group"] == "monthly-standard"
         request_id = chat["proposal"]["id"]
-        assert httpx.post(f"{api}/api/v1/requests/{request_id}/approve", headers=auth, timeout=10).status_code == 200
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            view = httpx.get(f"{api}/api/v1/requests/{request_id}", headers=auth, timeout=10).json()
-            if view["terminal"]:
-                break
-            time.sleep(0.3)
+        view = approve_and_wait(api, auth, request_id)
         assert view["state"] == "succeeded", view  # the AWX double knows this fleet's hosts too
     finally:
         proc.send_signal(signal.SIGTERM)

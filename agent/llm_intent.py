@@ -32,7 +32,14 @@ from agent.llm import LLM_CALLS, LLM_TOKENS
 from agent.memory import TOOL_CALL_CONTENT, Turn, history_messages
 from agent.prompts import load_prompt
 from agent.tools import (
-    FINAL_TOOLS, TOOL_SCHEMAS, JobReader, Targets, ToolContext, openai_tools, result_view, run_tool,
+    FINAL_TOOLS,
+    TOOL_SCHEMAS,
+    JobReader,
+    Targets,
+    ToolContext,
+    openai_tools,
+    result_view,
+    run_tool,
 )
 from core.intent import IntentDraft, IntentResult
 from core.inventory import Catalog
@@ -285,7 +292,7 @@ def _invoke(bound: Any, messages: list[BaseMessage], timeout: float | None) -> A
     def work() -> None:
         try:
             box["value"] = bound.invoke(messages, timeout=timeout)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+        except BaseException as exc:
             box["error"] = exc
         finally:
             done.set()

@@ -32,8 +32,8 @@ from core.intent import IntentDraft, IntentResult
 from core.inventory import Catalog
 from core.language import Language, load_language
 from core.targets import TargetExpr, evaluate
-from core.vocabulary import MAX_PHRASE_WORDS, phrase
 from core.validation import validate_draft
+from core.vocabulary import MAX_PHRASE_WORDS, phrase
 
 MAX_TEXT_CHARS = 2000
 MAX_RANGE = 50

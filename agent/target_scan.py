@@ -350,13 +350,9 @@ class _Scanner:
                 scan.additive = True  # "and www-03": a message that starts with "and" adds
         elif token in lang.words["references"]:
             scan.reference = True
-        elif re.fullmatch(r"\d{1,3}", token) and self._sibling(token):
-            pass
-        elif (token in lang.words["scope_prepositions"] or token in lang.words["quantifiers"]
+        elif re.fullmatch(r"\d{1,3}", token) and self._sibling(token) or (token in lang.words["scope_prepositions"] or token in lang.words["quantifiers"]
               or token in lang.words["patch_group_words"]
-              or token in lang.words["host_nouns"] or token in lang.words["filler"]):
-            pass
-        elif re.fullmatch(r"\W+", token):
+              or token in lang.words["host_nouns"] or token in lang.words["filler"]) or re.fullmatch(r"\W+", token):
             pass
         elif token.startswith("-") or _PATTERN_SYNTAX.search(token):
             self.term("host", Term(kind="name", value=token))  # pattern syntax: refused by name

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from core.intent import IntentDraft, IntentResult, JobsShown, RebootPolicy
 from core.inventory import Catalog
+from core.language import load_language
 from core.targets import Selection, TargetExpr, Term, from_fields
 from core.targets import name as name_term
-from core.language import load_language
 from core.validation import normalize_name, validate_draft
 from core.vocabulary import MAX_PHRASE_WORDS
 

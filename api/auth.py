@@ -136,7 +136,7 @@ class SharedLimiter:
                 try:
                     storage = RedisStorage(url, key_prefix="patchpilot-limits", socket_connect_timeout=0.5,
                                            socket_timeout=0.5)
-                except Exception as exc:  # noqa: BLE001 - an unsupported URL: count in memory
+                except Exception as exc:
                     log.warning("rate limits counted per process: %s", exc)
                     self._redis_down_until = float("inf")
                     return None
@@ -153,7 +153,7 @@ class SharedLimiter:
                     return True, 0
                 reset_at, _remaining = limiter.get_window_stats(item, *keys)
                 return False, max(1, int(reset_at - time.time()) + 1)
-            except Exception as exc:  # noqa: BLE001 - Redis away: fall back to this process's count
+            except Exception as exc:
                 if limiter is self.memory:
                     raise
                 log.warning("rate limits counted per process while Redis does not answer: %s", exc.__class__.__name__)
@@ -166,7 +166,7 @@ class SharedLimiter:
         if shared is not None:
             try:
                 shared.storage.reset()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
 

@@ -6,7 +6,7 @@ A bad parameter answers 400 (403 for filtering on `extra_vars`, 404 for a page o
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -33,7 +33,7 @@ class QueryError(Exception):
 
 def parse_datetime(text: str) -> datetime:
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace(" ", "+"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def parse_bool(text: str) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ FAILED_EVENTS = frozenset({"runner_on_failed", "runner_on_error", "runner_on_unr
                            "runner_item_on_failed", "error"})
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_stream(name: str) -> dict[str, Any]:
     """One recorded stream: {"scenario", "recorded_with", "hosts", "runner_status", "rc", "events"}."""
     if name not in STREAMS:
@@ -106,7 +106,7 @@ def plan_recorded(hosts: list[str], options: RunOptions, stream: str | None = No
                            for recorded, targets in mapping.items() for host in targets
                            if (data.get(key) or {}).get(recorded)}
                      for key in STAT_KEYS}
-            data = {**data, **stats, "processed": {host: 1 for host in hosts}}
+            data = {**data, **stats, "processed": dict.fromkeys(hosts, 1)}
             add(event, _recap_renamed(event.get("stdout") or "", mapping), data, None)
         else:
             add(event, event.get("stdout") or "", dict(data), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from awx_double.state import INVENTORY_ID, INVENTORY_NAME, DoubleState, JobTemplate, SimJob
@@ -27,7 +27,7 @@ _EVENT_ID_STRIDE = 1_000_000  # event ids are unique across jobs: job id * strid
 def iso(moment: float | None) -> str | None:
     if moment is None:
         return None
-    return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _inventory_summary() -> dict[str, Any]:

@@ -145,7 +145,7 @@ class SimJob:
     def started_at(self, now: float) -> float | None:
         end_js, _ = self._end()
         started = self.clock_at(RUN_START)
-        return started if now >= started and RUN_START < end_js else None
+        return started if now >= started and end_js > RUN_START else None
 
     def finished_at(self, now: float) -> float | None:
         finished = self.clock_at(self._end()[0])
@@ -208,7 +208,7 @@ class DoubleState:
                  scenario: Scenario | None = None, clock: Callable[[], float] = time.time):
         if speed <= 0:
             raise ValueError("speed must be positive")
-        raw = yaml.load(Path(inventory_path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+        raw = yaml.load(Path(inventory_path).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         self.inventory = Inventory.from_dict(raw)
         self.direct_hosts, self.child_groups = group_tree(raw)
         self.templates = _templates_from_patch_groups(Path(patch_groups_path))

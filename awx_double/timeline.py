@@ -219,7 +219,7 @@ def plan_run(hosts: list[str], options: RunOptions) -> RunPlan:
                          event_data={"play": play, "task": task, "host": host, "res": res})
     totals = {key: dict(sorted(per_host.items())) for key, per_host in stats.items()}
     rec.emit(_PLAY_START_WEIGHT, event="playbook_on_stats", stdout=_recap(totals, hosts),
-             event_data={**totals, "processed": {h: 1 for h in hosts}, "playbook": PLAYBOOK, "artifact_data": {}})
+             event_data={**totals, "processed": dict.fromkeys(hosts, 1), "playbook": PLAYBOOK, "artifact_data": {}})
     failed_run = bool(totals["dark"] or totals["failures"])
     return RunPlan(events=_spread(rec, options.run_end), final_status="failed" if failed_run else "successful",
                    ends_at=options.run_end, stats=totals)

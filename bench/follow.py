@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -156,7 +156,7 @@ def run_one(stack: Stack, double, n: int, design: str, args: argparse.Namespace)
         sampler.start()
         stats0 = double.stats()["requests"]
         t0 = time.monotonic()
-        wall0 = datetime.now(timezone.utc)
+        wall0 = datetime.now(UTC)
         chains = design == "naive" or env.get("BENCH_CHAINS") == "1"
         if chains:  # the rounds need no message: PostgreSQL's next_poll_at is their schedule
             enqueue(jobs, design, args.poll, stack.redis_url)
@@ -173,7 +173,7 @@ def run_one(stack: Stack, double, n: int, design: str, args: argparse.Namespace)
             if done == n:
                 break
         t_end = time.monotonic()
-        wall_end = datetime.now(timezone.utc)
+        wall_end = datetime.now(UTC)
         awx_requests = double.stats()["requests"] - stats0
         resources = sampler.stop()
     finally:

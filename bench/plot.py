@@ -8,9 +8,9 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from bench.stack import RESULTS, ROOT, load  # noqa: E402,F401
+from bench.stack import RESULTS, ROOT, load
 
 
 def main() -> None:

@@ -84,7 +84,7 @@ class Stack:
     pg_embedded_pid: int | None = None
 
     # --- services --------------------------------------------------------------------------------
-    def start_services(self, **settings_env: str) -> "Stack":
+    def start_services(self, **settings_env: str) -> Stack:
         from patchpilot.embedded import EmbeddedPostgres, EmbeddedRedis, pick_port
 
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -245,13 +245,13 @@ class Stack:
             reset_engines()
             if self.database_name:
                 self._admin(f'DROP DATABASE IF EXISTS "{self.database_name}" WITH (FORCE)')
-        except Exception as exc:  # noqa: BLE001 - cleanup must go on
+        except Exception as exc:
             print(f"warning: could not drop {self.database_name}: {exc}", file=sys.stderr)
         for store in reversed(self._stores):
             store.stop()
         self._stores.clear()
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self
 
     def __exit__(self, *exc: object) -> None:

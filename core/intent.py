@@ -10,19 +10,41 @@ Two stages, on purpose:
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.targets import TargetExpr, from_fields
 
-Action = Literal["patch", "precheck", "status", "cancel", "list_jobs", "clarify", "unsupported"]
-ACTIONS: tuple[str, ...] = ("patch", "precheck", "status", "cancel", "list_jobs", "clarify", "unsupported")
-RebootPolicy = Literal["never", "if_needed", "always"]
+
+
+class Action(StrEnum):
+    """What a message asks for."""
+
+    PATCH = "patch"
+    PRECHECK = "precheck"
+    STATUS = "status"
+    CANCEL = "cancel"
+    LIST_JOBS = "list_jobs"
+    CLARIFY = "clarify"
+    UNSUPPORTED = "unsupported"
+
+
+ACTIONS: tuple[Action, ...] = tuple(Action)
+RUNS = frozenset({Action.PATCH, Action.PRECHECK})  # the actions that become a proposal and an AWX job
+
+
+class RebootPolicy(StrEnum):
+    NEVER = "never"
+    IF_NEEDED = "if_needed"
+    ALWAYS = "always"
+
+
 JobsShown = Literal["active", "failed", "finished"]  # list_jobs: which requests (None: the recent ones, any state)
 Missing = Literal["targets", "patch_group"]
 
-DEFAULT_REBOOT: RebootPolicy = "if_needed"
+DEFAULT_REBOOT = RebootPolicy.IF_NEEDED
 
 
 _FLAT_TARGET_KEYS = ("hosts", "groups", "within", "exclude_hosts")

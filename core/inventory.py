@@ -46,7 +46,7 @@ class Inventory:
         return self.groups.get(group, frozenset())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Inventory":
+    def from_dict(cls, data: dict[str, Any]) -> Inventory:
         host_vars: dict[str, dict[str, Any]] = {}
         direct: dict[str, set[str]] = {}
         children: dict[str, set[str]] = {}
@@ -85,10 +85,10 @@ class Inventory:
         return cls(hosts=hosts, groups=groups)
 
     @classmethod
-    def load(cls, path: Path) -> "Inventory":
+    def load(cls, path: Path) -> Inventory:
         # libyaml's loader when PyYAML has it: a 10,000-host inventory loads several times faster
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        return cls.from_dict(yaml.load(Path(path).read_text(), Loader=loader))  # noqa: S506 - a safe loader
+        return cls.from_dict(yaml.load(Path(path).read_text(), Loader=loader))
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,6 @@ def get_catalog() -> Catalog:
 def check_catalog() -> Catalog:
     """Load the inventory, patch groups and policy at start-up; exit with a readable reason if one is broken."""
     from core.policy import PolicyError
-
     from core.settings import get_settings
 
     s = get_settings()

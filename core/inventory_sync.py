@@ -328,7 +328,7 @@ def current_catalog(*, fresh: bool = False) -> Catalog:
         return catalog
     try:
         newest = latest_good_id()
-    except Exception as exc:  # noqa: BLE001 - the database is down: keep serving what this process has
+    except Exception as exc:
         if catalog is not None:
             log.warning("cannot ask PostgreSQL for the newest inventory snapshot (%s); serving snapshot %s",
                         exc.__class__.__name__, _served["id"])
@@ -362,7 +362,7 @@ def _refresh_in_background() -> None:
                 _ = catalog.vocabulary  # derived here, once, not in a chat turn
                 _remember(newest, catalog, generation)
                 log.info("serving inventory snapshot %s", newest)
-        except Exception as exc:  # noqa: BLE001 - the snapshot served stays; the next check tries again
+        except Exception as exc:
             log.warning("could not refresh the inventory snapshot (%s: %s); serving snapshot %s",
                         exc.__class__.__name__, exc, _served["id"])
         finally:
@@ -476,7 +476,7 @@ def check_awx_catalog() -> Catalog | None:
                          f"[PATCH_GROUPS_FILE={settings.patch_groups_file}]") from None
     try:
         status = sync_status()
-    except Exception as exc:  # noqa: BLE001 - the database may come later; the catalog is read per request
+    except Exception as exc:
         log.warning("inventory from AWX: cannot read the sync status yet (%s)", exc.__class__.__name__)
         return None
     log.info("%s", status_line(status))

@@ -7,7 +7,7 @@ maintenance windows) at approval, with the clock passed in.
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -63,7 +63,7 @@ class MaintenanceWindow(_Strict):
             if WEEKDAYS[day.weekday()] in self.days:
                 opening = datetime.combine(day, self.start, tzinfo=tz)
                 if opening > after:
-                    return opening.astimezone(timezone.utc)
+                    return opening.astimezone(UTC)
         raise AssertionError("a window with at least one day opens within 8 days")
 
 
@@ -74,7 +74,7 @@ class ChangeFreeze(_Strict):
     environments: list[str] = Field(default_factory=list, description="Empty: every environment.")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ChangeFreeze":
+    def _ordered(self) -> ChangeFreeze:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise ValueError("freeze start and end need a time zone, e.g. 2026-12-20T00:00:00Z")
         if self.end <= self.start:
@@ -123,7 +123,7 @@ class Policy(_Strict):
         for freeze in self.change_freezes:
             if freeze.covers(environments) and freeze.start <= now < freeze.end:
                 return (f"change freeze '{freeze.name}' is in force until "
-                        f"{freeze.end.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC")
+                        f"{freeze.end.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
         windows = [w for w in self.maintenance_windows if w.covers(environments)]
         if windows and not any(w.open_at(now) for w in windows):
             nxt = min(windows, key=lambda w: w.next_opening(now))

@@ -41,7 +41,7 @@ class StageRule(BaseModel):
     stage: MappedStage
 
     @model_validator(mode="after")
-    def _one_pattern(self) -> "StageRule":
+    def _one_pattern(self) -> StageRule:
         if (self.play is None) == (self.task is None):
             raise ValueError("a rule names exactly one of play or task")
         return self

@@ -7,6 +7,7 @@ win (ten approve clicks launch one job), and each change appends an audit row in
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import update
@@ -15,11 +16,29 @@ from sqlmodel import Session
 from core.models import AuditLog, PatchRequest, utcnow
 from core.observability import REQUEST_TRANSITIONS
 
-PROPOSED, APPROVED, REJECTED, EXPIRED = "proposed", "approved", "rejected", "expired"
-QUEUED, LAUNCHING, RUNNING = "queued", "launching", "running"
-SUCCEEDED, FAILED, CANCELED, ERROR = "succeeded", "failed", "canceled", "error"
+class RequestState(StrEnum):
+    """The states of a patch request. A StrEnum: members compare equal to, and store as, their values."""
 
-TRANSITIONS: dict[str, frozenset[str]] = {
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    QUEUED = "queued"
+    LAUNCHING = "launching"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    ERROR = "error"
+
+
+PROPOSED, APPROVED, REJECTED, EXPIRED = (RequestState.PROPOSED, RequestState.APPROVED, RequestState.REJECTED,
+                                         RequestState.EXPIRED)
+QUEUED, LAUNCHING, RUNNING = RequestState.QUEUED, RequestState.LAUNCHING, RequestState.RUNNING
+SUCCEEDED, FAILED, CANCELED, ERROR = (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.CANCELED,
+                                      RequestState.ERROR)
+
+TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
     PROPOSED: frozenset({APPROVED, REJECTED, EXPIRED}),
     APPROVED: frozenset({QUEUED, LAUNCHING, CANCELED, ERROR}),  # LAUNCHING: the sweep may launch before queueing
     QUEUED: frozenset({LAUNCHING, CANCELED, ERROR}),
@@ -32,25 +51,41 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     CANCELED: frozenset(),
     ERROR: frozenset(),
 }
-STATES = tuple(TRANSITIONS)
+STATES: tuple[RequestState, ...] = tuple(RequestState)
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 ACTIVE = frozenset({APPROVED, QUEUED, LAUNCHING, RUNNING})
+CANCELABLE = frozenset({APPROVED, QUEUED, LAUNCHING, RUNNING})  # launching: canceled once AWX names its job
 # Which requests "list jobs" shows when the user asks for running, failed or finished ones.
 JOBS_SHOWN = {"active": ACTIVE, "failed": frozenset({FAILED, ERROR}),
               "finished": frozenset({SUCCEEDED, FAILED, CANCELED, ERROR})}
 
-# Stages shown to the user, and the play names of the reference playbook that start them.
-STAGES = ("pending", "prechecks", "patching", "reboot", "postchecks", "completed", "failed", "canceled")
-PLAY_STAGES = {"pre-checks": "prechecks", "patching": "patching", "reboot": "reboot", "post-checks": "postchecks"}
+
+class Stage(StrEnum):
+    """The stages of a run shown to the user, in order."""
+
+    PENDING = "pending"
+    PRECHECKS = "prechecks"
+    PATCHING = "patching"
+    REBOOT = "reboot"
+    POSTCHECKS = "postchecks"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+STAGES: tuple[Stage, ...] = tuple(Stage)
+# The play names of the reference playbook that start each stage.
+PLAY_STAGES = {"pre-checks": Stage.PRECHECKS, "patching": Stage.PATCHING, "reboot": Stage.REBOOT,
+               "post-checks": Stage.POSTCHECKS}
 STAGE_LABELS = {
-    "pending": "Waiting to start",
-    "prechecks": "Pre-checks started",
-    "patching": "Patching in progress",
-    "reboot": "Reboot in progress",
-    "postchecks": "Post-checks running",
-    "completed": "Patching completed",
-    "failed": "Patching failed",
-    "canceled": "Canceled",
+    Stage.PENDING: "Waiting to start",
+    Stage.PRECHECKS: "Pre-checks started",
+    Stage.PATCHING: "Patching in progress",
+    Stage.REBOOT: "Reboot in progress",
+    Stage.POSTCHECKS: "Post-checks running",
+    Stage.COMPLETED: "Patching completed",
+    Stage.FAILED: "Patching failed",
+    Stage.CANCELED: "Canceled",
 }
 
 

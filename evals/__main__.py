@@ -85,10 +85,10 @@ def load_fleet(args: argparse.Namespace):
     try:
         catalog = (load_catalog(files["inventory"], files["patch_groups"], files["policy"]) if given
                    else get_catalog())
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure here means the fleet does not load
+    except (Exception, SystemExit) as exc:
         try:
             problem = _fleet_problem(exc, {key: (files[key], label) for key, (_, label) in sources.items()})
-        except Exception:  # noqa: BLE001 - the diagnosis itself failed (a recursive YAML alias): say what we know
+        except Exception:
             problem = _one_line(f"{type(exc).__name__}: {exc}")
         raise FleetError(problem) from None
     return catalog, {key: (str(path) if path else None) for key, path in files.items()}

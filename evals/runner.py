@@ -72,7 +72,7 @@ class Run:
     def confusion(self) -> dict[str, dict[str, int]]:
         """expected action -> got action -> count, over every action that occurs."""
         labels = self.action_labels()
-        matrix = {e: {g: 0 for g in labels} for e in labels}
+        matrix = {e: dict.fromkeys(labels, 0) for e in labels}
         for r in self.results:
             matrix[r.case.expected["action"]][r.got.get("action") or "error"] += 1
         return matrix

@@ -23,8 +23,16 @@ import httpx
 from core.identity import ROLES
 from core.settings import PROJECT_ROOT, get_settings, reset_settings_cache
 from patchpilot.embedded import (
-    APP_ROLE, EmbeddedPostgres, EmbeddedRedis, app_url, grant_app_role, kill_leftovers, pick_port, port_is_free,
-    stop_process, wait_for_port,
+    APP_ROLE,
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    app_url,
+    grant_app_role,
+    kill_leftovers,
+    pick_port,
+    port_is_free,
+    stop_process,
+    wait_for_port,
 )
 
 
@@ -155,7 +163,7 @@ class Stack:
                 store.start(self.logs / f"{name}.log")
                 self._say(f"{name} restarted (pid {store.proc.pid})")
                 self.store_down_since.pop(id(store), None)
-            except Exception as exc:  # noqa: BLE001 - try again on the next look
+            except Exception as exc:
                 self._say(f"{name} did not start again ({exc}); trying again")
                 self.store_down_since[id(store)] = now + RESTART_BACKOFF_MAX
             self._write_pids()
@@ -324,7 +332,7 @@ def up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("stopping…", flush=True)
         return 0
-    except Exception as exc:  # noqa: BLE001 - print a readable line, not a trace, then clean up
+    except Exception as exc:
         print(f"patchpilot up failed: {exc}", file=sys.stderr)
         return 1
     finally:

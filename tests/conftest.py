@@ -1,4 +1,4 @@
-"""Shared fixtures. Unit tests use none of these and open no sockets.
+"""Shared fixtures. Unit tests use none of these and open no sockets (a guard below makes sure).
 
 Integration fixtures use real services: PostgreSQL and Redis from PATCHPILOT_TEST_DATABASE_URL /
 PATCHPILOT_TEST_REDIS_URL when set (CI points them at the machine's servers), otherwise embedded ones started
@@ -41,6 +41,44 @@ TEST_USERS = {
     "alice": ["requester"], "bob": ["approver"], "carol": ["approver"], "vic": ["viewer"], "root": ["admin"],
     "mallory": [],
 }
+
+
+# Fixtures that start or reach real services. A test that uses one (directly or through another fixture) is an
+# integration test whatever its file says, so `-m "not integration"` never starts a database.
+SERVICE_FIXTURES = frozenset({"services", "own_redis", "database_url", "own_database", "db", "awx_double_process",
+                              "awx_double", "stack_env", "worker_process", "api", "as_user"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+class NetworkInUnitTest(RuntimeError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_open_no_network_socket(request, monkeypatch):
+    """A test not marked `integration` that connects anywhere over the network fails at once, naming the address."""
+    if request.node.get_closest_marker("integration"):
+        yield
+        return
+    import socket
+
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guard(real):
+        def connect(sock, address):
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                raise NetworkInUnitTest(f"a unit test connected to {address}; mark it integration")
+            return real(sock, address)
+        return connect
+
+    monkeypatch.setattr(socket.socket, "connect", guard(real_connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guard(real_connect_ex))
+    yield
 
 
 def test_token(user: str) -> str:
@@ -256,7 +294,7 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], log_path: Path):
         self.env, self.log_path, self.proc = env, log_path, None
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker", "-B",
@@ -316,3 +354,13 @@ def as_user(db):
         return {"Authorization": f"Bearer {made[(name, role)]}"}
 
     return headers
+
+
+@pytest.fixture
+def ports() -> dict[str, int]:
+    """Free ports for every service `patchpilot up` starts (near the usual ones, so logs stay readable)."""
+    from patchpilot.embedded import pick_port
+
+    base = {"api": 18100, "awx": 18152, "pg": 18432, "redis": 18379, "ui": 18501, "worker-metrics": 18808,
+            "api-metrics": 18809}
+    return {name: pick_port(port) for name, port in base.items()}

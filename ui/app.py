@@ -199,7 +199,7 @@ def main() -> None:
 
     try:
         settings = get_settings()
-    except Exception as exc:  # noqa: BLE001 - a bad environment variable should read as one
+    except Exception as exc:
         st.error(f"The UI configuration is invalid: {exc}")
         st.stop()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import streamlit as st
@@ -67,7 +67,7 @@ def parse_time(value: str | None) -> datetime | None:
     except (TypeError, ValueError):
         return None
     # A naive timestamp from the API is UTC.
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def fmt_time(value: str | None, *, with_date: bool = True) -> str:
@@ -94,7 +94,7 @@ def fmt_duration(start: str | None, end: str | None, now: datetime | None = None
     began = parse_time(start)
     if began is None:
         return ""
-    finished = parse_time(end) or now or datetime.now(timezone.utc)
+    finished = parse_time(end) or now or datetime.now(UTC)
     return fmt_seconds((finished - began).total_seconds())
 
 
@@ -103,7 +103,7 @@ def fmt_age(value: str | None, now: datetime | None = None) -> str:
     moment = parse_time(value)
     if moment is None:
         return ""
-    delta = ((now or datetime.now(timezone.utc)) - moment).total_seconds()
+    delta = ((now or datetime.now(UTC)) - moment).total_seconds()
     return f"{fmt_seconds(delta)} ago" if delta >= 0 else f"in {fmt_seconds(-delta)}"
 
 
@@ -279,7 +279,7 @@ def browser_headers() -> dict[str, str]:
     """The headers of the browser's request to the UI (where the OAuth proxy puts who signed in)."""
     try:
         return st.context.headers.to_dict()
-    except Exception:  # noqa: BLE001 - no browser request (a bare script run): no headers
+    except Exception:
         return {}
 
 
@@ -369,7 +369,7 @@ def shown_errors(what: str) -> Iterator[None]:
         yield
     except ApiError as exc:
         st.error(f"{what}: {exc}")
-    except Exception as exc:  # noqa: BLE001 - a payload we did not expect must not crash the page
+    except Exception as exc:
         st.error(f"{what}: unexpected problem ({type(exc).__name__}: {exc})")
 
 

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin
@@ -84,8 +84,8 @@ def _retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return max(0.0, (moment - datetime.now(timezone.utc)).total_seconds())
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def _describe_body(response: httpx.Response) -> str:
@@ -315,8 +315,8 @@ class AWXClient:
         oldest first (AWX ids grow with creation). AWX refuses to filter on extra_vars (403), but its list rows
         carry them (`UnifiedJobListSerializer` strips only job_args, job_cwd, job_env, result_traceback and
         event_processing_finished), so this is one list request; a row without them is read in full."""
-        since = created_after if created_after.tzinfo else created_after.replace(tzinfo=timezone.utc)
-        since = (since - CLOCK_SKEW).astimezone(timezone.utc)
+        since = created_after if created_after.tzinfo else created_after.replace(tzinfo=UTC)
+        since = (since - CLOCK_SKEW).astimezone(UTC)
         params = {"created__gte": since.isoformat().replace("+00:00", "Z"), "order_by": "id",
                   "page_size": PAGE_SIZE}
         found: dict[int, dict[str, Any]] = {}

@@ -16,7 +16,7 @@ def _send(task: str, request_id: str, countdown: float | None = None) -> bool:
     try:
         celery_app.send_task(task, args=[request_id], countdown=countdown, retry=True, retry_policy=_PUBLISH_RETRY)
         return True
-    except Exception as exc:  # noqa: BLE001 - any broker failure means "not enqueued"; the sweep recovers
+    except Exception as exc:
         log.warning("could not enqueue %s for %s: %s", task, request_id, exc)
         return False
 
@@ -40,5 +40,5 @@ def broker_reachable(timeout: float = 2.0) -> bool:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
         return True
-    except Exception:  # noqa: BLE001 - readiness only reports up/down
+    except Exception:
         return False

@@ -30,13 +30,25 @@ from core.db import advisory_lock, session_scope
 from core.faults import crashpoint
 from core.inventory import get_catalog
 from core.inventory_sync import recheck_hosts
-from core.stage_map import get_stage_map
-from core.observability import AWX_ERRORS, AWX_LAUNCHES, DUPLICATE_JOBS, EVENT_LAG, LAUNCHES_FENCED
 from core.models import HostResult, JobEvent, PatchRequest, RequestStage, new_id, utcnow
+from core.observability import AWX_ERRORS, AWX_LAUNCHES, DUPLICATE_JOBS, EVENT_LAG, LAUNCHES_FENCED
 from core.settings import get_settings
+from core.stage_map import get_stage_map
 from core.states import (
-    APPROVED, CANCELED, ERROR, EXPIRED, FAILED, LAUNCHING, PROPOSED, QUEUED, RUNNING, STAGES,
-    SUCCEEDED, IllegalTransition, audit, transition,
+    APPROVED,
+    CANCELED,
+    ERROR,
+    EXPIRED,
+    FAILED,
+    LAUNCHING,
+    PROPOSED,
+    QUEUED,
+    RUNNING,
+    STAGES,
+    SUCCEEDED,
+    IllegalTransition,
+    audit,
+    transition,
 )
 from core.validation import UnsafeLimitError, build_limit
 from worker.awx_client import AWXClient, AWXError, AWXLaunchRefused
@@ -82,7 +94,7 @@ def launch(request_id: str, client: AWXClient) -> str:
         return _launch_taken(request_id, client, snapshot, token, recovering)
 
 
-def _launch_taken(request_id: str, client: AWXClient, snapshot: "_LaunchSnapshot", token: str,
+def _launch_taken(request_id: str, client: AWXClient, snapshot: _LaunchSnapshot, token: str,
                   recovering: bool) -> str:
     settings = get_settings()
     taken_at = time.monotonic()
@@ -146,11 +158,11 @@ def _launch_taken(request_id: str, client: AWXClient, snapshot: "_LaunchSnapshot
     return "launched"
 
 
-def _lookup_since(snapshot: "_LaunchSnapshot") -> datetime:
+def _lookup_since(snapshot: _LaunchSnapshot) -> datetime:
     return (snapshot.launch_started_at or utcnow()) - timedelta(minutes=5)
 
 
-def _take_launch(request_id: str) -> "tuple[_LaunchSnapshot, str, bool] | str":
+def _take_launch(request_id: str) -> tuple[_LaunchSnapshot, str, bool] | str:
     """Take the right to launch with a new token: approved/queued -> launching, or over from an earlier
     attempt that is not known to be mid-POST. Returns (snapshot, token, recovering) or an outcome."""
     token = new_id()
@@ -218,7 +230,7 @@ class _LaunchSnapshot:
     inventory_snapshot_id: int | None = None
 
     @classmethod
-    def of(cls, req: PatchRequest) -> "_LaunchSnapshot":
+    def of(cls, req: PatchRequest) -> _LaunchSnapshot:
         catalog = get_catalog()
         group = catalog.patch_groups.get(req.patch_group or "")
         extra_vars: dict[str, Any] = dict(group.extra_vars) if group else {}
@@ -396,7 +408,7 @@ def _poll_claimed(target: FollowTarget, client: AWXClient, statuses: JobStatuses
             _poll_target(target, client, statuses)
         except DBAPIError:
             raise  # the database is away: end the round, the claims come due again
-        except Exception:  # noqa: BLE001 - one bad job must not stop the others' follow
+        except Exception:
             log.exception("poll of request %s failed; it comes due again after its lease", target.request_id)
 
 

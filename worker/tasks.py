@@ -95,7 +95,7 @@ def follow_due() -> int:
     if more_due:
         try:
             follow_due.apply_async(expires=ROUND_BUDGET_SECONDS * 2)
-        except Exception as exc:  # noqa: BLE001 - the broker is away: the beat's next tick takes over
+        except Exception as exc:
             log.warning("could not start the next follow round at once: %s", exc)
     return polls
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
+from sqlmodel import Session
 from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
-from sqlmodel import Session
 
 from api.auth import rate_limit, take_stream_slot
 from api.deps import ApproverDep, CatalogDep, RequesterDep, SessionDep, SettingsDep, ViewerDep
@@ -106,7 +106,7 @@ async def stream(request_id: RequestId, request: Request, catalog: CatalogDep, s
             while not await request.is_disconnected():
                 try:
                     rows, view = await asyncio.to_thread(snapshot, cursor)
-                except Exception as exc:  # noqa: BLE001 - the headers are sent: end the stream with a reason
+                except Exception as exc:
                     log.warning("event stream of %s ended: %s", request_id, exc.__class__.__name__)
                     yield {"event": "error", "data": json.dumps({"detail": "the stream ended; reconnect to resume"})}
                     return

@@ -13,17 +13,21 @@ from sqlmodel import Session
 
 from agent.memory import Turn
 from agent.service import (
-    UNSUPPORTED_REPLY, Interpretation, describe_clarification, describe_proposal, interpret_message,
+    UNSUPPORTED_REPLY,
+    Interpretation,
+    describe_clarification,
+    describe_proposal,
+    interpret_message,
 )
 from api.errors import BadInput, Forbidden, NotFound
 from api.schemas import ChatOut
 from api.services import requests as request_service
 from core.intent import IntentDraft
-from core.validation import validate_draft
 from core.inventory import Catalog
 from core.models import Conversation, Message, PatchRequest, utcnow
 from core.settings import Settings
 from core.states import JOBS_SHOWN, PROPOSED, STAGE_LABELS, TERMINAL, IllegalTransition
+from core.validation import validate_draft
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 

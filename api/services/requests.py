@@ -16,8 +16,20 @@ from core.inventory import Catalog
 from core.models import HostResult, JobEvent, PatchRequest, RequestStage, utcnow
 from core.settings import Settings
 from core.states import (
-    APPROVED, CANCELED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, REJECTED, RUNNING, STAGE_LABELS, SUCCEEDED, TERMINAL,
-    IllegalTransition, audit, transition,
+    APPROVED,
+    CANCELED,
+    EXPIRED,
+    LAUNCHING,
+    PROPOSED,
+    QUEUED,
+    REJECTED,
+    RUNNING,
+    STAGE_LABELS,
+    SUCCEEDED,
+    TERMINAL,
+    IllegalTransition,
+    audit,
+    transition,
 )
 
 log = logging.getLogger("patchpilot.api")

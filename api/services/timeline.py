@@ -109,7 +109,7 @@ def _skip_reason(stage: str, view: Mapping[str, Any]) -> str | None:
         return None
     if view.get("check_mode"):
         return "dry run"
-    return {"never": "reboot: never", "if_needed": "not needed"}.get(str(view.get("reboot")), None)
+    return {"never": "reboot: never", "if_needed": "not needed"}.get(str(view.get("reboot")))
 
 
 def timeline(view: Mapping[str, Any], plays: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:

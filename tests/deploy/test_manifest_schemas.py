@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from .render import KUSTOMIZATION, MONITORING_COMPONENT, SCHEMAS_DIR, Resource, load_kustomization, render, secret_templates
+from .render import (
+    KUSTOMIZATION,
+    MONITORING_COMPONENT,
+    SCHEMAS_DIR,
+    Resource,
+    load_kustomization,
+    render,
+    secret_templates,
+)
 
 jsonschema = pytest.importorskip("jsonschema")
 try:

@@ -360,6 +360,7 @@ def _relay_module() -> Any:
     return module
 
 
+@pytest.mark.integration  # the relay serves on a local port
 def test_the_relay_passes_requests_and_headers_through() -> None:
     relay = _relay_module()
 

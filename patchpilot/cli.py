@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,6 +220,13 @@ def use_double_files(args: argparse.Namespace) -> None:
     reset_settings_cache()
 
 
+def ui_link_env(environ: Mapping[str, str], ui_port: int, *, with_ui: bool) -> dict[str, str]:
+    """UI_BASE_URL for the children: the UI's address on the port it will take, unless the operator set one."""
+    if "UI_BASE_URL" in environ or not with_ui:
+        return {}
+    return {"UI_BASE_URL": f"http://127.0.0.1:{ui_port}"}
+
+
 def up(args: argparse.Namespace) -> int:
     if args.fleet:
         use_fleet(args.fleet)
@@ -293,6 +301,10 @@ def up(args: argparse.Namespace) -> int:
         tokens = _local_tokens(state_dir, database_url)
         admin_token = tokens["admin"]
         env["PATCHPILOT_TOKEN"] = admin_token  # the UI's default identity in the quick start
+        # The UI's port is chosen before the API and the worker start, so the links in their messages (webhook
+        # notifications) point at the UI even when its usual port was taken. An operator's UI_BASE_URL wins.
+        planned_ui_port = pick_port(args.ui_port)
+        env.update(ui_link_env(os.environ, planned_ui_port, with_ui=not args.no_ui))
 
         api_metrics_port = pick_port(args.api_metrics_port)
         api_port = stack.serve("api", args.api_port, lambda port: [
@@ -308,7 +320,7 @@ def up(args: argparse.Namespace) -> int:
         _wait_ready(env["API_URL"], stack, timeout=90)
         ui_port = 0
         if not args.no_ui:
-            ui_port = stack.serve("ui", args.ui_port, lambda port: [
+            ui_port = stack.serve("ui", planned_ui_port, lambda port: [
                 sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "ui" / "app.py"),
                 "--server.port", str(port), "--server.address", args.host, "--server.headless", "true",
                 "--browser.gatherUsageStats", "false"], env)
@@ -317,6 +329,9 @@ def up(args: argparse.Namespace) -> int:
                 "Worker metrics": f"http://127.0.0.1:{metrics_port}/metrics", **urls}
         if args.no_ui:
             urls.pop("UI")
+        elif ui_port != planned_ui_port and "UI_BASE_URL" not in os.environ:
+            print(f"warning: the UI moved to port {ui_port} after the API and worker started; links in "
+                  f"notifications point at port {planned_ui_port} (set UI_BASE_URL to fix them)")
         print(f"patchpilot is up in {time.monotonic() - started:.1f}s (logs in {stack.logs})")
         for name, url in urls.items():
             print(f"  {name:<24} {url}")

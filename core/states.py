@@ -16,6 +16,7 @@ from sqlmodel import Session
 from core.models import AuditLog, PatchRequest, utcnow
 from core.observability import REQUEST_TRANSITIONS
 
+
 class RequestState(StrEnum):
     """The states of a patch request. A StrEnum: members compare equal to, and store as, their values."""
 
@@ -74,6 +75,9 @@ class Stage(StrEnum):
 
 
 STAGES: tuple[Stage, ...] = tuple(Stage)
+# The stages a run's timeline lists, in order (pending, failed and canceled are where a run is, not steps of it).
+TIMELINE_STAGES: tuple[Stage, ...] = (Stage.PRECHECKS, Stage.PATCHING, Stage.REBOOT, Stage.POSTCHECKS,
+                                      Stage.COMPLETED)
 # The play names of the reference playbook that start each stage.
 PLAY_STAGES = {"pre-checks": Stage.PRECHECKS, "patching": Stage.PATCHING, "reboot": Stage.REBOOT,
                "post-checks": Stage.POSTCHECKS}
@@ -89,6 +93,60 @@ STAGE_LABELS = {
 }
 
 
+STAGE_TITLES = {Stage.PRECHECKS: "Pre-checks", Stage.PATCHING: "Patching", Stage.REBOOT: "Reboot",
+                Stage.POSTCHECKS: "Post-checks", Stage.COMPLETED: "Completed"}
+
+
+class StageStatus(StrEnum):
+    """Where a stage of a run's timeline stands: running now, finished, not needed, not reached yet, never reached
+    because the run ended before it, or where the run failed or was canceled."""
+
+    CURRENT = "current"
+    DONE = "done"
+    SKIPPED = "skipped"
+    PENDING = "pending"
+    NOT_RUN = "not_run"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class HostStatus(StrEnum):
+    """A host's result in a run (`PatchHost.status`), as the job events report it."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    OK = "ok"
+    CHANGED = "changed"
+    FAILED = "failed"
+    UNREACHABLE = "unreachable"
+    SKIPPED = "skipped"
+
+
+HOST_STATUSES: tuple[HostStatus, ...] = tuple(HostStatus)
+HOST_PROBLEMS = frozenset({HostStatus.FAILED, HostStatus.UNREACHABLE})  # a host the run did not patch
+
+
+class AwxJobStatus(StrEnum):
+    """AWX's own job statuses (not a request state: AWX says "successful" where a request "succeeded")."""
+
+    NEW = "new"
+    PENDING = "pending"
+    WAITING = "waiting"
+    RUNNING = "running"
+    SUCCESSFUL = "successful"
+    FAILED = "failed"
+    ERROR = "error"
+    CANCELED = "canceled"
+
+
+AWX_JOB_ACTIVE = frozenset({AwxJobStatus.NEW, AwxJobStatus.PENDING, AwxJobStatus.WAITING, AwxJobStatus.RUNNING})
+# The request state each finished AWX job status ends a run in.
+AWX_JOB_OUTCOME: dict[AwxJobStatus, RequestState] = {
+    AwxJobStatus.SUCCESSFUL: SUCCEEDED, AwxJobStatus.FAILED: FAILED, AwxJobStatus.ERROR: ERROR,
+    AwxJobStatus.CANCELED: CANCELED,
+}
+
+
 class IllegalTransition(Exception):
     """The request is not in a state that allows this change. The API answers 409 with `str(exc)`."""
 
@@ -98,14 +156,15 @@ class IllegalTransition(Exception):
         super().__init__(message)
 
 
-def check_transition(current: str, wanted: str) -> bool:
-    return wanted in TRANSITIONS.get(current, frozenset())
+def check_transition(current: RequestState | str, wanted: RequestState | str) -> bool:
+    """Whether the machine allows `current` -> `wanted` (a string that is no state allows nothing)."""
+    return wanted in TRANSITIONS.get(RequestState(current), frozenset()) if current in STATES else False
 
 
 def transition(
     session: Session,
     request: PatchRequest,
-    to_state: str,
+    to_state: RequestState,
     *,
     actor: str,
     reason: str | None = None,

@@ -11,12 +11,11 @@ Two stages, on purpose:
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.targets import TargetExpr, from_fields
-
 
 
 class Action(StrEnum):
@@ -36,6 +35,8 @@ RUNS = frozenset({Action.PATCH, Action.PRECHECK})  # the actions that become a p
 
 
 class RebootPolicy(StrEnum):
+    """Whether a run may reboot its hosts."""
+
     NEVER = "never"
     IF_NEEDED = "if_needed"
     ALWAYS = "always"
@@ -69,12 +70,13 @@ class IntentDraft(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _flat_targets(cls, data):
+    def _flat_targets(cls, data: Any) -> Any:
         if isinstance(data, dict) and any(k in data for k in _FLAT_TARGET_KEYS):
             data = dict(data)
             flat = from_fields(*(list(data.pop(k, None) or []) for k in _FLAT_TARGET_KEYS))
             given = TargetExpr.model_validate(data.get("targets") or {})
-            data["targets"] = TargetExpr(include=[*given.include, *flat.include], exclude=[*given.exclude, *flat.exclude])
+            data["targets"] = TargetExpr(include=[*given.include, *flat.include],
+                                         exclude=[*given.exclude, *flat.exclude])
         return data
 
 
@@ -100,10 +102,10 @@ class IntentResult(BaseModel):
     @property
     def is_proposable(self) -> bool:
         # A pre-check may name no patch group: it runs the default template (AWX_DEFAULT_JOB_TEMPLATE).
-        return self.action in ("patch", "precheck") and bool(self.hosts) and (
-            bool(self.patch_group) or self.action == "precheck")
+        return self.action in RUNS and bool(self.hosts) and (
+            bool(self.patch_group) or self.action == Action.PRECHECK)
 
-    def eval_view(self) -> dict:
+    def eval_view(self) -> dict[str, Any]:
         """The keys the eval format compares (see evals/README)."""
         return {
             "action": self.action,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -133,8 +134,7 @@ class Resolution:
             self.suggestions[raw] = hint
 
 
-def evaluate(expr: TargetExpr, vocabulary: Vocabulary, refused: set[str] | None = None) -> Resolution:
-    refused = refused or set()
+def evaluate(expr: TargetExpr, vocabulary: Vocabulary, refused: AbstractSet[str] = frozenset()) -> Resolution:
     out = Resolution()
     for selection in expr.include:
         hosts, single = _select(selection, vocabulary, out, complement=bool(expr.exclude))

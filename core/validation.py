@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from dataclasses import dataclass
 
-from core.intent import DEFAULT_REBOOT, IntentDraft, IntentResult
+from core.intent import DEFAULT_REBOOT, Action, IntentDraft, IntentResult, Missing, RebootPolicy
 from core.inventory import Catalog, Inventory
 from core.targets import Resolution, evaluate
 
@@ -58,75 +59,120 @@ def resolve_group(raw: str, catalog: Catalog) -> str | None:
 
 
 def validate_draft(draft: IntentDraft, catalog: Catalog) -> IntentResult:
-    if draft.action in ("unsupported", "list_jobs"):
+    """What `draft` means against the fleet: exact hosts and a canonical patch group, or a clarification."""
+    if draft.action in (Action.UNSUPPORTED, Action.LIST_JOBS):
         return IntentResult(action=draft.action, jobs=draft.jobs, message=draft.note or "")
+    resolved = _Resolved.of(draft, catalog)
+    if draft.action in (Action.STATUS, Action.CANCEL):
+        return _job_lookup(resolved)
+    if draft.action == Action.CLARIFY:
+        return _clarification(resolved)
+    return _run(resolved, catalog)
 
-    refused_all = catalog.refused_hosts
-    targets = evaluate(draft.targets, catalog.vocabulary, refused_all)
-    hosts = set(targets.hosts)
-    patch_group = canonical_patch_group(draft.patch_group, catalog)
-    # A patch group that was named but is not known counts as missing: it is never replaced by a default.
-    unknown_patch_group = bool(draft.patch_group and draft.patch_group.strip()) and patch_group is None
-    common = {"unknown_hosts": targets.unknown, "suggestions": targets.suggestions,
-              "targets": draft.targets.describe() if not draft.targets.is_empty else ""}
 
-    if draft.action in ("status", "cancel"):
-        if targets.unknown or targets.ambiguous:
-            return _clarify(draft, targets, patch_group, ["targets"], **common)
-        if draft.action == "cancel" and ((not hosts and draft.job_id is None) or targets.too_broad):
-            return _clarify(draft, targets, None, ["targets"], message="Which job should I cancel? Give its number or the host.")
-        return IntentResult(action=draft.action, hosts=sorted(hosts), job_id=draft.job_id, message=draft.note or "",
-                            targets=common["targets"])
+@dataclass(frozen=True)
+class _Resolved:
+    """A draft with its targets resolved and its patch group made canonical: what each step below reads."""
 
-    if draft.action == "clarify":
-        missing = [m for m, absent in (("targets", not hosts), ("patch_group", patch_group is None)) if absent]
-        return IntentResult(
-            action="clarify", hosts=sorted(hosts), patch_group=patch_group, reboot=draft.reboot,
-            check_mode=draft.check_mode, missing=missing, message=draft.note or _target_problem(targets) or "",
-            **common,
+    draft: IntentDraft
+    targets: Resolution
+    hosts: frozenset[str]
+    patch_group: str | None
+    unknown_patch_group: bool  # named, but not known: missing, never replaced by a default
+    described: str  # the target expression in words ("" when the draft names none)
+
+    @classmethod
+    def of(cls, draft: IntentDraft, catalog: Catalog) -> _Resolved:
+        targets = evaluate(draft.targets, catalog.vocabulary, catalog.refused_hosts)
+        patch_group = canonical_patch_group(draft.patch_group, catalog)
+        return cls(
+            draft=draft, targets=targets, hosts=frozenset(targets.hosts), patch_group=patch_group,
+            unknown_patch_group=bool(draft.patch_group and draft.patch_group.strip()) and patch_group is None,
+            described=draft.targets.describe() if not draft.targets.is_empty else "",
         )
 
-    # patch / precheck
-    refused = sorted(hosts & refused_all)
+    def clarify(self, missing: list[Missing], *, hosts: list[str] | None = None, message: str = "",
+                refused_hosts: list[str] | None = None, names: bool = True) -> IntentResult:
+        """A clarification of what the user was trying to do. `names`: with the unknown names and their
+        suggestions (a clarification about the policy has nothing unknown to list)."""
+        draft = self.draft
+        return IntentResult(
+            action=Action.CLARIFY, requested_action=draft.action, hosts=hosts or [], patch_group=self.patch_group,
+            reboot=draft.reboot, check_mode=draft.check_mode, missing=missing, refused_hosts=refused_hosts or [],
+            unknown_hosts=self.targets.unknown if names else [],
+            suggestions=self.targets.suggestions if names else {}, targets=self.described, message=message,
+        )
+
+
+def _job_lookup(resolved: _Resolved) -> IntentResult:
+    """status / cancel: a job by its number, or the hosts' latest."""
+    draft, targets = resolved.draft, resolved.targets
+    if targets.unknown or targets.ambiguous:
+        return _clarify(resolved, resolved.patch_group, ["targets"])
+    if draft.action == Action.CANCEL and ((not resolved.hosts and draft.job_id is None) or targets.too_broad):
+        return _clarify(resolved, None, ["targets"], message="Which job should I cancel? Give its number or the host.",
+                        names=False)
+    return IntentResult(action=draft.action, hosts=sorted(resolved.hosts), job_id=draft.job_id,
+                        message=draft.note or "", targets=resolved.described)
+
+
+def _clarification(resolved: _Resolved) -> IntentResult:
+    """A parser's own clarification: what it did resolve, and what is still missing."""
+    draft, hosts, patch_group = resolved.draft, resolved.hosts, resolved.patch_group
+    missing: list[Missing] = [m for m, absent in (("targets", not hosts), ("patch_group", patch_group is None))
+                              if absent]
+    return IntentResult(
+        action=Action.CLARIFY, hosts=sorted(hosts), patch_group=patch_group, reboot=draft.reboot,
+        check_mode=draft.check_mode, missing=missing, message=draft.note or _target_problem(resolved.targets) or "",
+        unknown_hosts=resolved.targets.unknown, suggestions=resolved.targets.suggestions, targets=resolved.described,
+    )
+
+
+def _run(resolved: _Resolved, catalog: Catalog) -> IntentResult:
+    """patch / precheck: complete, within the policy's host limit and reboot rule, or a clarification."""
+    draft, targets, patch_group = resolved.draft, resolved.targets, resolved.patch_group
+    refused = sorted(resolved.hosts & catalog.refused_hosts)
     named_refused = sorted(set(refused) & targets.named)
-    hosts -= set(refused)
-    missing: list[str] = []
-    if not hosts or targets.problems or named_refused or targets.refused_only:
-        missing.append("targets")
-    if (draft.action == "patch" and patch_group is None) or unknown_patch_group:
-        missing.append("patch_group")
+    hosts = sorted(resolved.hosts - set(refused))
+    missing = _missing(resolved, bool(hosts), bool(named_refused))
     if missing:
         note = _target_problem(targets)
         if not note and (named_refused or targets.refused_only):
             note = _refusal_note(named_refused or targets.refused_only, catalog)
-        return IntentResult(
-            action="clarify", requested_action=draft.action, hosts=[] if targets.too_broad else sorted(hosts),
-            patch_group=patch_group, reboot=draft.reboot, check_mode=draft.check_mode, missing=missing,
-            refused_hosts=named_refused or refused, message=note or draft.note or "", **common,
-        )
+        return resolved.clarify(missing, hosts=[] if targets.too_broad else hosts,
+                                refused_hosts=named_refused or refused, message=note or draft.note or "")
     policy = catalog.policy
     if len(hosts) > policy.max_hosts_per_request:
-        return IntentResult(
-            action="clarify", requested_action=draft.action, patch_group=patch_group, reboot=draft.reboot,
-            check_mode=draft.check_mode, missing=["targets"], refused_hosts=refused, targets=common["targets"],
+        return resolved.clarify(
+            ["targets"], refused_hosts=refused, names=False,
             message=f"That is {len(hosts)} hosts; the policy allows at most {policy.max_hosts_per_request} in one "
                     "request. Please narrow it down (an environment, a role, or a list of hosts).",
         )
     reboot = draft.reboot or DEFAULT_REBOOT
-    if reboot != "never" and not policy.may_reboot(patch_group):
+    if reboot != RebootPolicy.NEVER and not policy.may_reboot(patch_group):
         if draft.reboot is not None:
-            return IntentResult(
-                action="clarify", requested_action=draft.action, hosts=sorted(hosts), patch_group=patch_group,
-                reboot=draft.reboot, check_mode=draft.check_mode, missing=[], refused_hosts=refused,
-                targets=common["targets"],
+            return resolved.clarify(
+                [], hosts=hosts, refused_hosts=refused, names=False,
                 message=f"The policy does not allow {patch_group} runs to reboot. Say 'no reboot' to go ahead.",
             )
-        reboot = "never"  # the default yields to the policy; an explicit request is asked about above
+        reboot = RebootPolicy.NEVER  # the default yields to the policy; an explicit request is asked about above
     return IntentResult(
-        action=draft.action, hosts=sorted(hosts), patch_group=patch_group,
-        reboot=reboot, check_mode=draft.check_mode or draft.action == "precheck",
-        refused_hosts=refused, message=draft.note or "", targets=common["targets"],
+        action=draft.action, hosts=hosts, patch_group=patch_group,
+        reboot=reboot, check_mode=draft.check_mode or draft.action == Action.PRECHECK,
+        refused_hosts=refused, message=draft.note or "", targets=resolved.described,
     )
+
+
+def _missing(resolved: _Resolved, any_hosts: bool, named_refused: bool) -> list[Missing]:
+    """What a run still lacks: usable targets (none left, a problem with a name, or only hosts kept out), and a
+    patch group (a patch needs one; one that was named must be known)."""
+    targets = resolved.targets
+    missing: list[Missing] = []
+    if not any_hosts or targets.problems or named_refused or targets.refused_only:
+        missing.append("targets")
+    if (resolved.draft.action == Action.PATCH and resolved.patch_group is None) or resolved.unknown_patch_group:
+        missing.append("patch_group")
+    return missing
 
 
 def _refusal_note(names: list[str], catalog: Catalog) -> str:
@@ -150,11 +196,16 @@ def _target_problem(targets: Resolution) -> str:
     return ""
 
 
-def _clarify(draft: IntentDraft, resolution: Resolution, patch_group: str | None, missing: list[str],
-             message: str | None = None, **extra) -> IntentResult:
+def _clarify(resolved: _Resolved, patch_group: str | None, missing: list[Missing],
+             message: str | None = None, *, names: bool = True) -> IntentResult:
+    """A status or cancel that cannot be answered as asked. `names`: with the unknown names, their suggestions
+    and the targets in words."""
+    draft, targets = resolved.draft, resolved.targets
     return IntentResult(
-        action="clarify", requested_action=draft.action, patch_group=patch_group, job_id=draft.job_id,
-        missing=missing, message=message or _target_problem(resolution) or draft.note or "", **extra,
+        action=Action.CLARIFY, requested_action=draft.action, patch_group=patch_group, job_id=draft.job_id,
+        missing=missing, message=message or _target_problem(targets) or draft.note or "",
+        unknown_hosts=targets.unknown if names else [], suggestions=targets.suggestions if names else {},
+        targets=resolved.described if names else "",
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from core.language import Language
 from core.targets import Selection, TargetExpr, Term
@@ -31,6 +32,8 @@ _NOT_A_HOST = re.compile(
     r"rhsa-[\d:-]+|x86[_-]64|i\d86|ipv\d|\d+)$"
 )
 _CHUNK_STRIP = ".,;:!?\"'()`"
+# The language's words that name nothing in a target ("in", "all", "group", "servers", "please").
+_NOISE_KINDS = ("scope_prepositions", "quantifiers", "patch_group_words", "host_nouns", "filler")
 
 
 @dataclass
@@ -95,7 +98,8 @@ def tokenize(text: str, vocabulary: Vocabulary) -> list[str]:
             tokens.append(chunk)
         elif chunk in ("|", "&", "+"):
             tokens.append(BREAK if chunk == "|" else chunk)
-        elif _PATTERN_SYNTAX.search(chunk) and re.search(r"[a-z0-9]", chunk) or ("," in chunk and re.search(r"[*?]", chunk)):
+        elif (_PATTERN_SYNTAX.search(chunk) and re.search(r"[a-z0-9]", chunk)
+              or ("," in chunk and re.search(r"[*?]", chunk))):
             tokens.append(chunk.strip(".;!\"'()"))  # 'web*,db*', 'a:&b': one name the validator refuses
         else:
             for part in re.split(r"(,)", chunk):
@@ -303,58 +307,94 @@ class _Scanner:
             self.term(self.vocabulary.dimension(meaning), Term(kind="name", value=meaning.value))
 
     def _word(self, i: int) -> int:
-        """A language word (or a few) at position i, or an unplaced word. Returns how many tokens it used."""
-        lang, scan = self.language, self.scan
+        """A language word (or a few) at position i, or an unplaced word. Returns how many tokens it used.
+        The kinds of word are tried in order; the first that takes the token wins."""
         token = self.tokens[i]
+        for step in (self._correction_word, self._clause_word, self._joining_word, self._noise_word):
+            if step(token, i):
+                return 1
+        self._name_word(token, i)
+        return 1
+
+    def _correction_word(self, token: str, i: int) -> bool:
+        """Start over, a correction ('no wait', a refusal after a name), a negator ('non-'), or 'just' after a
+        correction."""
+        words, scan = self.language.words, self.scan
         following = self.tokens[i + 1] if i + 1 < len(self.tokens) else ""
-        if token in lang.words["start_over"]:
+        if token in words["start_over"]:
             scan.start_over = True
-        elif token in lang.words["corrections"] or (
-                token in lang.words["refusals"] and self.last_name and following in (",", BREAK, "")):
+        elif token in words["corrections"] or (
+                token in words["refusals"] and self.last_name and following in (",", BREAK, "")):
             self.correcting = scan.corrected = True
-        elif token in lang.words["negators"]:
+        elif token in words["negators"]:
             self.negate_next = True
-        elif self.correcting and token in lang.words["narrowers"]:
+        elif self.correcting and token in words["narrowers"]:
             self.correcting = False  # "make that just www-03": everything said before goes
             self.current = None
             scan.include.clear()
-        elif token in lang.words["contrast"] and (self.current or scan.include) and self._name_follows(i + 1):
-            self.close()
-            self.excluding = True
-        elif token in lang.words["contrast"]:
-            pass
-        elif token in lang.words["excluders"]:
+        else:
+            return False
+        return True
+
+    def _clause_word(self, token: str, i: int) -> bool:
+        """A word that starts an exclusion ('but', 'except'), 'the rest of', 'all' as the whole fleet, or 'those'
+        right after an excluder."""
+        words, scan = self.language.words, self.scan
+        if token in words["contrast"]:
+            if (self.current or scan.include) and self._name_follows(i + 1):
+                self.close()
+                self.excluding = True
+        elif token in words["excluders"]:
             self.close()
             self.excluding = True
             self.connector = False
-        elif token in lang.words["rest"]:
+        elif token in words["rest"]:
             self._rest(i)
-        elif token in lang.words["whole_fleet"] and self._means_whole_fleet(i):
+        elif token in words["whole_fleet"] and self._means_whole_fleet(i):
             scan.whole_fleet = True
-        elif token in lang.words["references"] and self.just_excluded:
+        elif token in words["references"] and self.just_excluded:
             self.excluding = False  # "not those, the prod dbs": what was said goes, what follows replaces it
             scan.replacing = True
-        elif token in lang.words["includers"] or token in lang.words["replacing"] or token in lang.words["additive"]:
-            if token in lang.words["narrowers"]:
+        else:
+            return False
+        return True
+
+    def _joining_word(self, token: str, i: int) -> bool:
+        """A word that includes, replaces or adds ('patch', 'instead', 'also'), a connector ('and'), or a
+        reference to what was said before ('those')."""
+        words, scan = self.language.words, self.scan
+        if token in words["includers"] or token in words["replacing"] or token in words["additive"]:
+            if token in words["narrowers"]:
                 scan.narrowing = True
-            elif token in lang.words["replacing"]:
+            elif token in words["replacing"]:
                 scan.replacing = True
-            if token in lang.words["additive"]:
+            if token in words["additive"]:
                 scan.additive = True
-            if self.excluding and token in lang.words["includers"] | lang.words["replacing"] | lang.words["additive"]:
+            if self.excluding:
                 self.close()
                 self.excluding = False
-        elif token in lang.words["connectors"]:
+        elif token in words["connectors"]:
             self.connector = bool(self.current) or self.connector
             if not scan.seen_term:
                 scan.additive = True  # "and www-03": a message that starts with "and" adds
-        elif token in lang.words["references"]:
+        elif token in words["references"]:
             scan.reference = True
-        elif re.fullmatch(r"\d{1,3}", token) and self._sibling(token) or (token in lang.words["scope_prepositions"] or token in lang.words["quantifiers"]
-              or token in lang.words["patch_group_words"]
-              or token in lang.words["host_nouns"] or token in lang.words["filler"]) or re.fullmatch(r"\W+", token):
-            pass
-        elif token.startswith("-") or _PATTERN_SYNTAX.search(token):
+        else:
+            return False
+        return True
+
+    def _noise_word(self, token: str, i: int) -> bool:
+        """A word that names nothing ('in', 'all', 'servers', punctuation), or a bare number that is the last
+        named host's sibling (which `_sibling` adds)."""
+        words = self.language.words
+        if re.fullmatch(r"\d{1,3}", token) and self._sibling(token):
+            return True
+        return any(token in words[kind] for kind in _NOISE_KINDS) or bool(re.fullmatch(r"\W+", token))
+
+    def _name_word(self, token: str, i: int) -> None:
+        """What is left: a host name, a glob, pattern syntax (refused by name), or a word placed nowhere."""
+        scan = self.scan
+        if token.startswith("-") or _PATTERN_SYNTAX.search(token):
             self.term("host", Term(kind="name", value=token))  # pattern syntax: refused by name
         elif re.search(r"[*?]", token) and re.search(r"[a-z0-9]", token):
             self.term("host", Term(kind="glob", value=token))  # a glob the user typed
@@ -368,13 +408,13 @@ class _Scanner:
             self.term("host", Term(kind="name", value=token))  # "patch zeus": reported as unknown
         else:
             scan.unplaced.append(token)
-        return 1
 
     def _name_follows(self, i: int) -> bool:
         for token in self.tokens[i:i + 3]:
             if token in self.language.words["filler"] and not self.vocabulary.lookup(token):
                 continue
-            return bool(self.vocabulary.host(token) or self.vocabulary.lookup(token) or self.vocabulary.hosts_ending(token)
+            vocabulary = self.vocabulary
+            return bool(vocabulary.host(token) or vocabulary.lookup(token) or vocabulary.hosts_ending(token)
                         or re.fullmatch(r"\d{1,3}", token) or (re.search(r"\d", token) and _HOST_LIKE.match(token)))
         return False
 
@@ -392,7 +432,8 @@ class _Scanner:
                 continue
             if token in lang.words["scope_prepositions"] - lang.words["loose_prepositions"]:
                 return False  # "everything in prod"
-            return not (self.vocabulary.host(token) or self.vocabulary.lookup(token) or self.vocabulary.hosts_ending(token))
+            vocabulary = self.vocabulary
+            return not (vocabulary.host(token) or vocabulary.lookup(token) or vocabulary.hosts_ending(token))
         return True
 
     def _rest(self, i: int) -> None:
@@ -425,7 +466,7 @@ class _Scanner:
     @staticmethod
     def _inherit(segments: list[Segment]) -> None:
         """'web servers in prod and staging': the later segment takes the kinds it lacks from the one before."""
-        for before, after in zip(segments, segments[1:]):
+        for before, after in pairwise(segments):
             if after.joined and set(after.values) < set(before.values):
                 for kind, terms in before.values.items():
                     after.values.setdefault(kind, list(terms))

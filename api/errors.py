@@ -31,6 +31,17 @@ class PolicyRefused(Exception):
     """The policy refuses this now (change freeze, outside a maintenance window). The API answers 409."""
 
 
+class Refused(Exception):
+    """A refusal that is audited although the action fails (a role, four-eyes, the policy, someone else's
+    conversation). Services raise it; the use case rolls its transaction back, writes the refusal to the audit log
+    in a short transaction of its own and raises `error(reason)` (Forbidden: 403, PolicyRefused: 409)."""
+
+    def __init__(self, reason: str, *, user: str, request_id: str | None = None,
+                 error: type[Exception] = Forbidden):
+        super().__init__(reason)
+        self.reason, self.user, self.request_id, self.error = reason, user, request_id, error
+
+
 def _readable_validation(exc: RequestValidationError) -> list[dict]:
     # FastAPI's documented shape (loc, msg, type) plus a dotted field name a person can read at a glance.
     out = []

@@ -8,16 +8,17 @@ from fastapi import APIRouter, Path
 from sqlalchemy import select
 
 from api.deps import CatalogDep, SessionDep, SettingsDep, ViewerDep
-from api.errors import NotFound
 from api.schemas import ID_PATTERN, ErrorOut
 from api.services import requests as service
 from api.services import timeline
+from api.services.decisions import REPLACED_REASON
 from core.models import AuditLog, PatchRequest
+from core.states import APPROVED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, REJECTED
 
 router = APIRouter(prefix="/api/v1", tags=["inbox"])
 RequestId = Annotated[str, Path(pattern=ID_PATTERN, description="The request id (32 hex characters).")]
-REPLACED_REASON = "replaced by a newer proposal"  # api.services.chat rejects the open proposal so
 ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}}
+NEVER_RAN = frozenset({PROPOSED, APPROVED, QUEUED, LAUNCHING, REJECTED, EXPIRED})  # no play output to show
 
 
 @router.get("/inbox")
@@ -33,15 +34,10 @@ def get_live(request_id: RequestId, session: SessionDep, catalog: CatalogDep, se
     """Everything a page showing this request redraws: the request, its truthful timeline (skipped stages say so),
     whether a cancel is pending, what the caller may do (each refusal with its reason), and the newest task
     output."""
-    row = session.execute(select(PatchRequest, service._HOSTS_JSON, service._STAGES_JSON)
-                          .where(PatchRequest.id == request_id)).one_or_none()
-    if row is None:
-        raise NotFound(f"no request with id {request_id}")
-    req = row[0]
-    view = service.build_view(req, row[1] or [], row[2] or [], catalog, settings).model_dump(mode="json")
+    req, request_view = service.read_with_view(session, request_id, catalog, settings)
+    view = request_view.model_dump(mode="json")
     view["cancel_requested_at"] = req.cancel_requested_at.isoformat() if req.cancel_requested_at else None
-    started = bool(view.get("stages")) or req.state not in ("proposed", "approved", "queued", "launching",
-                                                           "rejected", "expired")
+    started = bool(view.get("stages")) or req.state not in NEVER_RAN
     plays = timeline.play_summary(session, request_id) if started else {}
     return {
         "request": view,
@@ -54,8 +50,8 @@ def get_live(request_id: RequestId, session: SessionDep, catalog: CatalogDep, se
 
 def _replaced(session, req: PatchRequest) -> bool:
     """A proposal rejected because a newer proposal of its conversation took its place (the audit log says so)."""
-    if req.state != "rejected":
+    if req.state != REJECTED:
         return False
     return session.execute(select(AuditLog.id).where(
-        AuditLog.request_id == req.id, AuditLog.to_state == "rejected",
+        AuditLog.request_id == req.id, AuditLog.to_state == REJECTED,
         AuditLog.reason == REPLACED_REASON).limit(1)).first() is not None

@@ -8,10 +8,9 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from api import usecases
 from api.deps import AdminDep, SessionDep, SettingsDep, ViewerDep
-from core.db import advisory_lock
 from core.inventory_sync import status_line, sync_inventory, sync_status
-from core.states import audit
 
 router = APIRouter(tags=["inventory"])
 
@@ -31,14 +30,9 @@ def sync_now(settings: SettingsDep, caller: AdminDep, session: SessionDep) -> JS
     if settings.inventory_source != "awx":
         return JSONResponse(status_code=409, content={"detail": "INVENTORY_SOURCE is file: there is nothing to "
                                                                 "sync (the inventory is INVENTORY_FILE)"})
-    with advisory_lock("inventory", "sync") as acquired:  # the beat's sync takes the same lock
-        if not acquired:
-            return JSONResponse(status_code=409, content={"detail": "an inventory sync is running; try again shortly"})
-        result = sync_inventory()
-    audit(session, actor=caller.user, action="inventory_sync",
-          reason=f"snapshot {result.snapshot_id}" if result.ok else f"sync failed: {result.error}",
-          detail={"ok": result.ok, "snapshot_id": result.snapshot_id, "hosts": result.hosts})
-    session.commit()
+    result = usecases.sync_inventory(session, user=caller.user, sync=sync_inventory)
+    if result is None:
+        return JSONResponse(status_code=409, content={"detail": "an inventory sync is running; try again shortly"})
     body = {"ok": result.ok, "snapshot_id": result.snapshot_id, "hosts": result.hosts, "groups": result.groups,
             "disabled_hosts": result.disabled_hosts, "seconds": round(result.seconds, 3),
             "problems": list(result.problems), "error": result.error, "requested_by": caller.user}

@@ -1,8 +1,7 @@
 import asyncio
 import json
 import logging
-from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel
@@ -10,34 +9,36 @@ from sqlmodel import Session
 from sse_starlette.sse import EventSourceResponse
 from starlette.background import BackgroundTask
 
+from api import usecases
 from api.auth import rate_limit, take_stream_slot
-from api.deps import ApproverDep, CatalogDep, RequesterDep, SessionDep, SettingsDep, ViewerDep
+from api.deps import ApproverDep, CatalogDep, RequesterDep, SessionDep, SettingsDep, ViewerDep, WorkerDep
 from api.schemas import ID_PATTERN, ErrorOut, EventList, EventView, RequestList, RequestView
 from api.services import requests as service
 from core.db import get_engine
-from core.states import STATES, TERMINAL
+from core.states import TERMINAL, RequestState
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
 log = logging.getLogger("patchpilot.api")
 MAX_COUNTER = 2**31 - 1  # job event counters are PostgreSQL integers
-RequestState = Enum("RequestState", {state: state for state in STATES}, type=str)
 RequestId = Annotated[str, Path(pattern=ID_PATTERN, description="The request id (32 hex characters).")]
 ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+
+
 def validated_json(model: BaseModel) -> Response:
     """The model, already validated when it was built, as JSON: FastAPI would otherwise validate it a second time
     against `response_model` (which still documents the shape). The status read is the hottest path."""
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-DECIDE = dict(responses={**ERRORS, 429: {"model": ErrorOut}}, dependencies=[Depends(rate_limit("decide"))])
+DECIDE: dict[str, Any] = {"responses": {**ERRORS, 429: {"model": ErrorOut}},
+                          "dependencies": [Depends(rate_limit("decide"))]}
 
 
 @router.get("", response_model=RequestList)
 def list_requests(session: SessionDep, catalog: CatalogDep, settings: SettingsDep, _: ViewerDep,
                   state: Annotated[RequestState | None, Query(description="Only requests in this state")] = None,
                   limit: Annotated[int, Query(ge=1, le=200)] = 50) -> Response:
-    views = service.list_views(session, state=state.value if state else None, limit=limit, catalog=catalog,
-                               settings=settings)
+    views = service.list_views(session, state=state, limit=limit, catalog=catalog, settings=settings)
     return validated_json(RequestList(items=views))
 
 
@@ -49,25 +50,23 @@ def get_request(request_id: RequestId, session: SessionDep, catalog: CatalogDep,
 
 @router.post("/{request_id}/approve", response_model=RequestView, **DECIDE)
 def approve(request_id: RequestId, session: SessionDep, caller: ApproverDep, catalog: CatalogDep,
-            settings: SettingsDep) -> RequestView:
+            settings: SettingsDep, worker: WorkerDep) -> RequestView:
     """The only way a patch run starts: a person's click, with their identity (approver role, four-eyes)."""
-    return service.view(session, service.approve(session, request_id, caller.user, catalog), catalog, settings)
+    return usecases.approve(session, request_id, user=caller.user, catalog=catalog, settings=settings, worker=worker)
 
 
 @router.post("/{request_id}/reject", response_model=RequestView, **DECIDE)
 def reject(request_id: RequestId, session: SessionDep, caller: RequesterDep, catalog: CatalogDep,
            settings: SettingsDep) -> RequestView:
     """Approvers reject any proposal; a requester may withdraw their own."""
-    service.check_owner_or(session, request_id, caller, "approver", "reject")
-    return service.view(session, service.reject(session, request_id, caller.user), catalog, settings)
+    return usecases.reject(session, request_id, caller=caller, catalog=catalog, settings=settings)
 
 
 @router.post("/{request_id}/cancel", response_model=RequestView, **DECIDE)
 def cancel(request_id: RequestId, session: SessionDep, caller: RequesterDep, catalog: CatalogDep,
-           settings: SettingsDep) -> RequestView:
+           settings: SettingsDep, worker: WorkerDep) -> RequestView:
     """Requesters cancel their own runs; approvers any."""
-    service.check_owner_or(session, request_id, caller, "approver", "cancel")
-    return service.view(session, service.cancel(session, request_id, caller.user), catalog, settings)
+    return usecases.cancel(session, request_id, caller=caller, catalog=catalog, settings=settings, worker=worker)
 
 
 @router.get("/{request_id}/events", response_model=EventList, responses=ERRORS)

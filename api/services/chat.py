@@ -1,6 +1,7 @@
 """A chat turn: store the message, interpret it, answer, and (for a complete patch intent) create a proposal.
 
-Nothing here approves or launches: a proposal waits for the Approve button (POST /requests/{id}/approve).
+Nothing here approves or launches: a proposal waits for the Approve button (POST /requests/{id}/approve). Nothing
+here commits either: `api.usecases.chat_turn` runs a turn as one transaction.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from agent.service import (
     describe_proposal,
     interpret_message,
 )
-from api.errors import BadInput, Forbidden, NotFound
+from api.errors import BadInput, NotFound, Refused
 from api.schemas import ChatOut
+from api.services import decisions
 from api.services import requests as request_service
-from core.intent import IntentDraft
+from core.intent import Action, IntentDraft
 from core.inventory import Catalog
 from core.models import Conversation, Message, PatchRequest, utcnow
 from core.settings import Settings
@@ -47,17 +49,18 @@ def clean_text(text: str, settings: Settings) -> str:
 
 def chat_turn(session: Session, *, conversation_id: str | None, text: str, user: str,
               catalog: Catalog, settings: Settings) -> ChatOut:
-    """One turn, one transaction: the conversation row is locked first and everything (messages, the replaced
-    proposal's rejection, the new proposal, the open draft) is committed once at the end."""
+    """One turn, written in the caller's transaction (flushed, never committed): the conversation row is locked
+    first and everything (messages, the replaced proposal's rejection, the new proposal, the open draft) goes into
+    that one transaction, so concurrent turns in a conversation queue on the lock until the turn commits."""
     text = clean_text(text, settings)
     conversation = _conversation(session, conversation_id, user, text or "(empty message)")
     history = _history(session, conversation, settings) if conversation_id else []
     session.add(Message(conversation_id=conversation.id, role="user", text=text, author=user))
     if not text:  # only blanks or control characters: nothing to interpret
         session.add(Message(conversation_id=conversation.id, role="assistant", text=EMPTY_REPLY))
-        session.commit()
+        session.flush()
         return ChatOut(conversation_id=conversation.id, reply=EMPTY_REPLY, engine="rules",
-                       intent={"action": "clarify", "missing": ["targets", "patch_group"]})
+                       intent={"action": Action.CLARIFY, "missing": ["targets", "patch_group"]})
 
     previous = IntentDraft.model_validate(conversation.open_draft) if conversation.open_draft else None
     interpretation = interpret_message(text, catalog=catalog, previous=previous, history=history,
@@ -75,7 +78,7 @@ def chat_turn(session: Session, *, conversation_id: str | None, text: str, user:
                  "button; chat text cannot approve or launch anything.")
     elif result.is_proposable:
         _withdraw_open_proposal(session, conversation, user)
-        proposal = request_service.create_proposal(
+        proposal = decisions.create_proposal(
             session, result=result, conversation_id=conversation.id, user=user, settings=settings,
             engine=interpretation.engine, prompt_version=interpretation.prompt_version,
             model_name=interpretation.model_name,
@@ -89,12 +92,12 @@ def chat_turn(session: Session, *, conversation_id: str | None, text: str, user:
                     and not catalog.inventory.hosts[h].enabled]
         if disabled:
             reply += f"\nDisabled in AWX (enabled: false), so never proposed: {', '.join(disabled)}."
-    elif result.action == "clarify":
+    elif result.action == Action.CLARIFY:
         conversation.open_draft = interpretation.draft.model_dump(mode="json")
         reply = describe_clarification(result, catalog)
-    elif result.action in ("status", "cancel"):
+    elif result.action in (Action.STATUS, Action.CANCEL):
         related, reply = _about_job(session, interpretation, catalog)
-    elif result.action == "list_jobs":
+    elif result.action == Action.LIST_JOBS:
         reply = _list_jobs(session, result.jobs)
     else:
         reply = interpretation.reply or UNSUPPORTED_REPLY
@@ -113,11 +116,10 @@ def chat_turn(session: Session, *, conversation_id: str | None, text: str, user:
         conversation_id=conversation.id, role="assistant", text=reply, proposal_id=proposal.id if proposal else None,
         data=data,
     ))
-    session.commit()
+    session.flush()
     views = {}
     for key, req in (("proposal", proposal), ("related_request", related)):
         if req is not None:
-            session.refresh(req)
             views[key] = request_service.view(session, req, catalog, settings)
     return ChatOut(conversation_id=conversation.id, reply=reply, engine=interpretation.engine,
                    intent=result.model_dump(mode="json"), **views)
@@ -129,9 +131,8 @@ def _conversation(session: Session, conversation_id: str | None, user: str, text
         if conversation is None:
             raise NotFound(f"no conversation with id {conversation_id}; omit conversation_id to start one")
         if not request_service.same_person(conversation.created_by, user):
-            raise request_service.deny(session, user=user, request_id=None, error=Forbidden,
-                                       reason=f"{user} may not post into conversation {conversation.id}: it belongs "
-                                              "to someone else; start a new one")
+            raise Refused(f"{user} may not post into conversation {conversation.id}: it belongs to someone else; "
+                          "start a new one", user=user)
         return conversation
     conversation = Conversation(created_by=user, title=text[:80])
     session.add(conversation)
@@ -197,9 +198,9 @@ def _withdraw_open_proposal(session: Session, conversation: Conversation, user: 
     old = session.get(PatchRequest, conversation.open_request_id)
     if old is not None and old.state == PROPOSED:
         try:
-            # Not committed here: the whole turn is one transaction, so the conversation's row lock (taken
-            # first, in _conversation) is held until the turn's single commit and concurrent turns queue.
-            request_service.reject(session, old.id, user, reason="replaced by a newer proposal", commit=False)
+            # In the turn's transaction: the conversation's row lock (taken first, in _conversation) is held
+            # until the turn's single commit, so concurrent turns queue and one proposal stays open.
+            decisions.reject(session, old, user, reason=decisions.REPLACED_REASON)
         except IllegalTransition:
             pass  # approved in the meantime: it stands, the new one is separate
 
@@ -212,9 +213,10 @@ def _about_job(session: Session, interpretation: Interpretation, catalog: Catalo
         if req is None:
             return None, f"I have no record of AWX job {result.job_id}."
     elif result.hosts:
-        req = request_service.latest_for_hosts(session, result.hosts, active_only=result.action == "cancel")
+        req = request_service.latest_for_hosts(session, result.hosts, active_only=result.action == Action.CANCEL)
         if req is None:
-            return None, f"No {'running ' if result.action == 'cancel' else ''}patch request touches {', '.join(result.hosts)}."
+            running = "running " if result.action == Action.CANCEL else ""
+            return None, f"No {running}patch request touches {', '.join(result.hosts)}."
     else:
         recent = request_service.list_requests(session, state=None, limit=1)
         if not recent:
@@ -224,15 +226,16 @@ def _about_job(session: Session, interpretation: Interpretation, catalog: Catalo
     summary = f"{job} on {', '.join(req.hosts)}: {req.state}, {STAGE_LABELS.get(req.stage, req.stage)}."
     if req.failure_reason:
         summary += f" Reason: {req.failure_reason}"
-    if result.action == "cancel":
+    if result.action == Action.CANCEL:
         if req.state in TERMINAL:
             return req, summary + " It has already ended; there is nothing to cancel."
         return req, summary + " Press Cancel on its progress view to stop it; nothing is canceled from chat text."
     return req, summary
 
 
-_JOBS_HEADING = {None: "Recent requests", "active": "Running requests", "failed": "Failed requests",
-                 "finished": "Finished requests"}
+# "Failed requests", "Finished requests"; the active ones are the running ones to the user.
+_JOBS_HEADING = {None: "Recent requests", **{name: f"{name.capitalize()} requests" for name in JOBS_SHOWN},
+                 "active": "Running requests"}
 
 
 def _list_jobs(session: Session, jobs: str | None = None) -> str:

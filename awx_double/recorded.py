@@ -122,7 +122,7 @@ def _recap_renamed(stdout: str, mapping: dict[str, list[str]]) -> str:
     lines = stdout.split("\r\n")
     out: list[str] = []
     for line in lines:
-        recorded = next((h for h in mapping if line.lstrip("\x1b[0;32m\x1b[0;31m\x1b[0;33m").find(h) != -1), None)
+        recorded = next((h for h in mapping if h in line), None)  # a colour code, then the recorded host
         if recorded is None:
             out.append(line)
             continue

@@ -51,7 +51,8 @@ def host(state: DoubleState, base: str, name: str) -> dict[str, Any]:
     groups = sorted(g for g in record.groups if g in state.group_ids)
     return {
         "id": host_id, "type": "host", "url": f"{base}hosts/{host_id}/", "name": name, "description": "",
-        "inventory": INVENTORY_ID, "enabled": state.host_enabled(name), "instance_id": "", "variables": json.dumps(record.vars),
+        "inventory": INVENTORY_ID, "enabled": state.host_enabled(name), "instance_id": "",
+        "variables": json.dumps(record.vars),
         "summary_fields": {
             "inventory": _inventory_summary(),
             # AWX lists at most 5 of the host's direct groups here, by id, with the full count beside them.

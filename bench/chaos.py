@@ -6,8 +6,8 @@
 
 launch-pg: two worker processes, the AWX double answering the launch path with 1-3 429s (Retry-After 25 s, so
 the launching worker sleeps inside the launch) and PostgreSQL restarted (fast shutdown or SIGKILL, at random;
-down 0.5-3 s) at a random moment of that sleep, with the default sweep settings (or --fast). Counted per trial: AWX jobs for the
-request, whether a second one was canceled and recorded, the final state.
+down 0.5-3 s) at a random moment of that sleep, with the default sweep settings (or --fast). Counted per trial:
+AWX jobs for the request, whether a second one was canceled and recorded, the final state.
 redis: requests approved one after another while Redis is SIGKILLed at random moments (down 1-5 s), with
 messages of every task kind in hand; counted: worker process exits, requests that did not succeed, jobs per
 request.
@@ -27,6 +27,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -118,7 +119,8 @@ class Cluster:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
 
     def propose(self, text: str) -> str:
-        body = httpx.post(f"{self.api}/api/v1/chat", json={"text": text}, headers=self._auth("alice"), timeout=30).json()
+        body = httpx.post(f"{self.api}/api/v1/chat", json={"text": text}, headers=self._auth("alice"),
+                          timeout=30).json()
         return body["proposal"]["id"]
 
     def approve(self, request_id: str) -> int:
@@ -380,8 +382,6 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, _raise)
-    import tempfile
-
     workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{args.scenario}-"))
     run = {"launch-pg": launch_pg, "redis": redis_kills, "up": up_kills}[args.scenario]
     started = time.monotonic()

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -34,8 +36,6 @@ def headers(user: str) -> dict[str, str]:
 
 def seed_request(api: str) -> str:
     """A proposal, then stages, host results and events as a finished run would have them."""
-    from datetime import timedelta
-
     from sqlalchemy import insert, update
 
     from core.db import get_engine
@@ -54,9 +54,10 @@ def seed_request(api: str) -> str:
         for host in ("web-01", "web-02", "web-03", "web-04"):
             conn.execute(insert(HostResult).values(request_id=request_id, host=host, status="changed", ok=9,
                                                    changed=2))
-        conn.execute(insert(JobEvent), [dict(request_id=request_id, counter=c, event="runner_on_ok", host="web-01",
-                                             play="Patching", task="Apply updates", stdout="ok: [web-01]",
-                                             created=now, stored_at=now) for c in range(1, 67)])
+        conn.execute(insert(JobEvent), [{"request_id": request_id, "counter": c, "event": "runner_on_ok",
+                                         "host": "web-01", "play": "Patching", "task": "Apply updates",
+                                         "stdout": "ok: [web-01]", "created": now, "stored_at": now}
+                                        for c in range(1, 67)])
     return request_id
 
 
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
                      ("request_status", "GET", f"/api/v1/requests/{request_id}", None),
                      ("chat_rules", "POST", "/api/v1/chat", [{"text": t} for t in TEXTS])]
         api_proc = stack.procs[-1]
-        for name, method, path, bodies in endpoints:  # warm-up: imports, pools, caches
+        for _name, method, path, bodies in endpoints:  # warm-up: imports, pools, caches
             asyncio.run(load(api, method, path, 4, 1.0, bodies))
         for clients in [int(c) for c in args.clients.split(",")]:
             for name, method, path, bodies in endpoints:
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         row["p50_ratio_vs_healthz"] = round(row["latency_ms"]["p50"] / base["latency_ms"]["p50"], 2)
         row["p95_ratio_vs_healthz"] = round(row["latency_ms"]["p95"] / base["latency_ms"]["p95"], 2)
         row["rps_ratio_vs_healthz"] = round(row["requests_per_second"] / base["requests_per_second"], 3)
-    path = write_result("chat_api", {"command": "python -m bench.chat_api " + " ".join(argv or __import__("sys").argv[1:]),
+    path = write_result("chat_api", {"command": "python -m bench.chat_api " + " ".join(argv or sys.argv[1:]),
                                      "runs": runs})
     for row in runs:
         print(f"{row['endpoint']:>15} clients={row['clients']:>3}  p50 x{row['p50_ratio_vs_healthz']}  "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -47,7 +48,7 @@ def double_floor(speed: float) -> float:
 
     plan = plan_run(["web-01"], RunOptions())
     visible = event_visibility(plan, 0.0, speed, 0.0, 0.0)
-    return next(v for e, v in zip(plan.events, visible) if e.event == "playbook_on_play_start")
+    return next(v for e, v in zip(plan.events, visible, strict=True) if e.event == "playbook_on_play_start")
 
 
 async def one_round(client: httpx.AsyncClient, hosts: list[str], timeout: float = 60.0) -> list[dict]:
@@ -153,11 +154,12 @@ def main(argv: list[str] | None = None) -> None:
             out.append(result)
             a, u = result["api_visible_seconds"], result["ui_visible_seconds_modelled"]
             print(f"burst={burst:>3} runs={len(good)}/{len(rows)}  approve->stage via API p50 {a.get('p50')} s "
-                  f"p95 {a.get('p95')} s max {a.get('max')} s | via UI (modelled) p50 {u.get('p50')} s p95 {u.get('p95')} s"
+                  f"p95 {a.get('p95')} s max {a.get('max')} s"
+                  f" | via UI (modelled) p50 {u.get('p50')} s p95 {u.get('p95')} s"
                   f" | double floor {floor:.2f} s | breakdown p50 {result['breakdown_p50_seconds']}", flush=True)
-    path = write_result("e2e", {"command": "python -m bench.e2e " + " ".join(argv or __import__("sys").argv[1:]),
-                                "speed": args.speed, "poll_seconds": args.poll, "ui_refresh_seconds": UI_REFRESH_SECONDS,
-                                "runs": out})
+    path = write_result("e2e", {"command": "python -m bench.e2e " + " ".join(argv or sys.argv[1:]),
+                                "speed": args.speed, "poll_seconds": args.poll,
+                                "ui_refresh_seconds": UI_REFRESH_SECONDS, "runs": out})
     print(f"wrote {path.relative_to(ROOT)}")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import sys
 import time
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         gc.enable()
 
-    hosts = catalog.inventory.host_names() if hasattr(catalog.inventory, "host_names") else sorted(catalog.inventory.hosts)
+    inventory = catalog.inventory
+    hosts = inventory.host_names() if hasattr(inventory, "host_names") else sorted(inventory.hosts)
     growth = []
     for k in (1, 2, 5, 10, 20):
         if k > len(hosts):
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
 
     cases_per_second = len(cases) / (sum(pass_seconds) / len(pass_seconds))
     result = {
-        "command": "python -m bench.intent " + " ".join(argv or __import__("sys").argv[1:]),
+        "command": "python -m bench.intent " + " ".join(argv or sys.argv[1:]),
         "dataset": str(Path(args.dataset).relative_to(ROOT)), "cases": len(cases), "passes_timed": len(pass_seconds),
         "cases_per_second": round(cases_per_second, 1),
         "latency_ms": summary(per_case, 1000, 3),
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     path = write_result("intent", result)
     lat = result["latency_ms"]
     print(f"rules parser: {len(cases)} cases, {result['cases_per_second']} cases/s, per case p50 {lat['p50']} ms, "
-          f"p95 {lat['p95']} ms, max {lat['max']} ms (baseline split p95 {result['baseline_split_latency_ms']['p95']} ms)")
+          f"p95 {lat['p95']} ms, max {lat['max']} ms "
+          f"(baseline split p95 {result['baseline_split_latency_ms']['p95']} ms)")
     print(f"answered without an LLM call (is_confident): {confident}/{len(cases)} = {result['confident_share']:.1%}")
     for row in growth:
         print(f"  {row['hosts_in_message']:>2} hosts in one message: p50 {row['latency_ms']['p50']} ms, "

@@ -125,7 +125,8 @@ def finish(fleet: dict) -> dict:
     samples = fleet["samples"]
     return {**fleet["summary"], "passes_timed": len(samples[0]),
             "latency_ms": summary([s for per in samples for s in per], 1000, 3),
-            "per_message": [{"latency_ms": summary(per, 1000, 3), **o} for per, o in zip(samples, outcomes)]}
+            "per_message": [{"latency_ms": summary(per, 1000, 3), **o}
+                            for per, o in zip(samples, outcomes, strict=True)]}
 
 
 def _code_version() -> str | None:

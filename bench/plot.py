@@ -35,7 +35,8 @@ def main() -> None:
                     axes[0][2].plot(n, [r["resources"].get(proc, {}).get("cpu_mean_pct", 0) for r in rows], mark,
                                     label=f"{proc} CPU % ({design})")
         axes[0][0].axhline(5, color="red", lw=0.8, label="target p95 5 s")
-        for ax, title, ylabel in ((axes[0][0], "1. Event lag vs concurrent jobs", "lag, s (censored: unstored = end - created)"),
+        for ax, title, ylabel in ((axes[0][0], "1. Event lag vs concurrent jobs",
+                                   "lag, s (censored: unstored = end - created)"),
                                   (axes[0][1], "1. AWX requests vs concurrent jobs", "requests/s"),
                                   (axes[0][2], "1. CPU vs concurrent jobs (100% = one core)", "CPU %")):
             ax.set_xscale("log")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
                 select1.append(time.perf_counter() - t)
         client.close()
 
-    result = {"command": "python -m bench.poll_cost " + " ".join(argv or __import__("sys").argv[1:]),
+    result = {"command": "python -m bench.poll_cost " + " ".join(argv or sys.argv[1:]),
               "jobs": args.jobs, "rounds": args.rounds,
               "baseline_http_ping_ms": summary(ping, 1000), "baseline_select1_ms": summary(select1, 1000)}
     for name in ("round", "single"):

@@ -7,8 +7,9 @@ mode) and the ones marked `check_mode: false` only read (df, pgrep, apt-get --si
 
 Four streams, two hosts each (both this machine, so the events interleave as they do for a real fleet):
 - success      both hosts pass;
-- item_failed  host web-02 needs more free space on /var than there is (an extra var templated per host): one item of the "Check free disk
-               space" loop fails (runner_item_on_failed) and the task fails with "One or more items failed";
+- item_failed  host web-02 needs more free space on /var than there is (an extra var templated per host): one
+               item of the "Check free disk space" loop fails (runner_item_on_failed) and the task fails with
+               "One or more items failed";
 - unreachable  host web-02 is an SSH host on a closed port of 127.0.0.1 (runner_on_unreachable);
 - stopped      the run is stopped (as an AWX cancel stops it) once the "Patching" play has started.
 

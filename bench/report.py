@@ -18,8 +18,10 @@ def _lag(r: dict) -> str:
 def _ratio(r: dict, base: dict) -> str:
     cpu = r["resources"].get("worker", {}).get("cpu_mean_pct") or 0
     base_cpu = base["resources"].get("worker", {}).get("cpu_mean_pct") or 0
-    return (f"p95 lag x{r['lag_censored_seconds']['p95'] / max(base['lag_censored_seconds']['p95'], 0.01):.2f}, "
-            f"AWX requests per job-interval x{r['awx_requests_per_job_per_poll_interval'] / max(base['awx_requests_per_job_per_poll_interval'], 0.01):.2f}"
+    lag_ratio = r["lag_censored_seconds"]["p95"] / max(base["lag_censored_seconds"]["p95"], 0.01)
+    awx_key = "awx_requests_per_job_per_poll_interval"
+    awx_ratio = r[awx_key] / max(base[awx_key], 0.01)
+    return (f"p95 lag x{lag_ratio:.2f}, AWX requests per job-interval x{awx_ratio:.2f}"
             + (f", worker CPU x{cpu / base_cpu:.2f}" if base_cpu else "") + f" vs {base['design']} N={base['jobs']}")
 
 
@@ -46,7 +48,8 @@ def follow_rows(name: str, cmd: str) -> list[str]:
                    f"{r['awx_requests_per_job_per_poll_interval']} per job per 2.5 s; worker CPU "
                    f"{worker.get('cpu_mean_pct')} %, RSS {worker.get('rss_max_mb')} MB; double "
                    f"{res.get('awx_double', {}).get('cpu_mean_pct')} %, PostgreSQL "
-                   f"{res.get('postgres', {}).get('cpu_mean_pct')} %, Redis {res.get('redis', {}).get('cpu_mean_pct')} %;"
+                   f"{res.get('postgres', {}).get('cpu_mean_pct')} %, "
+                   f"Redis {res.get('redis', {}).get('cpu_mean_pct')} %;"
                    f" machine {res.get('machine_all_cores', {}).get('cpu_mean_pct', 'n/a')} % of 2 cores")
         ratio = _ratio(r, base) if base is not None else "baseline"
         rows.append(f"| 1. follow, {r['design']} | {r['jobs']} jobs | {numbers} | {ratio} | {cmd} |")
@@ -61,7 +64,8 @@ def parse_scale_table(data: dict, top: int = 6) -> list[str]:
     for r in runs:
         lat, ratio = r["latency_ms"], r["ratio_vs_smallest"]
         out.append(f"| {r['hosts']} ({r['groups']}) | {r['load_seconds']} s "
-                   f"({r['inventory_bytes'] / 1e6:.2f} MB YAML) | {r['first_message_ms']} ms | {lat['p50']} / {lat['p95']} / {lat['max']} ms | "
+                   f"({r['inventory_bytes'] / 1e6:.2f} MB YAML) | {r['first_message_ms']} ms | "
+                   f"{lat['p50']} / {lat['p95']} / {lat['max']} ms | "
                    + ("baseline" if r is runs[0] else f"x{ratio['p50']} / x{ratio['p95']} / x{ratio['max']}") + " |")
     sizes = [str(r["hosts"]) for r in runs]
     out += ["", f"Messages whose p50 grew most ({sizes[0]} -> {sizes[-1]} hosts; outcome at {sizes[-1]}):", "",
@@ -108,7 +112,8 @@ def main() -> None:
         out.append(f"| 2. status read in process | {status['reads']} reads | checkout+pre-ping p50 "
                    f"{status['session_checkout_with_pre_ping_ms']['p50']} ms, one query + view p50 "
                    f"{status['queries_and_view_ms']['p50']} ms (two-query path "
-                   f"{status.get('two_query_view_ms', {}).get('p50', 'n/a')} ms), JSON p50 {status['json_ms']['p50']} ms, total p50 "
+                   f"{status.get('two_query_view_ms', {}).get('p50', 'n/a')} ms), "
+                   f"JSON p50 {status['json_ms']['p50']} ms, total p50 "
                    f"{status['total_in_process_ms']['p50']} ms; chat turn p50 "
                    f"{status['chat_turn_in_process_ms']['p50']} ms of which rules parse p50 "
                    f"{status['rules_interpret_ms']['p50']} ms | total = "
@@ -120,9 +125,11 @@ def main() -> None:
         growth = "; ".join(f"{g['hosts_in_message']} hosts p50 {g['latency_ms']['p50']} ms"
                            for g in intent["growth_by_hosts_in_message"])
         out.append(f"| 3. rules parser | {intent['cases']} cases x {intent['passes_timed']} | "
-                   f"{intent['cases_per_second']} cases/s, p50 {lat['p50']} ms, p95 {lat['p95']} ms, max {lat['max']} ms;"
+                   f"{intent['cases_per_second']} cases/s, p50 {lat['p50']} ms, p95 {lat['p95']} ms, "
+                   f"max {lat['max']} ms;"
                    f" answered without an LLM call {intent['confident_cases']}/{intent['cases']} = "
-                   f"{intent['confident_share']:.1%}; {growth} | p95 x{lat['p95'] / intent['baseline_split_latency_ms']['p95']:.0f}"
+                   f"{intent['confident_share']:.1%}; {growth} | "
+                   f"p95 x{lat['p95'] / intent['baseline_split_latency_ms']['p95']:.0f}"
                    f" of `str.lower().split()` | `{intent['command']}` |")
     e2e = load("e2e")
     if e2e:

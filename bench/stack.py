@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -368,13 +369,12 @@ def pct(values: list[float], q: float) -> float:
 def summary(values: list[float], scale: float = 1.0, digits: int = 2) -> dict[str, float]:
     if not values:
         return {"n": 0}
-    return {"n": len(values), "p50": round(pct(values, 50) * scale, digits), "p95": round(pct(values, 95) * scale, digits),
-            "max": round(max(values) * scale, digits), "mean": round(sum(values) / len(values) * scale, digits)}
+    return {"n": len(values), "p50": round(pct(values, 50) * scale, digits),
+            "p95": round(pct(values, 95) * scale, digits), "max": round(max(values) * scale, digits),
+            "mean": round(sum(values) / len(values) * scale, digits)}
 
 
 def write_result(name: str, data: dict) -> Path:
-    import json
-
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(), **data}
@@ -384,8 +384,6 @@ def write_result(name: str, data: dict) -> Path:
 
 def load(name: str) -> dict | None:
     """A result written by `write_result`, or None when that benchmark has not been run."""
-    import json
-
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
 

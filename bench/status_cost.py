@@ -14,6 +14,7 @@ Baseline: `SELECT 1` on a pooled connection.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             if i >= 10:
                 t_chat.append(t1 - t0)
                 t_parse.append(t2 - t1)
-    result = {"command": "python -m bench.status_cost " + " ".join(argv or __import__("sys").argv[1:]),
+    result = {"command": "python -m bench.status_cost " + " ".join(argv or sys.argv[1:]),
               "reads": args.reads, "response_bytes": len(body),
               "session_checkout_with_pre_ping_ms": summary(t_checkout, 1000, 3),
               "queries_and_view_ms": summary(t_queries, 1000, 3), "json_ms": summary(t_json, 1000, 3),

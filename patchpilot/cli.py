@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,7 +197,9 @@ def use_fleet(folder: str) -> None:
     for setting, name in FLEET_FILES.items():
         path = Path(folder) / name
         if not path.is_file():
-            raise SystemExit(f"--fleet {folder}: {name} is missing there (a fleet folder holds {', '.join(FLEET_FILES.values())})")
+            raise SystemExit(
+                f"--fleet {folder}: {name} is missing there (a fleet folder holds {', '.join(FLEET_FILES.values())})"
+            )
         os.environ[setting] = str(path.resolve())
     reset_settings_cache()
 
@@ -203,7 +208,10 @@ def use_double_files(args: argparse.Namespace) -> None:
     """`--double-inventory FILE` / `--double-patch-groups FILE`: the fleet the AWX double serves. patchpilot reads
     the inventory from the double (INVENTORY_SOURCE=awx), so the patch groups are the double's too; a fleet that
     brings no policy gets the empty default one."""
-    for flag, path in (("--double-inventory", args.double_inventory), ("--double-patch-groups", args.double_patch_groups)):
+    for flag, path in (
+        ("--double-inventory", args.double_inventory),
+        ("--double-patch-groups", args.double_patch_groups),
+    ):
         if path and not Path(path).is_file():
             raise SystemExit(f"{flag} {path}: no such file")
     if args.double_patch_groups:
@@ -316,7 +324,8 @@ def up(args: argparse.Namespace) -> int:
                       "PROMETHEUS_MULTIPROC_DIR": str(_fresh_dir(state_dir / "prometheus"))}
         stack.spawn("worker", [sys.executable, "-m", "celery", "-A", "worker.celery_app:celery_app", "worker", "-B",
                                "--concurrency", "2", "--prefetch-multiplier", "1", "--loglevel", "INFO",
-                               "--schedule", str(state_dir / "celerybeat-schedule"), "-n", f"patchpilot@{state_dir.name}"], worker_env)
+                               "--schedule", str(state_dir / "celerybeat-schedule"),
+                               "-n", f"patchpilot@{state_dir.name}"], worker_env)
         _wait_ready(env["API_URL"], stack, timeout=90)
         ui_port = 0
         if not args.no_ui:
@@ -372,8 +381,6 @@ def _first_sync(env: dict[str, str]) -> None:
 
 def inventory_command(args: argparse.Namespace) -> int:
     """`patchpilot inventory sync|status`: the inventory from AWX (INVENTORY_SOURCE=awx, AWX_INVENTORY)."""
-    import logging
-
     from core.inventory_sync import status_line, sync_inventory, sync_status
 
     settings = get_settings()
@@ -429,8 +436,6 @@ def token_command(args: argparse.Namespace) -> int:
 
 
 def role_command(args: argparse.Namespace) -> int:
-    import getpass
-
     from sqlmodel import Session
 
     from core.db import get_engine
@@ -501,8 +506,6 @@ def _secret_file(path: Path) -> str:
 
 def _fresh_dir(path: Path) -> Path:
     """An empty folder (metric files of a previous run's processes must not be summed into this one's)."""
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path

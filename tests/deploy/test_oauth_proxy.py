@@ -80,14 +80,18 @@ def _pods_of(docs: list[dict], component: str) -> list[dict]:
 def test_the_component_adds_only_the_relay_script(base: list[dict], rendered: list[dict]) -> None:
     added = _keys(rendered) - _keys(base)
     assert _keys(base) <= _keys(rendered)
-    assert len(added) == 1 and next(iter(added))[0] == "ConfigMap" and next(iter(added))[1].startswith("patchpilot-relay-")
+    assert len(added) == 1
+    kind, name = next(iter(added))
+    assert kind == "ConfigMap" and name.startswith("patchpilot-relay-")
     namespace = load_kustomization()["namespace"]
     assert all(d["metadata"].get("namespace") == namespace for d in rendered)
 
 
 def test_it_renders_together_with_monitoring(tmp_path: Path, rendered: list[dict]) -> None:
     both = kubectl_kustomize(copy_with_components(tmp_path, [MONITORING_COMPONENT, OAUTH_PROXY_COMPONENT]))
-    assert _keys(both) - _keys(rendered) == {("ServiceMonitor", "patchpilot-api"), ("ServiceMonitor", "patchpilot-worker")}
+    assert _keys(both) - _keys(rendered) == {
+        ("ServiceMonitor", "patchpilot-api"), ("ServiceMonitor", "patchpilot-worker"),
+    }
 
 
 def test_every_rendered_object_is_schema_valid(rendered: list[dict]) -> None:
@@ -100,7 +104,8 @@ def test_every_rendered_object_is_schema_valid(rendered: list[dict]) -> None:
                 kubernetes_validate.validate(doc, version, strict=True)
                 checked += 1
             except kubernetes_validate.SchemaNotFoundError:
-                schema = json.loads((SCHEMAS_DIR / f"{doc['apiVersion'].replace('/', '-')}-{doc['kind']}.json").read_text())
+                schema_file = SCHEMAS_DIR / f"{doc['apiVersion'].replace('/', '-')}-{doc['kind']}.json"
+                schema = json.loads(schema_file.read_text())
                 try:
                     jsonschema.validate(doc, schema, cls=jsonschema.Draft202012Validator)
                     checked += 1
@@ -138,7 +143,8 @@ def test_every_api_and_ui_pod_has_the_oauth_proxy(rendered: list[dict], componen
                        "--http-address=", "--upstream=http://127.0.0.1:8080", "--pass-user-headers=true",
                        "--pass-basic-auth=false", "--pass-access-token=false"):
             assert needed in args, f"{component}: {needed}"
-        assert not any(a.startswith(("--skip-auth-regex", "--bypass-auth", "--openshift-delegate-urls")) for a in args), \
+        bypasses = ("--skip-auth-regex", "--bypass-auth", "--openshift-delegate-urls")
+        assert not any(a.startswith(bypasses) for a in args), \
             "every request through the proxy is signed in with OpenShift; no bearer tokens (no TokenReview rights)"
         assert [p["containerPort"] for p in proxy["ports"]] == [8443]
         volumes = {v["name"]: v for v in spec["volumes"]}
@@ -187,7 +193,8 @@ def test_the_api_listens_on_loopback_only(rendered: list[dict]) -> None:
         command = api["command"]
         assert command[:2] == ["uvicorn", "api.main:app"]
         assert command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--port") + 1] == "8080"
-        assert deployment["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "api"
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["kubectl.kubernetes.io/default-container"] == "api"
         assert command.count("--host") == 1 and not any(a.startswith(("--uds", "--fd")) for a in command)
         assert 8080 not in {p["containerPort"] for p in api.get("ports") or []}
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -214,7 +221,8 @@ def test_the_ui_reaches_the_api_through_the_relay(rendered: list[dict]) -> None:
     service = _get(rendered, "Service", "patchpilot-api")
     port = next(p for p in service["spec"]["ports"] if p["port"] == int(match.group(1)))
     api = _get(rendered, "Deployment", "patchpilot-api")
-    relay = next(c for c in pod_spec(api)["containers"] if any(p.get("name") == port["targetPort"] for p in c.get("ports") or []))
+    relay = next(c for c in pod_spec(api)["containers"]
+                 if any(p.get("name") == port["targetPort"] for p in c.get("ports") or []))
     assert relay["name"] == "ui-relay"
     listen, upstream = relay["command"][-2:]
     assert upstream == "127.0.0.1:8080" and listen.endswith(f":{next(p['containerPort'] for p in relay['ports'])}")
@@ -261,7 +269,8 @@ def test_the_routes_reencrypt_to_the_proxies(rendered: list[dict]) -> None:
         assert route["spec"]["tls"]["insecureEdgeTerminationPolicy"] == "Redirect"
         assert "destinationCACertificate" not in route["spec"]["tls"], "the router trusts the service CA itself"
         service = _get(rendered, "Service", route["spec"]["to"]["name"])
-        port = next(p for p in service["spec"]["ports"] if route["spec"]["port"]["targetPort"] in (p["name"], p["port"]))
+        target_port = route["spec"]["port"]["targetPort"]
+        port = next(p for p in service["spec"]["ports"] if target_port in (p["name"], p["port"]))
         deployment = next(d for d in rendered if d["kind"] == "Deployment"
                           and label_selector_matches({"matchLabels": service["spec"]["selector"]}, _labels(d)))
         target = [c["name"] for c in pod_spec(deployment)["containers"] for p in c.get("ports") or []
@@ -283,7 +292,8 @@ def _port_numbers(rule_ports: list[dict] | None, pod: dict) -> set[int] | None:
     """The TCP port numbers a rule admits on the pod (None: every port)."""
     if not rule_ports:
         return None
-    named = {p["name"]: p["containerPort"] for c in pod_spec(pod)["containers"] for p in c.get("ports") or [] if "name" in p}
+    named = {p["name"]: p["containerPort"]
+             for c in pod_spec(pod)["containers"] for p in c.get("ports") or [] if "name" in p}
     out: set[int] = set()
     for port in rule_ports:
         if port.get("protocol", "TCP") != "TCP":
@@ -302,7 +312,8 @@ def _admitted(docs: list[dict], component: str) -> dict[str, set[int] | None]:
     deployment = _pods_of(docs, component)[0]
     labels = _labels(deployment)
     admitted: dict[str, set[int] | None] = {}
-    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and label_selector_matches(d["spec"]["podSelector"], labels)]
+    policies = [d for d in docs
+                if d["kind"] == "NetworkPolicy" and label_selector_matches(d["spec"]["podSelector"], labels)]
     assert any(not p["spec"].get("ingress") and "Ingress" in p["spec"]["policyTypes"] for p in policies), "default deny"
     for policy in policies:
         for rule in policy["spec"].get("ingress") or []:
@@ -314,9 +325,12 @@ def _admitted(docs: list[dict], component: str) -> dict[str, set[int] | None]:
             for peer in peers or []:
                 if set(peer) == {"namespaceSelector"}:
                     selector = peer["namespaceSelector"].get("matchLabels")
-                    names.append("router" if selector == ROUTER else "monitoring" if selector == MONITORING else f"namespaces {peer}")
+                    names.append("router" if selector == ROUTER
+                                 else "monitoring" if selector == MONITORING
+                                 else f"namespaces {peer}")
                 elif set(peer) == {"podSelector"}:
-                    matched = [d for d in docs if pod_spec(d) is not None and label_selector_matches(peer["podSelector"], _labels(d))]
+                    matched = [d for d in docs
+                               if pod_spec(d) is not None and label_selector_matches(peer["podSelector"], _labels(d))]
                     names.extend(_labels(d)["app.kubernetes.io/component"] for d in matched)
                 else:
                     names.append(f"peer {peer}")
@@ -341,10 +355,11 @@ def test_the_router_reaches_only_the_proxies_and_the_ui_only_the_relay(rendered:
 def test_the_check_would_notice_a_policy_that_admits_8080(rendered: list[dict]) -> None:
     """Guards the check above: an added policy (they add up) that opens 8080 by number, by name or to all is seen."""
     api_labels = {"matchLabels": {"app.kubernetes.io/name": "patchpilot", "app.kubernetes.io/component": "api"}}
+    worker_labels = {"app.kubernetes.io/component": "worker"}
     for ports in ([{"protocol": "TCP", "port": 8080}], [{"protocol": "TCP", "port": 8000, "endPort": 9000}], None):
         extra = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "extra"},
                  "spec": {"podSelector": api_labels, "policyTypes": ["Ingress"],
-                          "ingress": [{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "worker"}}}],
+                          "ingress": [{"from": [{"podSelector": {"matchLabels": worker_labels}}],
                                        **({"ports": ports} if ports else {})}]}}
         admitted = _admitted(rendered + [extra], "api")
         assert admitted["worker"] is None or 8080 in admitted["worker"]

@@ -25,7 +25,8 @@ def plays() -> list[dict]:
 
 
 def _tasks(plays: list[dict]) -> list[dict]:
-    return [task for play in plays for section in ("pre_tasks", "tasks", "post_tasks", "handlers") for task in play.get(section) or []]
+    sections = ("pre_tasks", "tasks", "post_tasks", "handlers")
+    return [task for play in plays for section in sections for task in play.get(section) or []]
 
 
 def _module(task: dict) -> str:
@@ -61,7 +62,8 @@ def test_reboot_is_guarded_by_check_mode(plays: list[dict]) -> None:
 
 def test_tasks_forced_to_run_in_check_mode_are_read_only(plays: list[dict]) -> None:
     """`check_mode: false` makes a task run for real under --check: only read-only commands may do that."""
-    read_only = {("df",), ("pgrep",), ("uptime",), ("needs-restarting",), ("apt-get", "--simulate"), ("dnf", "-q", "updateinfo")}
+    read_only = {("df",), ("pgrep",), ("uptime",), ("needs-restarting",), ("apt-get", "--simulate"),
+                 ("dnf", "-q", "updateinfo")}
     for task in _tasks(plays):
         if task.get("check_mode") is not False:
             continue
@@ -74,7 +76,8 @@ def test_tasks_forced_to_run_in_check_mode_are_read_only(plays: list[dict]) -> N
 
 def test_state_changing_commands_skip_in_check_mode(plays: list[dict]) -> None:
     for task in _tasks(plays):
-        if _module(task) in {"ansible.builtin.command", "ansible.builtin.shell"} and task.get("check_mode") is not False:
+        runs_a_command = _module(task) in {"ansible.builtin.command", "ansible.builtin.shell"}
+        if runs_a_command and task.get("check_mode") is not False:
             assert "not ansible_check_mode" in _when(task), task["name"]
 
 
@@ -100,8 +103,11 @@ def test_patch_groups_use_values_the_playbook_accepts() -> None:
 @pytest.mark.parametrize(
     ("scope", "line", "selected"),
     [
-        ("security", "Inst libssl3 [3.0.11-1~deb12u1] (3.0.11-1~deb12u2 Debian-Security:12/stable-security [amd64])", True),
-        ("security", "Inst libgcrypt20 [1.10.1-3] (1.10.1-3+deb12u1 Debian:12.9/stable, Debian-Security:12/stable-security [amd64])", True),
+        ("security",
+         "Inst libssl3 [3.0.11-1~deb12u1] (3.0.11-1~deb12u2 Debian-Security:12/stable-security [amd64])", True),
+        ("security",
+         "Inst libgcrypt20 [1.10.1-3] "
+         "(1.10.1-3+deb12u1 Debian:12.9/stable, Debian-Security:12/stable-security [amd64])", True),
         ("security", "Inst openssl [3.0.2-0ubuntu1.15] (3.0.2-0ubuntu1.18 Ubuntu:22.04/jammy-security [amd64])", True),
         ("security", "Inst tzdata [2024a-0+deb12u1] (2025b-0+deb12u1 Debian:12.11/stable-updates [all])", False),
         ("security", "Inst base-files [12.4+deb12u11] (12.4+deb12u15 Debian:12.15/stable [amd64])", False),
@@ -144,7 +150,8 @@ def test_ansible_lint_production_profile(tmp_path: Path) -> None:
     tool = _ansible_tool("ansible-lint")
     assert tool, "ansible-lint is importable but its command is missing"
     result = subprocess.run([tool, "--offline", "--nocolor", "--profile", "production", PLAYBOOK.name],
-                            capture_output=True, text=True, timeout=180, cwd=PLAYBOOK.parent, env=_ansible_env(tmp_path))
+                            capture_output=True, text=True, timeout=180, cwd=PLAYBOOK.parent,
+                            env=_ansible_env(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -44,7 +44,8 @@ def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def _inventory(tmp_path: Path) -> Path:
     """A real-looking fleet that has none of the demo's names."""
     path = tmp_path / "inventory.yml"
-    path.write_text("all:\n  children:\n    site_a:\n      hosts:\n        srv1.corp.example: {}\n        srv2.corp.example: {}\n")
+    path.write_text("all:\n  children:\n    site_a:\n      hosts:\n"
+                    "        srv1.corp.example: {}\n        srv2.corp.example: {}\n")
     return path
 
 

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -136,8 +137,6 @@ def test_second_up_after_a_crash_cleans_up_and_reuses_the_data(tmp_path, ports):
 
 
 def test_up_restarts_a_child_that_dies_and_the_ui_keeps_working(tmp_path, ports):
-    import threading
-
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k not in CONFIGURED}
     argv = [sys.executable, "-m", "patchpilot", "up", "--state-dir", str(state), "--awx-speed", "20"]

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.integration
 
 INVENTORY = {"all": {"children": {
     "harbour": {"children": {
-        "harbour_cranes": {"hosts": {"crane-ctl-7": {"ansible_host": "crane-ctl-7.port.example", "os_family": "Debian"},
-                                     "crane-ctl-8": {"ansible_host": "crane-ctl-8.port.example", "os_family": "Debian"}}},
+        "harbour_cranes": {"hosts": {
+            "crane-ctl-7": {"ansible_host": "crane-ctl-7.port.example", "os_family": "Debian"},
+            "crane-ctl-8": {"ansible_host": "crane-ctl-8.port.example", "os_family": "Debian"}}},
         "harbour_gates": {"hosts": {"gate-scan-1": {"os_family": "RedHat"}}}}},
     "warehouse": {"hosts": {"shelf-bot-3": {"os_family": "RedHat"}}}}}}
 PATCH_GROUPS = {"quarterly": {"description": "Quarterly OS baseline", "job_template": "OS baseline (port)",

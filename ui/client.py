@@ -1,16 +1,32 @@
 """Typed HTTP client for the patchpilot API.
 
-This is the only module of the UI that speaks HTTP. Every failure -- an HTTP error status, a
-timeout, a refused connection, a body that is not JSON -- leaves it as an `ApiError` whose text
-can be shown to an operator as is.
+This is the only module of the UI that speaks HTTP; it answers with the models of `ui.models`. Every failure -- an
+HTTP error status, a timeout, a refused connection, a body that is not JSON or not in the expected shape -- leaves
+it as an `ApiError` whose text can be shown to an operator as is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
+
+from ui.meta import Meta
+from ui.models import (
+    ChatReply,
+    Conversation,
+    Inbox,
+    JobEvent,
+    Live,
+    Me,
+    Message,
+    PatchRequest,
+    SystemStatus,
+)
+
+M = TypeVar("M", bound=BaseModel)
 
 # Set by the OAuth proxy in front of the UI (and the API) when it runs in proxy mode.
 PROXY_USER_HEADER = "X-Forwarded-User"
@@ -18,177 +34,6 @@ PROXY_GROUPS_HEADER = "X-Forwarded-Groups"
 
 # Who am I and is everything up: asked on every page run, so an API that does not answer is noticed quickly.
 QUICK_TIMEOUT = 4.0
-
-TERMINAL_STATES = frozenset({"rejected", "expired", "succeeded", "failed", "canceled", "error"})
-
-
-# --- response shapes ----------------------------------------------------------------------------
-
-
-class HostResult(TypedDict):
-    name: str
-    status: str
-    ok: int
-    changed: int
-    failed: int
-    unreachable: int
-    skipped: int
-
-
-class StageEntry(TypedDict):
-    stage: str
-    label: str
-    at: str | None
-
-
-class Proposal(TypedDict):
-    id: str
-    action: Literal["patch", "precheck"]
-    hosts: list[str]
-    hosts_by_environment: dict[str, list[str]]
-    patch_group: str
-    patch_group_description: str
-    reboot: Literal["never", "if_needed", "always"]
-    check_mode: bool
-    state: str
-    stage: str
-    notes: list[str]
-    expires_at: str
-
-
-class PatchRequest(TypedDict):
-    id: str
-    action: str
-    state: str
-    stage: str
-    hosts: list[HostResult]
-    patch_group: str
-    patch_group_description: str
-    reboot: str
-    check_mode: bool
-    awx_job_id: int | None
-    awx_job_url: str | None
-    requested_by: str | None
-    approved_by: str | None
-    decided_by: str | None  # who rejected or canceled
-    created_at: str | None
-    approved_at: str | None
-    started_at: str | None
-    finished_at: str | None
-    failure_reason: str | None
-    stages: list[StageEntry]
-    latest_task: str | None
-    progress: float
-    conversation_id: str | None
-    notes: list[str]
-    hosts_by_environment: dict[str, list[str]]
-
-
-class ChatReply(TypedDict):
-    conversation_id: str
-    reply: str
-    engine: str
-    proposal: Proposal | None
-    intent: dict[str, Any]
-
-
-class JobEvent(TypedDict):
-    counter: int
-    event: str
-    host: str | None
-    play: str | None
-    task: str | None
-    failed: bool
-    changed: bool
-    stdout: str | None
-    created: str | None
-
-
-class Conversation(TypedDict):
-    id: str
-    title: str
-    created_at: str
-    updated_at: str
-
-
-class Message(TypedDict):
-    role: Literal["user", "assistant"]
-    text: str
-    created_at: str
-    proposal_id: NotRequired[str | None]
-
-
-class Me(TypedDict):
-    user: str
-    roles: list[str]
-    via: Literal["token", "proxy"]
-
-
-class SystemStatus(TypedDict):
-    engine: str
-    engine_label: str
-    api: str
-    database: str
-    broker: str
-    awx: str
-    awx_url: str | None
-
-
-class TimelineStep(TypedDict):
-    stage: str
-    title: str
-    status: Literal["done", "current", "skipped", "pending", "not_run", "failed", "canceled"]
-    label: str
-    at: str | None
-    ended_at: str | None
-
-
-class TaskLine(TypedDict):
-    counter: int
-    at: str | None
-    play: str | None
-    task: str | None
-    host: str | None
-    result: str
-    message: str | None
-
-
-class Live(TypedDict):
-    request: PatchRequest
-    timeline: list[TimelineStep]
-    allowed: dict[str, str | None]  # action -> why not (None: allowed)
-    tasks: list[TaskLine]
-    replaced_by_newer: bool
-
-
-class InboxItem(TypedDict):
-    id: str
-    requested_by: str
-    hosts: list[str]
-    hosts_by_environment: dict[str, list[str]]
-    production: bool
-    patch_group: str | None
-    reboot: str
-    check_mode: bool
-    conversation_id: str | None
-    created_at: str | None
-    expires_at: str | None
-    age_seconds: int | None
-
-
-class Inbox(TypedDict):
-    count: int
-    items: list[InboxItem]
-    mine: list[InboxItem]
-
-
-class Meta(TypedDict):
-    states: list[dict[str, Any]]
-    stages: list[dict[str, Any]]
-    production_environments: list[str]
-    environment_order: list[str]
-    roles: list[str]
-
 
 # --- errors -------------------------------------------------------------------------------------
 
@@ -330,6 +175,7 @@ class PatchpilotClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             transport=transport,
         )
+        self._meta: Meta | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -360,77 +206,83 @@ class PatchpilotClient:
                 response.status_code,
             ) from None
 
-    @staticmethod
-    def _items(body: Any) -> list[Any]:
+    def _parse(self, model: type[M], body: Any, what: str) -> M:
+        try:
+            return model.model_validate(body)
+        except ValidationError:
+            raise ApiError(f"The patchpilot API sent {what} in an unexpected shape.") from None
+
+    def _items(self, model: type[M], body: Any) -> list[M]:
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list):
             raise ApiError("The patchpilot API sent a list in an unexpected shape.")
-        return items
+        return [self._parse(model, item, "a list") for item in items]
 
     # -- endpoints --
 
     def chat(self, text: str, conversation_id: str | None = None) -> ChatReply:
-        return self._call(
-            "POST",
-            "/api/v1/chat",
-            json={"conversation_id": conversation_id, "text": text},
-            timeout=self.chat_timeout,
-        )
+        body = self._call("POST", "/api/v1/chat", json={"conversation_id": conversation_id, "text": text},
+                          timeout=self.chat_timeout)
+        return self._parse(ChatReply, body, "its reply")
 
     def get_request(self, request_id: str) -> PatchRequest:
-        return self._call("GET", f"/api/v1/requests/{request_id}")
+        return self._parse(PatchRequest, self._call("GET", f"/api/v1/requests/{request_id}"), "the request")
 
     def approve(self, request_id: str) -> PatchRequest:
-        return self._call("POST", f"/api/v1/requests/{request_id}/approve")
+        return self._decide(request_id, "approve")
 
     def reject(self, request_id: str) -> PatchRequest:
-        return self._call("POST", f"/api/v1/requests/{request_id}/reject")
+        return self._decide(request_id, "reject")
 
     def cancel(self, request_id: str) -> PatchRequest:
-        return self._call("POST", f"/api/v1/requests/{request_id}/cancel")
+        return self._decide(request_id, "cancel")
+
+    def _decide(self, request_id: str, action: str) -> PatchRequest:
+        return self._parse(PatchRequest, self._call("POST", f"/api/v1/requests/{request_id}/{action}"), "the request")
 
     def list_requests(self, state: str | None = None, limit: int = 50) -> list[PatchRequest]:
         params: dict[str, Any] = {"limit": limit}
         if state:
             params["state"] = state
-        return self._items(self._call("GET", "/api/v1/requests", params=params))
+        return self._items(PatchRequest, self._call("GET", "/api/v1/requests", params=params))
 
     def events(self, request_id: str, after: int = 0) -> list[JobEvent]:
-        return self._items(self._call("GET", f"/api/v1/requests/{request_id}/events", params={"after": after}))
+        body = self._call("GET", f"/api/v1/requests/{request_id}/events", params={"after": after})
+        return self._items(JobEvent, body)
 
     def conversations(self) -> list[Conversation]:
-        return self._items(self._call("GET", "/api/v1/conversations"))
+        return self._items(Conversation, self._call("GET", "/api/v1/conversations"))
 
     def messages(self, conversation_id: str) -> list[Message]:
-        return self._items(self._call("GET", f"/api/v1/conversations/{conversation_id}/messages"))
+        return self._items(Message, self._call("GET", f"/api/v1/conversations/{conversation_id}/messages"))
 
     def me(self) -> Me:
         """Who the API takes the caller for, and their roles."""
         body = self._call("GET", "/api/v1/me", timeout=QUICK_TIMEOUT)
-        if not isinstance(body, dict) or not isinstance(body.get("user"), str) or not isinstance(body.get("roles"), list):
-            raise ApiError("The patchpilot API said who you are in an unexpected shape.")
-        return body
+        return self._parse(Me, body, "who you are")
 
     def system(self) -> SystemStatus:
-        return self._call("GET", "/api/v1/system", timeout=QUICK_TIMEOUT)
+        return self._parse(SystemStatus, self._call("GET", "/api/v1/system", timeout=QUICK_TIMEOUT), "its status")
 
     def meta(self) -> Meta:
-        """State and stage labels, production environments and roles (the UI keeps no copy of them)."""
-        body = self._call("GET", "/api/v1/meta")
-        if not isinstance(body, dict) or not isinstance(body.get("stages"), list):
-            raise ApiError("The patchpilot API sent its labels in an unexpected shape.")
-        return body
+        """The domain's words: states and what they mean, stages, environments, roles, reboot policies, actions (the
+        UI keeps no copy of them). Read once per client, that is once per session and identity; a failure is not
+        kept, so the next call asks again."""
+        if self._meta is None:
+            body = self._call("GET", "/api/v1/meta")
+            if not isinstance(body, dict) or not isinstance(body.get("states"), list):
+                raise ApiError("The patchpilot API sent its labels in an unexpected shape.")
+            self._meta = self._parse(Meta, body, "its labels")
+        return self._meta
 
     def inbox(self) -> Inbox:
         """Proposals waiting for the caller's approval, and the caller's own proposals waiting for someone."""
         body = self._call("GET", "/api/v1/inbox")
         if not isinstance(body, dict) or not isinstance(body.get("items"), list):
             raise ApiError("The patchpilot API sent the inbox in an unexpected shape.")
-        return body
+        return self._parse(Inbox, body, "the inbox")
 
     def live(self, request_id: str) -> Live:
         """One request as a page shows it: the request, its timeline, what the caller may do, recent task output."""
         body = self._call("GET", f"/api/v1/requests/{request_id}/live")
-        if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
-            raise ApiError("The patchpilot API sent the request in an unexpected shape.")
-        return body
+        return self._parse(Live, body, "the request")

@@ -267,7 +267,7 @@ def test_admin_route_syncs_on_demand(awx_source):
 
 
 def test_the_status_line_warns_when_the_inventory_is_in_trouble(monkeypatch):
-    import ui.views as views
+    import ui.views.status as views
 
     shown: list[tuple[str, str]] = []
 

@@ -25,8 +25,10 @@ from streamlit.testing.v1 import AppTest
 
 from api.services import timeline
 from core.identity import Principal
-from core.settings import reset_settings_cache
-from ui import views
+from core.states import CANCELABLE
+from ui.meta import Meta
+from ui.models import PatchRequest, TimelineStep
+from ui.views import common, jobs, progress
 
 pytestmark = pytest.mark.integration  # the UI talks to a fake API served on a local port
 
@@ -273,7 +275,7 @@ def build_fake_api(backend: FakeBackend) -> FastAPI:
             return JSONResponse({"detail": detail}, status_code=403)
         if action == "approve" and req["requested_by"] == user and req["hosts_by_environment"].get("prod"):
             return JSONResponse({"detail": FOUR_EYES}, status_code=403)
-        allowed = {"approve": ("proposed",), "reject": ("proposed",), "cancel": views.CANCELABLE_STATES}
+        allowed = {"approve": ("proposed",), "reject": ("proposed",), "cancel": CANCELABLE}
         if req["state"] not in allowed.get(action, ()):
             return JSONResponse({"detail": f"Request is already {req['state']}"}, status_code=409)
         if action == "approve":
@@ -399,9 +401,7 @@ def backend(fake_api, monkeypatch):
     backend.reset()
     monkeypatch.setenv("API_URL", url)
     monkeypatch.setenv("PATCHPILOT_TOKEN", "pp_alice")  # as `patchpilot up` passes its token to the UI
-    reset_settings_cache()
-    yield backend
-    reset_settings_cache()
+    return backend
 
 
 def new_app() -> AppTest:
@@ -765,7 +765,6 @@ def test_validation_error_on_chat_is_readable(backend):
 
 def test_api_down_is_a_readable_error_not_a_traceback(backend, monkeypatch):
     monkeypatch.setenv("API_URL", f"http://127.0.0.1:{free_port()}")
-    reset_settings_cache()
     at = new_app()
     assert not at.exception
     errors = "\n".join(e.value for e in at.error)
@@ -826,32 +825,53 @@ def test_conversation_switching(backend):
 # --- pure helpers -------------------------------------------------------------------------------
 
 
+def _steps(*statuses: str) -> list[TimelineStep]:
+    stages = ("prechecks", "patching", "reboot", "postchecks", "completed")
+    return [TimelineStep(stage=stage, status=status) for stage, status in zip(stages, statuses, strict=True)]
+
+
 def test_progress_only_reaches_100_percent_on_success_and_one_name_per_run():
-    steps = [{"stage": "prechecks", "status": "done"}, {"stage": "patching", "status": "canceled"},
-             {"stage": "reboot", "status": "not_run"}, {"stage": "postchecks", "status": "not_run"},
-             {"stage": "completed", "status": "canceled"}]
-    assert views.progress_value({"state": "canceled"}, steps) == pytest.approx(0.375)
-    assert views.progress_value({"state": "succeeded"}, steps) == 1.0
-    assert views.job_name({"id": "313ecb1a" + "0" * 24, "awx_job_id": None}) == "Request 313ecb1a"
-    assert views.job_name({"id": "313ecb1a", "awx_job_id": 7}) == "AWX job 7"
-    jobs = [{"state": "proposed", "hosts": ["web-01"]}, {"state": "running", "hosts": [{"name": "db-01"}]},
-            {"state": "succeeded", "hosts": ["web-02"]}]
-    assert views.filter_jobs(jobs) == jobs[1:]
-    assert views.filter_jobs(jobs, host="WEB") == [jobs[2]]
-    assert views.filter_jobs(jobs, host="web", runs_only=False) == [jobs[0], jobs[2]]
+    canceled = _steps("done", "canceled", "not_run", "not_run", "canceled")
+    assert progress.progress_value(canceled) == pytest.approx(0.375)
+    assert progress.progress_value(_steps("done", "done", "skipped", "done", "done")) == 1.0
+    assert progress.progress_value(_steps("done", "done", "done", "done", "failed")) == 0.99  # never 100 % failed
+    assert progress.progress_value(_steps("current", "pending", "pending", "pending", "pending")) == 0.125
+    assert common.job_name(PatchRequest(id="313ecb1a" + "0" * 24, state="approved")) == "Request 313ecb1a"
+    assert common.job_name(PatchRequest(id="313ecb1a", state="running", awx_job_id=7)) == "AWX job 7"
+    meta = Meta.model_validate(timeline.meta(FAKE_CATALOG))
+    items = [PatchRequest(id="1", state="proposed", hosts=[{"name": "web-01"}]),
+             PatchRequest(id="2", state="running", hosts=[{"name": "db-01"}]),
+             PatchRequest(id="3", state="succeeded", hosts=[{"name": "web-02"}])]
+    assert jobs.filter_jobs(items, meta) == items[1:]
+    assert jobs.filter_jobs(items, meta, host="WEB") == [items[2]]
+    assert jobs.filter_jobs(items, meta, host="web", runs_only=False) == [items[0], items[2]]
+    # The State filter lists the runs' states, then the others, all from the API's words.
+    assert jobs.state_choices(meta) == ("all runs", "approved", "queued", "launching", "running", "succeeded",
+                                        "failed", "canceled", "error", "everything", "proposed", "rejected", "expired")
+    # Without the API's words nothing is a run (nothing is guessed), and the filter still works.
+    assert jobs.filter_jobs(items, Meta()) == [] and jobs.state_choices(Meta()) == ("all runs", "everything")
 
 
 def test_formatting_helpers():
-    assert views.fmt_duration("2025-01-01T10:00:00Z", "2025-01-01T10:01:05Z") == "1m 05s"
-    assert views.fmt_duration("2025-01-01T10:00:00Z", "2025-01-01T12:03:00Z") == "2h 03m"
-    assert views.fmt_duration(None, None) == ""
-    meta = {"environment_order": ["prod", "staging", "dev"], "production_environments": ["prod"]}
-    assert views.environment_groups({"hosts_by_environment": {"dev": ["d1"], "prod": ["p1"], "lab": ["l1"]}}, meta) == [
-        ("prod", ["p1"]),
-        ("dev", ["d1"]),
-        ("lab", ["l1"]),
-    ]
-    assert views.environment_groups({"hosts": ["a", {"name": "b"}]}) == [("hosts", ["a", "b"])]
+    assert common.fmt_duration("2025-01-01T10:00:00Z", "2025-01-01T10:01:05Z") == "1m 05s"
+    assert common.fmt_duration("2025-01-01T10:00:00Z", "2025-01-01T12:03:00Z") == "2h 03m"
+    assert common.fmt_duration(None, None) == ""
+    meta = Meta.model_validate({"environment_order": ["prod", "staging", "dev"], "production_environments": ["prod"]})
+    req = PatchRequest(id="1", state="running", hosts_by_environment={"dev": ["d1"], "prod": ["p1"], "lab": ["l1"]})
+    assert common.environment_groups(req, meta) == [("prod", ["p1"]), ("dev", ["d1"]), ("lab", ["l1"])]
+    assert common.environment_line("prod", ["p1"], meta) == ":red[**prod**] (1): p1"
+    assert common.environment_line("dev", ["d1", "d2"], meta) == ":blue[**dev**] (2): d1, d2"
+    assert common.environment_groups(PatchRequest(id="1", state="x", hosts=[{"name": "a"}, {"name": "b"}]), meta) == [
+        ("hosts", ["a", "b"])]
+
+
+def test_host_rows_say_would_change_in_a_dry_run():
+    host = {"name": "web-01", "status": "changed", "ok": 3, "changed": 1, "failed": 0, "unreachable": 1, "skipped": 2}
+    dry = PatchRequest(id="1", state="succeeded", check_mode=True, hosts=[host])
+    assert common.host_rows(dry) == [{"name": "web-01", "status": "would change", "ok": 3, "changed": 1, "failed": 0,
+                                      "unreachable": 1, "message": ""}]
+    assert common.host_summary(dry.model_copy(update={"check_mode": False})) == "web-01 changed"
+    assert common.failing_hosts(dry) == ["web-01"]  # unreachable once
 
 
 def test_link_with_request_id_opens_its_progress_view(backend):

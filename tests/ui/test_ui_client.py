@@ -8,6 +8,8 @@ import httpx
 import pytest
 
 from ui.client import ApiError, PatchpilotClient, auth_headers, format_detail
+from ui.meta import Meta
+from ui.models import Live, Me
 
 BASE = "http://api.test"
 
@@ -64,8 +66,8 @@ def test_chat_sends_identity_and_body_and_returns_reply():
         )
 
     reply = make_client(handler).chat("Patch server web-01 with Group-1")
-    assert reply["conversation_id"] == "c-1"
-    assert reply["engine"] == "rules"
+    assert reply.conversation_id == "c-1" and reply.proposal is None
+    assert reply.engine == "rules"
     request = seen[0]
     assert request.method == "POST"
     assert request.url.path == "/api/v1/chat"
@@ -82,8 +84,10 @@ def test_request_reads_and_transitions_hit_the_contract_paths():
         return httpx.Response(200, json=REQUEST)
 
     client = make_client(handler)
-    assert client.get_request("r-1")["hosts"][0]["name"] == "web-01"
-    assert client.approve("r-1")["state"] == "running"
+    request = client.get_request("r-1")
+    assert request.hosts[0].name == "web-01" and request.hosts[0].changed == 1 and request.awx_job_id == 42
+    assert request.hosts_by_environment == {"prod": ["web-01"], "staging": [], "dev": []}
+    assert client.approve("r-1").state == "running"
     client.reject("r-1")
     client.cancel("r-1")
     assert seen == [
@@ -108,14 +112,14 @@ def test_lists_unwrap_items_and_pass_query_parameters():
         return httpx.Response(200, json={"items": [REQUEST]})
 
     client = make_client(handler)
-    assert client.list_requests(state="running")[0]["id"] == "r-1"
+    assert client.list_requests(state="running")[0].id == "r-1"
     assert seen[-1].params["state"] == "running" and seen[-1].params["limit"] == "50"
     client.list_requests()
     assert "state" not in seen[-1].params
-    assert client.events("r-1", after=5)[0]["counter"] == 7
+    assert client.events("r-1", after=5)[0].counter == 7
     assert seen[-1].params["after"] == "5"
-    assert client.conversations()[0]["title"] == "web-01"
-    assert client.messages("c-1")[0]["text"] == "hi"
+    assert client.conversations()[0].title == "web-01"
+    assert client.messages("c-1")[0].text == "hi"
 
 
 def test_system_status_shape():
@@ -128,7 +132,8 @@ def test_system_status_shape():
         "awx": "unconfigured",
         "awx_url": None,
     }
-    assert make_client(respond(200, body)).system()["engine_label"] == "offline rules parser"
+    status = make_client(respond(200, body)).system()
+    assert status.engine_label == "offline rules parser" and status.broker == "down" and status.awx_url is None
 
 
 def test_conflict_becomes_readable_message():
@@ -229,11 +234,13 @@ def test_proxy_headers_are_forwarded_on_every_call():
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
+        if request.url.path.endswith("/approve"):
+            return httpx.Response(200, json=REQUEST)
         return httpx.Response(200, json={"user": "gina", "roles": ["approver"], "via": "proxy"})
 
     incoming = {"X-Forwarded-User": "gina", "X-Forwarded-Groups": "patchpilot-approvers", "Cookie": "_oauth_proxy=s"}
     client = make_client(handler, token="", incoming=incoming)
-    assert client.me() == {"user": "gina", "roles": ["approver"], "via": "proxy"}
+    assert client.me() == Me(user="gina", roles=["approver"], via="proxy")
     client.approve("r-1")
     for request in seen:
         assert request.headers["X-Forwarded-User"] == "gina"
@@ -248,7 +255,7 @@ def test_me_sends_the_token_and_returns_user_and_roles():
             return httpx.Response(401, json={"detail": "the API token is unknown or revoked"})
         return httpx.Response(200, json={"user": "alice", "roles": ["requester"], "via": "token"})
 
-    assert make_client(handler).me() == {"user": "alice", "roles": ["requester"], "via": "token"}
+    assert make_client(handler).me() == Me(user="alice", roles=["requester"], via="token")
     with pytest.raises(ApiError) as info:
         make_client(handler, token="pp_wrong").me()
     assert info.value.is_unauthorized and not info.value.is_forbidden
@@ -276,3 +283,70 @@ def test_format_detail_handles_every_shape():
     assert format_detail(None) == ""
     assert format_detail([{"loc": ["query", "limit"], "msg": "too big"}, "other"]) == "limit: too big; other"
     assert format_detail({"msg": "inner"}) == "inner"
+
+
+def test_a_newer_api_that_sends_more_does_not_break_the_ui():
+    body = {**REQUEST, "a_field_from_the_future": {"x": 1}, "hosts": [{**REQUEST["hosts"][0], "new_count": 3}]}
+    request = make_client(respond(200, body)).get_request("r-1")
+    assert request.id == "r-1" and request.hosts[0].ok == 3
+    assert not hasattr(request, "a_field_from_the_future")
+
+
+def test_a_response_in_the_wrong_shape_is_a_readable_error():
+    for body in ({**REQUEST, "hosts": "web-01"}, {**REQUEST, "state": None}, {"id": "r-1"}):
+        with pytest.raises(ApiError, match="unexpected shape"):
+            make_client(respond(200, body)).get_request("r-1")
+    with pytest.raises(ApiError, match="unexpected shape"):
+        make_client(respond(200, {"items": [{"counter": "seven"}]})).events("r-1")
+    with pytest.raises(ApiError, match="unexpected shape"):
+        make_client(respond(200, {"request": {"id": "r-1"}})).live("r-1")
+
+
+def test_live_reads_the_request_its_timeline_and_how_it_ended():
+    body = {"request": {**REQUEST, "state": "canceled", "terminal": True, "cancel_requested_at": "2025-01-01T10:02Z"},
+            "timeline": [{"stage": "prechecks", "status": "done"}, {"stage": "completed", "status": "canceled"}],
+            "allowed": {"approve": "the request is canceled", "cancel": None}, "tasks": [], "replaced_by_newer": False}
+    live = make_client(respond(200, body)).live("r-1")
+    assert live.request.cancel_requested_at == "2025-01-01T10:02Z"
+    assert live.outcome() == "canceled"
+    assert live.refusal("approve") == "the request is canceled" and live.refusal("cancel") is None
+    running = {**body, "request": {**body["request"], "state": "running", "terminal": False}}
+    assert make_client(respond(200, running)).live("r-1").outcome() is None
+
+
+def test_meta_is_read_once_per_client_and_again_after_a_failure():
+    calls: list[str] = []
+    answers = [httpx.Response(503, json={"detail": "database down"}),
+               httpx.Response(200, json={"states": [{"value": "running", "label": "running", "icon": "⏳",
+                                                     "terminal": False, "active": True, "cancelable": True}],
+                                         "environments": ["live", "test"], "production_environments": ["live"],
+                                         "roles": ["viewer", "requester"],
+                                         "reboot_policies": [{"value": "never", "label": "never reboot"}],
+                                         "jobs_shown": {"active": ["running"], "failed": [], "finished": []}})]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return answers.pop(0)
+
+    client = make_client(handler)
+    with pytest.raises(ApiError, match="Service unavailable"):
+        client.meta()
+    meta = client.meta()
+    assert client.meta() is meta and calls == ["/api/v1/meta", "/api/v1/meta"]
+    assert meta.is_active("running") and meta.is_cancelable("running") and not meta.is_terminal("running")
+    assert meta.badge("running") == "⏳ running" and meta.has_run("running")
+    assert meta.is_production("live") and not meta.is_production("test")
+    assert meta.reboot_text("never") == "Never reboot" and meta.reboot_text("sometimes") == "Sometimes"
+    assert meta.only_reads(["viewer"]) and not meta.only_reads(["requester", "viewer"]) and meta.only_reads([])
+    with pytest.raises(ApiError, match="unexpected shape"):
+        make_client(respond(200, {"stages": []})).meta()
+
+
+def test_meta_without_a_key_answers_every_question():
+    meta = Meta.model_validate({"states": [{"state": "running", "icon": "⏳"}], "environment_order": ["a", "b"]})
+    assert meta.environments == ["a", "b"]  # the older name of the key
+    assert meta.badge("running") == "⏳ running" and meta.badge("unknown") == "• unknown"
+    assert not meta.is_terminal("running") and meta.is_terminal("unknown", default=True)
+    assert not meta.has_run("running") and meta.run_states() == []
+    assert not meta.only_reads(["viewer"])  # no roles known: the API decides
+    assert meta.action_label("precheck") == "Precheck" and meta.stage_label("patching") == "patching"

@@ -16,13 +16,11 @@ from __future__ import annotations
 import itertools
 
 from agent.rules import Reading, RulesDraft, new_draft
-from core.intent import IntentDraft
+from core.intent import DRAFTING, Action, IntentDraft
 from core.inventory import Catalog
 from core.targets import Selection, TargetExpr, Term, evaluate
 from core.validation import validate_draft
 from core.vocabulary import Meaning, Vocabulary
-
-_EDITABLE = ("patch", "precheck", "clarify")
 
 
 def amend(previous: IntentDraft, reading: Reading, catalog: Catalog) -> RulesDraft | None:
@@ -30,13 +28,14 @@ def amend(previous: IntentDraft, reading: Reading, catalog: Catalog) -> RulesDra
     scan = reading.scan
     if scan.start_over:
         if reading.action is None and not scan.has_targets and not reading.patch_group:
-            return new_draft(reading, action="clarify", note="Starting over. What should I patch, and with which patch group?")
+            return new_draft(reading, action=Action.CLARIFY,
+                             note="Starting over. What should I patch, and with which patch group?")
         return None
-    if reading.action in ("status", "cancel"):
+    if reading.action in (Action.STATUS, Action.CANCEL):
         if reading.job_id is None and not scan.has_targets and scan.reference and not previous.targets.is_empty:
             return new_draft(reading, action=reading.action, targets=previous.targets)
         return None
-    if reading.action in ("list_jobs", "unsupported") or previous.action not in _EDITABLE:
+    if reading.action in (Action.LIST_JOBS, Action.UNSUPPORTED) or previous.action not in DRAFTING:
         return None
     if _carries_nothing(reading):
         return _copy_of(previous)  # only an injection or an approval request: the open draft stays as it was
@@ -48,13 +47,13 @@ def amend(previous: IntentDraft, reading: Reading, catalog: Catalog) -> RulesDra
         return None
     marked = scan.additive or scan.replacing or scan.corrected or scan.reference or bool(scan.exclude)
     if reading.explicit_action and not marked and scan.has_targets:
-        waiting = previous.action == "clarify" or validate_draft(previous, catalog).action == "clarify"
+        waiting = previous.action == Action.CLARIFY or validate_draft(previous, catalog).action == Action.CLARIFY
         if reading.patch_group or not waiting:
             return None  # a new request with its own targets
 
     action = reading.action if reading.explicit_action else previous.action
-    if action == "clarify":
-        action = "patch"
+    if action == Action.CLARIFY:
+        action = Action.PATCH
     targets = edit_targets(previous.targets, reading, catalog.vocabulary)
     meant = TargetExpr(include=[s for s in targets.include if s not in previous.targets.include]) \
         if scan.additive else targets

@@ -41,7 +41,7 @@ from agent.tools import (
     result_view,
     run_tool,
 )
-from core.intent import IntentDraft, IntentResult
+from core.intent import DRAFTING, RUNS, Action, IntentDraft, IntentResult, Missing
 from core.inventory import Catalog
 from core.targets import Selection, TargetExpr, Term, clean_name, evaluate
 from core.validation import normalize_name, validate_draft
@@ -98,8 +98,9 @@ def system_prompt(catalog: Catalog, previous: IntentDraft | None) -> str:
     groups = "\n".join(f"- {g.name}: {g.description}" for g in catalog.patch_groups.values())
     inventory_groups = catalog.inventory.groups
     environments = sorted(catalog.vocabulary.environments)
-    roles = sorted(g for g in inventory_groups if g not in environments and g not in ("all", "ungrouped") and "_" not in g)
-    if previous is not None and previous.action in ("patch", "precheck", "clarify"):
+    roles = sorted(g for g in inventory_groups
+                   if g not in environments and g not in ("all", "ungrouped") and "_" not in g)
+    if previous is not None and previous.action in DRAFTING:
         fields = previous.model_dump(mode="json", exclude={"note", "targets"}, exclude_defaults=True)
         if not previous.targets.is_empty:
             fields["targets"] = Targets.of(previous.targets).model_dump(exclude_defaults=True)
@@ -244,11 +245,11 @@ def _grounded(draft: IntentDraft, result: IntentResult, catalog: Catalog,
     message = (f"I left out {', '.join(labels)}: you did not write {it} in this conversation, and a request only "
                f"uses the names, groups, values and patterns you typed yourself (a search result or my own guess "
                f"does not count). If you mean {it}, please name {it}.")
-    missing = ["targets"]
-    if result.patch_group is None and (draft.action == "patch" or draft.patch_group):
+    missing: list[Missing] = ["targets"]
+    if result.patch_group is None and (draft.action == Action.PATCH or draft.patch_group):
         missing.append("patch_group")
     clarify = IntentResult(
-        action="clarify", requested_action=draft.action, hosts=check.hosts if not kept.is_empty else [],
+        action=Action.CLARIFY, requested_action=draft.action, hosts=check.hosts if not kept.is_empty else [],
         patch_group=result.patch_group, reboot=draft.reboot, check_mode=draft.check_mode, missing=missing,
         unknown_hosts=check.unknown_hosts, suggestions=check.suggestions,
         targets=kept.describe() if not kept.is_empty else "", message=message,
@@ -332,15 +333,16 @@ def run_agent(text: str, *, catalog: Catalog, model: BaseChatModel, previous: In
         _check_refusal(ai, usage)
         calls = list(ai.tool_calls)
         bad = list(getattr(ai, "invalid_tool_calls", []) or [])
-        messages.append(ai.model_copy(update={"content": TOOL_CALL_CONTENT}) if (calls or bad) and not ai.content else ai)
+        only_calls = (calls or bad) and not ai.content
+        messages.append(ai.model_copy(update={"content": TOOL_CALL_CONTENT}) if only_calls else ai)
         if not calls and not bad:
             reply = _text(ai)
             if not reply:
                 raise AgentFailure("empty", "returned an empty answer", usage)
             # Nothing to do: the open draft (kept by the chat service) is left as it was.
             shown = _safe_reply(reply)
-            return AgentOutcome(draft=IntentDraft(action="unsupported", note=shown[:500]),
-                                result=IntentResult(action="unsupported", message=shown[:500]),
+            return AgentOutcome(draft=IntentDraft(action=Action.UNSUPPORTED, note=shown[:500]),
+                                result=IntentResult(action=Action.UNSUPPORTED, message=shown[:500]),
                                 reply=shown, tool_calls=trace, usage=usage)
 
         final = None
@@ -369,7 +371,7 @@ def run_agent(text: str, *, catalog: Catalog, model: BaseChatModel, previous: In
                 final, final_entry = outcome, trace[-1]
         if final is not None:
             draft, result = final.draft, final.result
-            if draft.action in ("patch", "precheck"):
+            if draft.action in RUNS:
                 draft, grounded = _grounded(draft, result, catalog, words)
                 if grounded is not result:  # memory keeps what really came of the call, not the refused proposal
                     final_entry["result"] = result_view(grounded)
@@ -420,7 +422,8 @@ def _failure(exc: Exception, usage: dict) -> AgentFailure:
 
 
 def _check_refusal(ai: AIMessage, usage: dict) -> None:
-    refused = ai.additional_kwargs.get("refusal") or (ai.response_metadata or {}).get("finish_reason") == "content_filter"
+    refused = (ai.additional_kwargs.get("refusal")
+               or (ai.response_metadata or {}).get("finish_reason") == "content_filter")
     if isinstance(ai.content, list):
         refused = refused or any(isinstance(b, dict) and b.get("type") == "refusal" for b in ai.content)
     if refused:
@@ -474,10 +477,11 @@ def parse_with_llm(text: str, catalog: Catalog, history: list[str] | None = None
     outcome = None
     for message in [*(history or []), text]:
         outcome = run_agent(message, catalog=catalog, model=model, previous=previous, history=turns,
-                            max_calls=settings.llm_max_calls_per_turn, max_history_messages=settings.memory_max_messages,
+                            max_calls=settings.llm_max_calls_per_turn,
+                            max_history_messages=settings.memory_max_messages,
                             max_history_chars=settings.memory_max_chars, tool_choice=tool_choice,
                             deadline_seconds=settings.llm_turn_deadline_seconds)
-        if outcome.result.action in ("patch", "precheck", "clarify"):
+        if outcome.result.action in DRAFTING:
             previous = outcome.draft
         turns += [Turn("user", message), Turn("assistant", outcome.reply or outcome.result.message or "",
                                               outcome.tool_calls)]

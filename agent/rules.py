@@ -28,7 +28,7 @@ from pydantic import PrivateAttr
 from rapidfuzz.distance import DamerauLevenshtein
 
 from agent.target_scan import PATCH_GROUP_MARK, Scan, scan_targets
-from core.intent import IntentDraft, IntentResult
+from core.intent import DRAFTING, JOBS_SHOWN_READ_ORDER, Action, IntentDraft, IntentResult, JobsShown, RebootPolicy
 from core.inventory import Catalog
 from core.language import Language, load_language
 from core.targets import TargetExpr, evaluate
@@ -56,10 +56,10 @@ class RulesDraft(IntentDraft):
 class Reading:
     """Everything the parser read from one message, before it is combined with the open draft."""
 
-    action: str | None = None  # None: no action word (a fragment such as "group 2" or "no reboot")
+    action: Action | None = None  # None: no action word (a fragment such as "group 2" or "no reboot")
     scan: Scan = field(default_factory=Scan)
     patch_group: str | None = None
-    reboot: str | None = None
+    reboot: RebootPolicy | None = None
     check_mode: bool | None = None  # None: not mentioned
     job_id: int | None = None
     explicit_action: bool = False  # an action word was written (not only implied by a patch group)
@@ -69,7 +69,7 @@ class Reading:
     recognised: bool = False  # small talk or a destructive command was recognised as such
     aside_names: bool = False  # a side remark that was cut out named hosts
     mentioned: set[str] = field(default_factory=set)  # hosts named only in passing (side remarks, mentions)
-    jobs: str | None = None  # list_jobs: "active", "failed" or "finished" when the user says which
+    jobs: JobsShown | None = None  # list_jobs: which requests, when the user says which
 
     @property
     def unplaced(self) -> list[str]:
@@ -111,7 +111,7 @@ def is_confident(draft: IntentDraft, result: IntentResult) -> bool:
         return False
     if draft._unplaced or draft._doubts:
         return False
-    return result.action == draft.action or result.action == "clarify"
+    return result.action == draft.action or result.action == Action.CLARIFY
 
 
 def rules_only_answer(draft: IntentDraft, result: IntentResult) -> IntentResult:
@@ -125,7 +125,7 @@ def rules_only_answer(draft: IntentDraft, result: IntentResult) -> IntentResult:
 def open_draft_after(previous: IntentDraft | None, draft: IntentDraft, result: IntentResult) -> IntentDraft | None:
     """The conversation's open draft after a turn: a proposal or a question replaces it; a status question, a
     job list or small talk leaves it as it was."""
-    return draft if result.action in ("patch", "precheck", "clarify") else previous
+    return draft if result.action in DRAFTING else previous
 
 
 # --- reading one message --------------------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def read(text: str, catalog: Catalog) -> Reading:
     text, found = _cut(language, "injection", text)
     reading.injection = bool(found)
     if language.search("destructive", text):
-        reading.action, reading.recognised = "unsupported", True
+        reading.action, reading.recognised = Action.UNSUPPORTED, True
         reading.note = "That is not a patching request; I can only patch, pre-check, report on or cancel patch jobs."
         return reading
     stripped = re.sub(r"[\s|.,;!?]+", " ", text).strip()
@@ -178,7 +178,7 @@ def read(text: str, catalog: Catalog) -> Reading:
     if not stripped or language.search("small_talk", stripped):
         reading.recognised = True
         if not reading.injection:
-            reading.action = "unsupported"
+            reading.action = Action.UNSUPPORTED
             reading.note = "I can patch servers, run pre-checks, report on jobs and cancel them."
         return reading
 
@@ -206,13 +206,13 @@ def read(text: str, catalog: Catalog) -> Reading:
     text = _cut_asides(text, reading, catalog, language)
     text = _cut_mentions(text, reading, catalog, language)
     reading.action = _action(text, reading, language)
-    if reading.action == "precheck":
+    if reading.action == Action.PRECHECK:
         text, _ = _cut(language, "precheck", text)
-    elif reading.action == "list_jobs":
+    elif reading.action == Action.LIST_JOBS:
         reading.jobs = _jobs_shown(text, language)
         text, _ = _cut(language, "list_jobs", text)
-    elif reading.action == "patch" and reading.reboot is None and language.search("reboot_word", text):
-        reading.reboot = "always"  # "patch www-01 with group 1, reboot"
+    elif reading.action == Action.PATCH and reading.reboot is None and language.search("reboot_word", text):
+        reading.reboot = RebootPolicy.ALWAYS  # "patch www-01 with group 1, reboot"
     text, _ = _cut(language, "reboot_word", text)
     text = _RANGE.sub(lambda m: _expand_range(m) or m.group(0), text)
 
@@ -220,9 +220,9 @@ def read(text: str, catalog: Catalog) -> Reading:
     if reading.aside_names and not reading.scan.include:
         reading.doubts.append("only a side remark names hosts")
     _read_patch_group(reading, catalog, language)
-    if reading.action in ("status", "cancel") and reading.job_id is None and not reading.scan.has_targets:
+    if reading.action in (Action.STATUS, Action.CANCEL) and reading.job_id is None and not reading.scan.has_targets:
         _bare_job_number(text, reading)
-    if reading.action == "unsupported" and reading.scan.has_targets and not reading.scan.unplaced:
+    if reading.action == Action.UNSUPPORTED and reading.scan.has_targets and not reading.scan.unplaced:
         reading.recognised = True  # "reboot www-01": understood, and out of scope
     return reading
 
@@ -379,46 +379,46 @@ def _read_patch_group(reading: Reading, catalog: Catalog, language: Language) ->
 
 
 def _read_reboot(text: str, reading: Reading, language: Language) -> str:
-    for policy, kind in (("never", "reboot_never"), ("if_needed", "reboot_if_needed"), ("always", "reboot_always")):
-        text, found = _cut(language, kind, text)
+    for policy in RebootPolicy:  # the language's kinds are reboot_never, reboot_if_needed, reboot_always
+        text, found = _cut(language, f"reboot_{policy.value}", text)
         if found and reading.reboot is None:
             reading.reboot = policy
     return text
 
 
-def _action(text: str, reading: Reading, language: Language) -> str | None:
+def _action(text: str, reading: Reading, language: Language) -> Action | None:
     verb = bool(language.search("patch_verb", text))
-    action: str | None = None
+    action: Action | None = None
     if language.search("cancel", text) and (reading.job_id is not None or language.search("cancel_object", text)
                                             or verb or len(text.split()) <= 3):
-        action = "cancel"
+        action = Action.CANCEL
     elif language.search("list_jobs", text) and reading.job_id is None:
-        action = "list_jobs"
+        action = Action.LIST_JOBS
     elif language.search("status", text) and reading.check_mode is None and not language.search("precheck", text):
-        action = "status"
+        action = Action.STATUS
     elif reading.job_id is not None and not verb and PATCH_GROUP_MARK not in text:
-        action = "status"  # "job 42?"
+        action = Action.STATUS  # "job 42?"
     elif language.search("precheck", text) or language.search("precheck_question", text):
-        action = "precheck"
+        action = Action.PRECHECK
     elif verb:
-        action = "patch"
+        action = Action.PATCH
     if action is not None:
         reading.explicit_action = True
         return action
     if reading.check_mode is True or PATCH_GROUP_MARK in text:
-        return "patch"  # "dry run www-01", "www-01 with group 2": a patch request without the verb
+        return Action.PATCH  # "dry run www-01", "www-01 with group 2": a patch request without the verb
     if language.search("reboot_word", text):
         reading.recognised = True  # "reboot all servers now": understood, and not a patch request
     if language.search("reboot_word", text) or language.search("other_operation", text):
         reading.note = "I can only patch servers with a patch group; other operations are out of scope."
-        return "unsupported"
+        return Action.UNSUPPORTED
     return None
 
 
-def _jobs_shown(text: str, language: Language) -> str | None:
+def _jobs_shown(text: str, language: Language) -> JobsShown | None:
     """'show running jobs' -> active; 'what failed' -> failed; 'finished runs' -> finished."""
     words = set(re.findall(r"[\w']+", text))
-    for shown in ("failed", "active", "finished"):
+    for shown in JOBS_SHOWN_READ_ORDER:
         if words & language.words[f"jobs_{shown}"]:
             return shown
     return None
@@ -447,21 +447,22 @@ def draft_from(reading: Reading) -> RulesDraft:
     scan = reading.scan
     if action is None:
         if reading.patch_group:
-            action = "patch"  # "www-01 with group 2": a patch request without the verb
+            action = Action.PATCH  # "www-01 with group 2": a patch request without the verb
         elif scan.has_targets or reading.reboot:
-            action = "patch"
+            action = Action.PATCH
             reading.doubts.append("no action word")
         else:
             if not reading.recognised:
                 reading.doubts.append("nothing recognised")
-            return new_draft(reading, action="unsupported", note=reading.note or "I did not understand that request.")
-    if action == "unsupported":
+            return new_draft(reading, action=Action.UNSUPPORTED,
+                             note=reading.note or "I did not understand that request.")
+    if action == Action.UNSUPPORTED:
         if not reading.recognised:
             reading.doubts.append("out of scope, not recognised")
-        return new_draft(reading, action="unsupported", note=reading.note)
-    if action == "list_jobs":
-        return new_draft(reading, action="list_jobs", jobs=reading.jobs)
-    if action in ("status", "cancel"):
+        return new_draft(reading, action=Action.UNSUPPORTED, note=reading.note)
+    if action == Action.LIST_JOBS:
+        return new_draft(reading, action=Action.LIST_JOBS, jobs=reading.jobs)
+    if action in (Action.STATUS, Action.CANCEL):
         return new_draft(reading, action=action, job_id=reading.job_id, targets=scan.expr())
     return new_draft(reading, action=action, patch_group=reading.patch_group, reboot=reading.reboot,
                      check_mode=bool(reading.check_mode), targets=scan.expr())

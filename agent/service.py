@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from core.intent import IntentDraft, IntentResult
+from core.intent import REBOOT_LABELS, Action, IntentDraft, IntentResult
 from core.inventory import Catalog
 from core.settings import Settings
 
@@ -90,7 +90,7 @@ def _without_hosts_left_out(result: IntentResult, kept_out: set[str]) -> IntentR
     if not back or not result.is_proposable:
         return result
     return result.model_copy(update={
-        "action": "clarify", "requested_action": result.action, "missing": ["targets"],
+        "action": Action.CLARIFY, "requested_action": result.action, "missing": ["targets"],
         "message": f"You left out {', '.join(back)}, but the proposal I came up with holds "
                    f"{'it' if len(back) == 1 else 'them'}. Please say again which hosts to patch."})
 
@@ -101,13 +101,13 @@ def unconfirmed(result: IntentResult) -> IntentResult:
     The hosts stay in the result (what was understood), but a clarification never becomes a proposal."""
     if not result.is_proposable:
         return result
-    precheck = result.action == "precheck"
+    precheck = result.action == Action.PRECHECK
     hosts = ", ".join(result.hosts)
     read = f"{'pre-checks' if precheck else 'a dry run' if result.check_mode else 'a patch run'} on {hosts}"
     if result.patch_group:
         read += f" with {result.patch_group}"
     if not precheck and result.reboot:
-        read += f", {REBOOT_WORDS.get(result.reboot, result.reboot)}"
+        read += f", {REBOOT_WORDS[result.reboot]}"
     example = f"{'Pre-checks on' if precheck else 'Patch'} {hosts}"
     if result.patch_group and not precheck:
         example += f" with {result.patch_group}"
@@ -115,11 +115,11 @@ def unconfirmed(result: IntentResult) -> IntentResult:
         example += ", dry run"
     message = (f"I am not sure I understood. I read {read}. Nothing is proposed yet: if that is right, please "
                f"confirm by writing it plainly, for example \"{example}\"; otherwise say what you mean.")
-    return result.model_copy(update={"action": "clarify", "requested_action": result.action, "missing": [],
+    return result.model_copy(update={"action": Action.CLARIFY, "requested_action": result.action, "missing": [],
                                      "message": message})
 
 
-REBOOT_WORDS = {"never": "no reboot", "if_needed": "reboot only if needed", "always": "always reboot"}
+REBOOT_WORDS = REBOOT_LABELS
 
 
 def describe_targets(hosts: list[str], catalog: Catalog) -> str:
@@ -137,21 +137,27 @@ def describe_change(before: list[str], after: list[str]) -> str:
         return ""
     parts = [f"added {', '.join(added)}"] if added else []
     parts += [f"removed {', '.join(removed)}"] if removed else []
-    return f"{'; '.join(parts).capitalize()}; now {len(after)} host{'s' if len(after) != 1 else ''}: {', '.join(after)}."
+    return f"{'; '.join(parts).capitalize()}; now {_hosts(len(after))}: {', '.join(after)}."
+
+
+def _hosts(count: int) -> str:
+    """'1 host', '3 hosts'."""
+    return f"{count} host{'s' if count != 1 else ''}"
 
 
 def describe_proposal(result: IntentResult, catalog: Catalog, previous_hosts: list[str] | None = None) -> str:
     group = catalog.patch_groups.get(result.patch_group or "")
-    what = "Pre-checks" if result.action == "precheck" else "Patch"
+    what = "Pre-checks" if result.action == Action.PRECHECK else "Patch"
     lines = [change] if previous_hosts and (change := describe_change(previous_hosts, result.hosts)) else []
-    lines.append(
-        f"{what} proposal for {len(result.hosts)} host{'s' if len(result.hosts) != 1 else ''} ({describe_targets(result.hosts, catalog)}).")
+    count = _hosts(len(result.hosts))
+    lines.append(f"{what} proposal for {count} ({describe_targets(result.hosts, catalog)}).")
     if result.targets:
         listed = ", ".join(result.hosts[:20]) + (", …" if len(result.hosts) > 20 else "")
-        lines.append(f"Targets: {result.targets} -> {len(result.hosts)} host{'s' if len(result.hosts) != 1 else ''}: {listed}.")
+        lines.append(f"Targets: {result.targets} -> {count}: {listed}.")
     if group:
         lines.append(f"Patch group: {group.name} — {group.description}.")
-    lines.append(f"Reboot: {REBOOT_WORDS.get(result.reboot or '', result.reboot)}. Dry run: {'yes (check mode)' if result.check_mode else 'no'}.")
+    reboot = REBOOT_WORDS[result.reboot] if result.reboot else None
+    lines.append(f"Reboot: {reboot}. Dry run: {'yes (check mode)' if result.check_mode else 'no'}.")
     if result.refused_hosts:
         lines.append(f"Left out by policy: {', '.join(result.refused_hosts)}.")
     lines.append("Nothing runs until someone clicks Approve.")
@@ -164,7 +170,8 @@ def describe_clarification(result: IntentResult, catalog: Catalog) -> str:
         parts.append(result.message)
     for name in result.unknown_hosts:
         hint = result.suggestions.get(name)
-        parts.append(f"I don't know a host or group called '{name}'." + (f" Did you mean {', '.join(hint)}?" if hint else ""))
+        parts.append(f"I don't know a host or group called '{name}'."
+                     + (f" Did you mean {', '.join(hint)}?" if hint else ""))
     if "targets" in result.missing and not result.unknown_hosts and not result.refused_hosts:
         parts.append(f"Which hosts should I use? Name hosts ({_example_host(catalog)}), groups or an environment.")
     if "patch_group" in result.missing:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Protocol
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from core.intent import IntentDraft, IntentResult, JobsShown, RebootPolicy
+from core.intent import Action, IntentDraft, IntentResult, JobsShown, RebootPolicy
 from core.inventory import Catalog
 from core.language import load_language
 from core.targets import Selection, TargetExpr, Term, from_fields
@@ -125,7 +125,7 @@ class ProposePatch(BaseModel):
     wrote. The system validates it and answers with the proposal, or with what it must ask the user."""
 
     model_config = ConfigDict(extra="forbid")
-    action: Literal["patch", "precheck"] = "patch"
+    action: Literal[Action.PATCH, Action.PRECHECK] = Action.PATCH
     targets: Targets = Field(default_factory=Targets)
     patch_group: str | None = Field(default=None, max_length=100, description="e.g. group 1; empty if not clear.")
     reboot: RebootPolicy | None = None
@@ -332,7 +332,7 @@ def result_view(result: IntentResult) -> str:
     view = {k: v for k, v in result.model_dump(mode="json").items() if v not in (None, [], {}, "")}
     if result.is_proposable:
         view["status"] = "proposed: waiting for a person to click Approve"
-    elif result.action == "clarify":
+    elif result.action == Action.CLARIFY:
         view["status"] = "incomplete: the user will be asked"
     return _dump(view)
 
@@ -353,7 +353,8 @@ def _values_as_attributes(expr: TargetExpr, catalog: Catalog) -> TargetExpr:
     vocabulary = catalog.vocabulary
 
     def term(t: Term) -> Term:
-        if t.kind != "name" or vocabulary.host(t.value) or vocabulary.groups(t.value) or vocabulary.hosts_ending(t.value):
+        if (t.kind != "name" or vocabulary.host(t.value) or vocabulary.groups(t.value)
+                or vocabulary.hosts_ending(t.value)):
             return t
         values = [m for m in vocabulary.lookup(t.value) if m.kind == "attribute"]
         return Term(kind="attribute", key=values[0].key, value=t.value) if len(values) == 1 else t
@@ -365,12 +366,12 @@ def _values_as_attributes(expr: TargetExpr, catalog: Catalog) -> TargetExpr:
 
 
 def _job_status(args: JobStatus, ctx: ToolContext) -> ToolOutcome:
-    outcome = _validated(IntentDraft(action="status", job_id=args.job_id, targets=_plain_names(args.hosts)), ctx)
+    outcome = _validated(IntentDraft(action=Action.STATUS, job_id=args.job_id, targets=_plain_names(args.hosts)), ctx)
     return _with_job_data(outcome, ctx)
 
 
 def _propose_cancel(args: ProposeCancel, ctx: ToolContext) -> ToolOutcome:
-    outcome = _validated(IntentDraft(action="cancel", job_id=args.job_id, targets=_plain_names(args.hosts)), ctx)
+    outcome = _validated(IntentDraft(action=Action.CANCEL, job_id=args.job_id, targets=_plain_names(args.hosts)), ctx)
     return _with_job_data(outcome, ctx)
 
 
@@ -381,7 +382,7 @@ def _plain_names(hosts: list[str]) -> TargetExpr:
 
 def _with_job_data(outcome: ToolOutcome, ctx: ToolContext) -> ToolOutcome:
     result = outcome.result
-    if result is None or result.action == "clarify" or ctx.jobs is None:
+    if result is None or result.action == Action.CLARIFY or ctx.jobs is None:
         return outcome
     job = ctx.jobs.job_status(result.job_id, list(result.hosts))
     outcome.content = _dump({"job": job} if job else {"job": None, "note": "no matching request"})
@@ -389,7 +390,7 @@ def _with_job_data(outcome: ToolOutcome, ctx: ToolContext) -> ToolOutcome:
 
 
 def _list_jobs(args: ListJobs, ctx: ToolContext) -> ToolOutcome:
-    draft = IntentDraft(action="list_jobs", jobs=args.jobs)
+    draft = IntentDraft(action=Action.LIST_JOBS, jobs=args.jobs)
     result = validate_draft(draft, ctx.catalog)
     rows = ctx.jobs.list_jobs(args.limit, args.jobs) if ctx.jobs is not None else []
     return ToolOutcome(content=_dump({"jobs": rows}), draft=draft, result=result)

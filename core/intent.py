@@ -32,17 +32,33 @@ class Action(StrEnum):
 
 ACTIONS: tuple[Action, ...] = tuple(Action)
 RUNS = frozenset({Action.PATCH, Action.PRECHECK})  # the actions that become a proposal and an AWX job
+DRAFTING = frozenset({*RUNS, Action.CLARIFY})  # the actions that leave an open draft the next message may amend
 
 
+# What each action is called where a person reads it.
+ACTION_LABELS = {
+    Action.PATCH: "Patch", Action.PRECHECK: "Pre-checks", Action.STATUS: "Job status", Action.CANCEL: "Cancel",
+    Action.LIST_JOBS: "List jobs", Action.CLARIFY: "Clarify", Action.UNSUPPORTED: "Unsupported",
+}
+
+
+# Whether a run may reboot its hosts. (No docstring: it would become a description in the tool schemas the model
+# is shown.)
 class RebootPolicy(StrEnum):
-    """Whether a run may reboot its hosts."""
-
     NEVER = "never"
     IF_NEEDED = "if_needed"
     ALWAYS = "always"
 
 
+REBOOT_POLICIES: tuple[RebootPolicy, ...] = tuple(RebootPolicy)
+# A reboot policy in words, as replies and the UI say it.
+REBOOT_LABELS = {RebootPolicy.NEVER: "no reboot", RebootPolicy.IF_NEEDED: "reboot only if needed",
+                 RebootPolicy.ALWAYS: "always reboot"}
+
+
 JobsShown = Literal["active", "failed", "finished"]  # list_jobs: which requests (None: the recent ones, any state)
+# The order a message is read for them: "which active jobs failed" asks for the failed ones.
+JOBS_SHOWN_READ_ORDER: tuple[JobsShown, ...] = ("failed", "active", "finished")
 Missing = Literal["targets", "patch_group"]
 
 DEFAULT_REBOOT = RebootPolicy.IF_NEEDED

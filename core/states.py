@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from core.models import AuditLog, PatchRequest, utcnow
 from core.observability import REQUEST_TRANSITIONS
+from core.statuses import HostStatus as HostStatus  # defined with AWX's job statuses; importable from here too
 
 
 class RequestState(StrEnum):
@@ -61,6 +62,16 @@ JOBS_SHOWN = {"active": ACTIVE, "failed": frozenset({FAILED, ERROR}),
               "finished": frozenset({SUCCEEDED, FAILED, CANCELED, ERROR})}
 
 
+# How each state is shown: its words and its icon.
+STATE_LABELS = {
+    PROPOSED: "waiting for approval", APPROVED: "approved", QUEUED: "queued", LAUNCHING: "launching",
+    RUNNING: "running", SUCCEEDED: "succeeded", FAILED: "failed", CANCELED: "canceled", ERROR: "error",
+    REJECTED: "rejected", EXPIRED: "expired",
+}
+STATE_ICONS = {PROPOSED: "📝", APPROVED: "👍", QUEUED: "🕒", LAUNCHING: "🚀", RUNNING: "⏳", SUCCEEDED: "✅",
+               FAILED: "❌", ERROR: "❌", CANCELED: "🚫", REJECTED: "✋", EXPIRED: "⌛"}
+
+
 class Stage(StrEnum):
     """The stages of a run shown to the user, in order."""
 
@@ -91,8 +102,6 @@ STAGE_LABELS = {
     Stage.FAILED: "Patching failed",
     Stage.CANCELED: "Canceled",
 }
-
-
 STAGE_TITLES = {Stage.PRECHECKS: "Pre-checks", Stage.PATCHING: "Patching", Stage.REBOOT: "Reboot",
                 Stage.POSTCHECKS: "Post-checks", Stage.COMPLETED: "Completed"}
 
@@ -108,43 +117,6 @@ class StageStatus(StrEnum):
     NOT_RUN = "not_run"
     FAILED = "failed"
     CANCELED = "canceled"
-
-
-class HostStatus(StrEnum):
-    """A host's result in a run (`PatchHost.status`), as the job events report it."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    OK = "ok"
-    CHANGED = "changed"
-    FAILED = "failed"
-    UNREACHABLE = "unreachable"
-    SKIPPED = "skipped"
-
-
-HOST_STATUSES: tuple[HostStatus, ...] = tuple(HostStatus)
-HOST_PROBLEMS = frozenset({HostStatus.FAILED, HostStatus.UNREACHABLE})  # a host the run did not patch
-
-
-class AwxJobStatus(StrEnum):
-    """AWX's own job statuses (not a request state: AWX says "successful" where a request "succeeded")."""
-
-    NEW = "new"
-    PENDING = "pending"
-    WAITING = "waiting"
-    RUNNING = "running"
-    SUCCESSFUL = "successful"
-    FAILED = "failed"
-    ERROR = "error"
-    CANCELED = "canceled"
-
-
-AWX_JOB_ACTIVE = frozenset({AwxJobStatus.NEW, AwxJobStatus.PENDING, AwxJobStatus.WAITING, AwxJobStatus.RUNNING})
-# The request state each finished AWX job status ends a run in.
-AWX_JOB_OUTCOME: dict[AwxJobStatus, RequestState] = {
-    AwxJobStatus.SUCCESSFUL: SUCCEEDED, AwxJobStatus.FAILED: FAILED, AwxJobStatus.ERROR: ERROR,
-    AwxJobStatus.CANCELED: CANCELED,
-}
 
 
 class IllegalTransition(Exception):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
-from core.intent import ACTIONS
+from core.intent import ACTIONS, REBOOT_POLICIES, Missing
 
 SET_KEYS = ("hosts", "missing", "unknown_hosts")
 EXPECTED_KEYS = ("action", "hosts", "patch_group", "reboot", "check_mode", "job_id", "missing", "unknown_hosts")
-_MISSING_VALUES = ("targets", "patch_group")
-_REBOOT_VALUES = ("never", "if_needed", "always")
+_MISSING_VALUES: tuple[str, ...] = get_args(Missing)
+_REBOOT_VALUES = REBOOT_POLICIES
 
 
 class DatasetError(ValueError):

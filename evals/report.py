@@ -46,7 +46,8 @@ def console_lines(run: Run) -> list[str]:
     if run.confident_and_wrong:
         lines.append("  confident and wrong: " + ", ".join(r.case.id for r in run.confident_and_wrong))
     latency = run.latency()
-    lines.append(f"latency per case: p50 {latency['p50']:.3f} ms, p95 {latency['p95']:.3f} ms, max {latency['max']:.3f} ms")
+    lines.append(f"latency per case: p50 {latency['p50']:.3f} ms, p95 {latency['p95']:.3f} ms, "
+                 f"max {latency['max']:.3f} ms")
     used = [r for r in run.results if r.llm_calls is not None]
     if used:
         calls = sum(r.llm_calls for r in used) / len(used)
@@ -133,6 +134,8 @@ def to_html(run: Run, dataset: Path, fleet: dict[str, str | None] | None = None)
 
     failures = [r for r in run.results if not r.passed]
     unsure = [r for r in run.results if not r.confident]
+    sure = [r for r in run.results if r.confident]
+    table_head = "<table><tr><th>id</th><th>text</th><th>expected</th><th>got</th><th>rules confident</th></tr>"
     latency = run.latency()
     meta = f"provider={e(run.provider)}"
     if run.model or run.prompt_version:
@@ -148,7 +151,7 @@ td.off{{background:#fdd}} code{{font-size:12px}} .big{{font-size:1.4em}}
 <p class="big">accuracy {run.accuracy:.3f} ({run.passed}/{run.total}), {meta}</p>
 <p>fleet: {", ".join(f"{e(k)} <code>{e(str(v))}</code>" for k, v in (fleet or {}).items()) or "n/a"}</p>
 <p>latency per case: p50 {latency['p50']:.3f} ms, p95 {latency['p95']:.3f} ms, max {latency['max']:.3f} ms.
-Rules parser confident on {sum(r.confident for r in run.results)} cases (accuracy {_rate([r for r in run.results if r.confident])}),
+Rules parser confident on {len(sure)} cases (accuracy {_rate(sure)}),
 not confident on {len(unsure)} (accuracy {_rate(unsure)}); confident and wrong: {len(run.confident_and_wrong)}.</p>
 <p class="big">wrong target: {len(run.wrong_target)}</p>
 <p>Cases whose result proposes a patch or pre-check holding a host outside the expected hosts, or proposes one
@@ -156,11 +159,11 @@ where none is expected{": " + ", ".join(e(r.case.id) for r in run.wrong_target) 
 <h2>Per-key accuracy</h2>{svg}
 <h2>Actions (rows: expected, columns: got)</h2><table><tr><th></th>{head}</tr>{rows}</table>
 <h2>Wrong target ({len(run.wrong_target)})</h2>
-<table><tr><th>id</th><th>text</th><th>expected</th><th>got</th><th>rules confident</th></tr>
+{table_head}
 {case_rows(run.wrong_target)}</table>
 <h2>Failures ({len(failures)})</h2>
-<table><tr><th>id</th><th>text</th><th>expected</th><th>got</th><th>rules confident</th></tr>{case_rows(failures)}</table>
+{table_head}{case_rows(failures)}</table>
 <h2>Not confident: left to the LLM path ({len(unsure)})</h2>
-<table><tr><th>id</th><th>text</th><th>expected</th><th>got</th><th>rules confident</th></tr>{case_rows(unsure)}</table>
+{table_head}{case_rows(unsure)}</table>
 </body></html>
 """

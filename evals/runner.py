@@ -9,10 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.rules import is_confident, open_draft_after, parse, rules_only_answer
-from core.intent import ACTIONS, IntentDraft, IntentResult
+from core.intent import ACTIONS, RUNS, IntentDraft, IntentResult
 from core.inventory import Catalog
 from core.validation import validate_draft
 from evals.dataset import EXPECTED_KEYS, SET_KEYS, Case
+
+# The confusion matrix's label for a case whose provider raised instead of answering.
+NO_ANSWER = "error"
 
 
 class ProviderUnavailable(RuntimeError):
@@ -74,12 +77,13 @@ class Run:
         labels = self.action_labels()
         matrix = {e: dict.fromkeys(labels, 0) for e in labels}
         for r in self.results:
-            matrix[r.case.expected["action"]][r.got.get("action") or "error"] += 1
+            matrix[r.case.expected["action"]][r.got.get("action") or NO_ANSWER] += 1
         return matrix
 
     def action_labels(self) -> list[str]:
-        used = {r.case.expected["action"] for r in self.results} | {r.got.get("action") or "error" for r in self.results}
-        return [a for a in (*ACTIONS, "error") if a in used]
+        used = ({r.case.expected["action"] for r in self.results}
+                | {r.got.get("action") or NO_ANSWER for r in self.results})
+        return [a for a in (*ACTIONS, NO_ANSWER) if a in used]
 
     def latency(self) -> dict[str, float]:
         values = sorted(r.latency_ms for r in self.results)
@@ -110,7 +114,7 @@ def compare(expected: dict, got: dict) -> list[str]:
     return failed
 
 
-PROPOSING_ACTIONS = ("patch", "precheck")
+PROPOSING_ACTIONS = RUNS
 
 
 def is_wrong_target(expected: dict, got: dict) -> bool:
@@ -193,7 +197,8 @@ def run(cases: list[Case], provider_name: str, catalog: Catalog) -> Run:
         calls_after, tokens_after = _llm_usage()
         usage = {} if provider_name != "llm" else {"llm_calls": int(calls_after - calls_before),
                                                    "llm_tokens": int(tokens_after - tokens_before)}
-        results.append(CaseResult(case=case, got=got, failed_keys=compare(case.expected, got) if not error else ["error"],
+        failed_keys = compare(case.expected, got) if not error else ["error"]
+        results.append(CaseResult(case=case, got=got, failed_keys=failed_keys,
                                   confident=_rules_confident(case, catalog), latency_ms=latency_ms, error=error,
                                   wrong_target=not error and is_wrong_target(case.expected, got), **usage))
 

@@ -15,43 +15,55 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from core.identity import Principal
+from core.identity import ROLES, Principal
+from core.intent import ACTION_LABELS, ACTIONS, REBOOT_LABELS, REBOOT_POLICIES, RebootPolicy
 from core.inventory import Catalog
 from core.models import JobEvent, PatchRequest, utcnow
 from core.stage_map import get_stage_map, template_for
-from core.states import ACTIVE, CANCELED, ERROR, FAILED, PROPOSED, STATES, SUCCEEDED, TERMINAL
+from core.states import (
+    ACTIVE,
+    CANCELABLE,
+    CANCELED,
+    ERROR,
+    FAILED,
+    JOBS_SHOWN,
+    PROPOSED,
+    STAGE_LABELS,
+    STAGE_TITLES,
+    STAGES,
+    STATE_ICONS,
+    STATE_LABELS,
+    STATES,
+    SUCCEEDED,
+    TERMINAL,
+    TIMELINE_STAGES,
+    Stage,
+    StageStatus,
+)
+from core.statuses import HostStatus
 
-STAGE_ORDER = ("prechecks", "patching", "reboot", "postchecks", "completed")
-STAGE_TITLES = {"prechecks": "Pre-checks", "patching": "Patching", "reboot": "Reboot", "postchecks": "Post-checks",
-                "completed": "Completed"}
+STAGE_ORDER = TIMELINE_STAGES
+_S = StageStatus
 # Each stage's text by its status: running now, finished, not needed, where the run failed or was canceled, and
 # never reached because the run ended before it.
-STAGE_TEXT = {
-    "prechecks": {"current": "Pre-checks running", "done": "Pre-checks passed", "skipped": "Pre-checks skipped",
-                  "failed": "Pre-checks failed", "canceled": "Canceled during pre-checks",
-                  "not_run": "Pre-checks not run", "pending": "Pre-checks"},
-    "patching": {"current": "Patching in progress", "done": "Patched", "skipped": "Patching skipped",
-                 "failed": "Patching failed", "canceled": "Canceled during patching",
-                 "not_run": "Patching not run", "pending": "Patching"},
-    "reboot": {"current": "Reboot in progress", "done": "Rebooted", "skipped": "Reboot skipped",
-               "failed": "Reboot failed", "canceled": "Canceled during the reboot",
-               "not_run": "Reboot not run", "pending": "Reboot"},
-    "postchecks": {"current": "Post-checks running", "done": "Post-checks passed", "skipped": "Post-checks skipped",
-                   "failed": "Post-checks failed", "canceled": "Canceled during post-checks",
-                   "not_run": "Post-checks not run", "pending": "Post-checks"},
-    "completed": {"current": "Finishing", "done": "Patching completed", "skipped": "Completed",
-                  "failed": "Patching failed", "canceled": "Canceled", "not_run": "Completed",
-                  "pending": "Completed"},
+STAGE_TEXT: dict[Stage, dict[StageStatus, str]] = {
+    Stage.PRECHECKS: {_S.CURRENT: "Pre-checks running", _S.DONE: "Pre-checks passed", _S.SKIPPED: "Pre-checks skipped",
+                      _S.FAILED: "Pre-checks failed", _S.CANCELED: "Canceled during pre-checks",
+                      _S.NOT_RUN: "Pre-checks not run", _S.PENDING: "Pre-checks"},
+    Stage.PATCHING: {_S.CURRENT: "Patching in progress", _S.DONE: "Patched", _S.SKIPPED: "Patching skipped",
+                     _S.FAILED: "Patching failed", _S.CANCELED: "Canceled during patching",
+                     _S.NOT_RUN: "Patching not run", _S.PENDING: "Patching"},
+    Stage.REBOOT: {_S.CURRENT: "Reboot in progress", _S.DONE: "Rebooted", _S.SKIPPED: "Reboot skipped",
+                   _S.FAILED: "Reboot failed", _S.CANCELED: "Canceled during the reboot",
+                   _S.NOT_RUN: "Reboot not run", _S.PENDING: "Reboot"},
+    Stage.POSTCHECKS: {_S.CURRENT: "Post-checks running", _S.DONE: "Post-checks passed",
+                       _S.SKIPPED: "Post-checks skipped", _S.FAILED: "Post-checks failed",
+                       _S.CANCELED: "Canceled during post-checks", _S.NOT_RUN: "Post-checks not run",
+                       _S.PENDING: "Post-checks"},
+    Stage.COMPLETED: {_S.CURRENT: "Finishing", _S.DONE: "Patching completed", _S.SKIPPED: "Completed",
+                      _S.FAILED: "Patching failed", _S.CANCELED: "Canceled", _S.NOT_RUN: "Completed",
+                      _S.PENDING: "Completed"},
 }
-STATE_LABELS = {
-    "proposed": "waiting for approval", "approved": "approved", "queued": "queued", "launching": "launching",
-    "running": "running", "succeeded": "succeeded", "failed": "failed", "canceled": "canceled", "error": "error",
-    "rejected": "rejected", "expired": "expired",
-}
-STATE_ICONS = {"proposed": "📝", "approved": "👍", "queued": "🕒", "launching": "🚀", "running": "⏳",
-               "succeeded": "✅", "failed": "❌", "error": "❌", "canceled": "🚫", "rejected": "✋", "expired": "⌛"}
-ROLES = ("viewer", "requester", "approver", "admin")
-CANCELABLE = ("approved", "queued", "launching", "running")
 # Runner events that say a task did something on a host (a skip or a task start says nothing of the kind).
 _RAN = ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_item_on_ok", "runner_item_on_failed",
         "runner_on_async_ok", "runner_on_async_failed")
@@ -59,18 +71,28 @@ _SKIPPED = ("runner_on_skipped", "runner_item_on_skipped")
 
 
 def meta(catalog: Catalog) -> dict[str, Any]:
-    """Labels and policy facts the UI shows, so the UI holds no copy of them."""
+    """The domain's words and policy facts the UI shows, so the UI holds no copy of them (shape: see
+    `api.routes.meta`)."""
     production = sorted(catalog.policy.production())
     envs = list(catalog.policy.environments) or sorted(
         {catalog.environment_of(h) or "other" for h in catalog.inventory.hosts})
     order = production + [e for e in envs if e not in production]
     return {
-        "states": [{"state": s, "label": STATE_LABELS.get(s, s), "icon": STATE_ICONS.get(s, "•"),
-                    "terminal": s in TERMINAL, "active": s in ACTIVE, "cancelable": s in CANCELABLE} for s in STATES],
-        "stages": [{"stage": s, "title": STAGE_TITLES[s], "labels": STAGE_TEXT[s]} for s in STAGE_ORDER],
+        "states": [{"state": s, "value": s, "label": STATE_LABELS.get(s, s), "icon": STATE_ICONS.get(s, "•"),
+                    "terminal": s in TERMINAL, "active": s in ACTIVE, "cancelable": s in CANCELABLE}
+                   for s in STATES],
+        "stages": [{"stage": s, "value": s, "title": STAGE_TITLES[s], "label": STAGE_TITLES[s],
+                    "labels": STAGE_TEXT[s], "texts": STAGE_TEXT[s]} for s in STAGE_ORDER],
+        "stage_labels": {s: STAGE_LABELS[s] for s in STAGES},
+        "stage_statuses": list(StageStatus),
         "production_environments": production,
         "environment_order": order,
+        "environments": order,
         "roles": list(ROLES),
+        "reboot_policies": [{"value": p, "label": REBOOT_LABELS[p]} for p in REBOOT_POLICIES],
+        "actions": [{"value": a, "label": ACTION_LABELS[a]} for a in ACTIONS],
+        "jobs_shown": {name: [s for s in STATES if s in shown] for name, shown in JOBS_SHOWN.items()},
+        "host_statuses": list(HostStatus),
         "allow_self_approval_non_production": catalog.policy.allow_self_approval_non_production,
     }
 
@@ -104,17 +126,21 @@ def play_summary(session: Session, request_id: str) -> dict[str, dict[str, Any]]
     return out
 
 
+_REBOOT_SKIPPED: dict[str, str] = {RebootPolicy.NEVER: "reboot: never", RebootPolicy.IF_NEEDED: "not needed"}
+
+
 def _skip_reason(stage: str, view: Mapping[str, Any]) -> str | None:
-    if stage != "reboot":
+    if stage != Stage.REBOOT:
         return None
     if view.get("check_mode"):
         return "dry run"
-    return {"never": "reboot: never", "if_needed": "not needed"}.get(str(view.get("reboot")))
+    return _REBOOT_SKIPPED.get(str(view.get("reboot")))
 
 
 def timeline(view: Mapping[str, Any], plays: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per stage: stage, title, status (done, current, skipped, pending, not_run, failed, canceled), the
-    label to show for that status, and when it began and ended. `view` is the request view as a dict."""
+    """One entry per stage: stage, title, status (a `StageStatus`: done, current, skipped, pending, not_run, failed,
+    canceled), the label to show for that status, and when it began and ended. `view` is the request view as a
+    dict."""
     state = view.get("state", "")
     began = {s.get("stage"): s.get("at") for s in view.get("stages") or []}
     for stage, play in plays.items():
@@ -122,45 +148,61 @@ def timeline(view: Mapping[str, Any], plays: Mapping[str, Mapping[str, Any]]) ->
         began[stage] = play.get("first") or began.get(stage)
     reached = [i for i, s in enumerate(STAGE_ORDER[:-1]) if s in began]
     last = max(reached, default=-1)
-    terminal = state in TERMINAL
     steps: list[dict[str, Any]] = []
     for i, stage in enumerate(STAGE_ORDER):
-        play = plays.get(stage) or {}
-        if stage == "completed":
-            status = {SUCCEEDED: "done", FAILED: "failed", ERROR: "failed", CANCELED: "canceled"}.get(state, "pending")
-        elif stage not in began:
-            # Never started: not needed when the run went past it or succeeded, not reached when it ended early.
-            status = "skipped" if i < last or state == SUCCEEDED else "not_run" if terminal else "pending"
-        elif play.get("failed") and state in (FAILED, ERROR):
-            status = "failed"
-        elif play.get("skipped") and not play.get("ran") and not play.get("failed"):
-            status = "skipped"
-        elif i < last or state == SUCCEEDED:
-            status = "done"
-        elif state == CANCELED:
-            status = "canceled"
-        elif state in (FAILED, ERROR):
-            status = "failed"
-        else:
-            status = "current"
-        label = STAGE_TEXT[stage][status]
-        if status == "skipped" and (why := _skip_reason(stage, view)):
-            label = f"{label} ({why})"
-        if stage == "completed" and status == "canceled" and view.get("decided_by"):
-            label = f"Canceled by {view['decided_by']}"
-        if stage == "completed" and status == "done" and view.get("check_mode"):
-            label = "Dry run completed"
+        status = _stage_status(stage, state, stage in began, plays.get(stage) or {}, past=i < last)
         at = began.get(stage)
-        if stage == "completed" and status != "pending":
+        if stage == Stage.COMPLETED and status != StageStatus.PENDING:
             at = view.get("finished_at")
-        steps.append({"stage": stage, "title": STAGE_TITLES[stage], "status": status, "label": label,
-                      "at": _iso(at), "ended_at": None})
+        steps.append({"stage": stage, "title": STAGE_TITLES[stage], "status": status,
+                      "label": _stage_label(stage, status, view), "at": _iso(at), "ended_at": None})
     # A stage ends when the next one that began starts, or when the run ended.
     starts = [(i, s["at"]) for i, s in enumerate(steps[:-1]) if s["at"]]
     for n, (i, _at) in enumerate(starts):
-        if steps[i]["status"] in ("done", "skipped", "failed", "canceled"):
+        if steps[i]["status"] in _ENDED:
             steps[i]["ended_at"] = starts[n + 1][1] if n + 1 < len(starts) else _iso(view.get("finished_at"))
     return steps
+
+
+_ENDED = frozenset({StageStatus.DONE, StageStatus.SKIPPED, StageStatus.FAILED, StageStatus.CANCELED})
+# The last step's status by how the run ended (pending while it has not).
+_END_STATUS: dict[str, StageStatus] = {SUCCEEDED: StageStatus.DONE, FAILED: StageStatus.FAILED,
+                                       ERROR: StageStatus.FAILED, CANCELED: StageStatus.CANCELED}
+
+
+def _stage_status(stage: Stage, state: str, began: bool, play: Mapping[str, Any], *, past: bool) -> StageStatus:
+    """Where one stage stands. `began`: the stage started; `play`: its host results (ran, skipped, failed);
+    `past`: a later stage started."""
+    if stage == Stage.COMPLETED:
+        return _END_STATUS.get(state, StageStatus.PENDING)
+    if not began:
+        # Never started: not needed when the run went past it or succeeded, not reached when it ended early.
+        if past or state == SUCCEEDED:
+            return StageStatus.SKIPPED
+        return StageStatus.NOT_RUN if state in TERMINAL else StageStatus.PENDING
+    if play.get("failed") and state in (FAILED, ERROR):
+        return StageStatus.FAILED
+    if play.get("skipped") and not play.get("ran") and not play.get("failed"):
+        return StageStatus.SKIPPED
+    if past or state == SUCCEEDED:
+        return StageStatus.DONE
+    if state == CANCELED:
+        return StageStatus.CANCELED
+    if state in (FAILED, ERROR):
+        return StageStatus.FAILED
+    return StageStatus.CURRENT
+
+
+def _stage_label(stage: Stage, status: StageStatus, view: Mapping[str, Any]) -> str:
+    """The words for a stage's status, with why it was skipped, who canceled the run, or that it was a dry run."""
+    label = STAGE_TEXT[stage][status]
+    if status == StageStatus.SKIPPED and (why := _skip_reason(stage, view)):
+        label = f"{label} ({why})"
+    if stage == Stage.COMPLETED and status == StageStatus.CANCELED and view.get("decided_by"):
+        label = f"Canceled by {view['decided_by']}"
+    if stage == Stage.COMPLETED and status == StageStatus.DONE and view.get("check_mode"):
+        label = "Dry run completed"
+    return label
 
 
 def _iso(value: Any) -> str | None:
@@ -208,7 +250,8 @@ def refusals(caller: Principal, req: Mapping[str, Any], catalog: Catalog, *, sam
     return out
 
 
-def recent_tasks(session: Session, request_id: str, limit: int = 40, *, check_mode: bool = False) -> list[dict[str, Any]]:
+def recent_tasks(session: Session, request_id: str, limit: int = 40, *,
+                 check_mode: bool = False) -> list[dict[str, Any]]:
     """The newest host results as task output ("TASK [Apply updates] ok: [www-01] Updates applied"). In a dry run a
     changed result reads "would change" (apt and dnf report changed in check mode; nothing changed)."""
     rows = session.execute(
@@ -220,13 +263,24 @@ def recent_tasks(session: Session, request_id: str, limit: int = 40, *, check_mo
     out = []
     for counter, created, play, task, host, event, changed, failed, data in reversed(rows):
         res = (data or {}).get("res") or {}
-        result = ("unreachable" if event.endswith("unreachable") else "failed" if failed else
-                  "skipped" if event in _SKIPPED else ("would change" if check_mode else "changed") if changed
-                  else "ok")
+        result = _task_result(event, changed=changed, failed=failed, check_mode=check_mode)
         message = res.get("msg") if isinstance(res, Mapping) else None
         out.append({"counter": counter, "at": _iso(created), "play": play, "task": task, "host": host,
                     "result": result, "message": str(message)[:300] if message else None})
     return out
+
+
+def _task_result(event: str, *, changed: bool, failed: bool, check_mode: bool) -> str:
+    """A host result's status as a task's output says it."""
+    if event.endswith("unreachable"):
+        return HostStatus.UNREACHABLE
+    if failed:
+        return HostStatus.FAILED
+    if event in _SKIPPED:
+        return HostStatus.SKIPPED
+    if changed:
+        return "would change" if check_mode else HostStatus.CHANGED
+    return HostStatus.OK
 
 
 def inbox(session: Session, caller: Principal, catalog: Catalog, *, same_person, limit: int = 100) -> dict[str, Any]:
@@ -243,11 +297,11 @@ def inbox(session: Session, caller: Principal, catalog: Catalog, *, same_person,
         own = same_person(caller.user, req.requested_by)
         if own:
             mine.append(item)
+            continue
         if caller.has("approver") and refusals(caller, {"state": req.state, "hosts": req.hosts,
                                                         "requested_by": req.requested_by},
                                                catalog, same_person=same_person)["approve"] is None:
-            if not own:
-                waiting.append(item)
+            waiting.append(item)
     return {"count": len(waiting), "items": waiting, "mine": mine}
 
 

@@ -1,11 +1,27 @@
 """The API routes the UI reads: the truthful timeline, the approvals inbox, the live view of a request, meta."""
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 from conftest import bearer
 
+from api.services import timeline as timeline_service
 from api.services.timeline import timeline
+from core.identity import ROLES
+from core.intent import REBOOT_LABELS, Action, RebootPolicy
+from core.inventory import load_catalog
+from core.states import (
+    ACTIVE,
+    CANCELABLE,
+    JOBS_SHOWN,
+    TERMINAL,
+    TIMELINE_STAGES,
+    RequestState,
+    Stage,
+    StageStatus,
+)
 
 ALICE, BOB = bearer("alice"), bearer("bob")
 
@@ -54,6 +70,51 @@ def test_a_failed_or_canceled_run_names_where_it_stopped_and_who_canceled():
 def test_a_precheck_only_run_skips_what_it_did_not_need():
     steps = by_stage(timeline(_view("succeeded", ["prechecks", "completed"]), {"prechecks": {"ran": 2, "skipped": 0, "failed": 0}}))
     assert steps["patching"][0] == steps["reboot"][0] == steps["postchecks"][0] == "skipped"
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+FLEETS = {
+    "demo": (FIXTURES / "demo-inventory.yml", FIXTURES / "patch-groups.yml", FIXTURES / "policy.yml"),
+    "enterprise": (FIXTURES / "enterprise" / "inventory.yml", FIXTURES / "enterprise" / "patch-groups.yml",
+                   FIXTURES / "enterprise" / "policy.yml"),
+}
+
+
+@pytest.mark.parametrize("fleet", sorted(FLEETS))
+def test_meta_gives_every_word_the_ui_needs_from_core_and_the_policy(fleet):
+    catalog = load_catalog(*FLEETS[fleet])
+    meta = json.loads(json.dumps(timeline_service.meta(catalog)))  # what the route sends: plain JSON
+    assert meta == timeline_service.meta(catalog)  # the enum members serialise as their plain values
+
+    states = {s["value"]: s for s in meta["states"]}
+    assert list(states) == [s.value for s in RequestState]
+    for value, info in states.items():
+        assert info["state"] == value and info["label"] and info["icon"]
+        assert (info["terminal"], info["active"], info["cancelable"]) == (
+            value in TERMINAL, value in ACTIVE, value in CANCELABLE)
+    assert states["proposed"]["label"] == "waiting for approval" and not states["running"]["terminal"]
+
+    assert [s["value"] for s in meta["stages"]] == [s.value for s in TIMELINE_STAGES]
+    for stage in meta["stages"]:
+        assert stage["stage"] == stage["value"] and stage["label"] == stage["title"] and stage["label"]
+        assert set(stage["texts"]) == set(meta["stage_statuses"]) == {s.value for s in StageStatus}
+        assert stage["labels"] == stage["texts"]
+    assert set(meta["stage_labels"]) == {s.value for s in Stage}
+
+    production = sorted(catalog.policy.production())
+    assert production and meta["production_environments"] == production
+    assert meta["environments"] == meta["environment_order"]
+    assert meta["environments"][:len(production)] == production
+    assert set(meta["environments"]) >= set(catalog.policy.environments)
+    assert meta["roles"] == list(ROLES)
+
+    assert meta["reboot_policies"] == [{"value": p.value, "label": REBOOT_LABELS[p]} for p in RebootPolicy]
+    assert {"value": "never", "label": "no reboot"} in meta["reboot_policies"]
+    assert [a["value"] for a in meta["actions"]] == [a.value for a in Action]
+    assert all(a["label"] for a in meta["actions"])
+    assert {name: set(states) for name, states in meta["jobs_shown"].items()} == {
+        name: {s.value for s in shown} for name, shown in JOBS_SHOWN.items()}
+    assert set(meta["host_statuses"]) >= {"ok", "changed", "failed", "unreachable", "skipped"}
 
 
 @pytest.mark.integration

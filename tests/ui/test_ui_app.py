@@ -185,7 +185,8 @@ def build_fake_api(backend: FakeBackend) -> FastAPI:
     @app.middleware("http")
     async def authenticate(request: Request, call_next):
         backend.identity_headers.append(
-            {k: v for k, v in request.headers.items() if k in ("authorization", "x-forwarded-user", "x-forwarded-groups")}
+            {k: v for k, v in request.headers.items()
+             if k in ("authorization", "x-forwarded-user", "x-forwarded-groups")}
         )
         if backend.auth_mode == "proxy":
             user = (request.headers.get("x-forwarded-user") or "").strip()
@@ -248,7 +249,8 @@ def build_fake_api(backend: FakeBackend) -> FastAPI:
         conv["messages"].append(
             {"role": "assistant", "text": reply, "created_at": now_iso(), "proposal_id": proposal and proposal["id"]}
         )
-        return {"conversation_id": conversation_id, "reply": reply, "engine": "rules", "proposal": proposal, "intent": {}}
+        return {"conversation_id": conversation_id, "reply": reply, "engine": "rules", "proposal": proposal,
+                "intent": {}}
 
     @app.get("/api/v1/requests")
     def list_requests(state: str | None = None, limit: int = 50):
@@ -306,7 +308,8 @@ def build_fake_api(backend: FakeBackend) -> FastAPI:
 
     def inbox_item(req):
         return {"id": req["id"], "requested_by": req["requested_by"], "hosts": host_list(req),
-                "hosts_by_environment": req["hosts_by_environment"], "production": bool(req["hosts_by_environment"].get("prod")),
+                "hosts_by_environment": req["hosts_by_environment"],
+                "production": any(FAKE_CATALOG.is_production(h) for h in host_list(req)),
                 "patch_group": req["patch_group"], "reboot": req["reboot"], "check_mode": req["check_mode"],
                 "conversation_id": req["conversation_id"], "created_at": req["created_at"],
                 "expires_at": req["expires_at"], "age_seconds": 120}
@@ -337,8 +340,8 @@ def build_fake_api(backend: FakeBackend) -> FastAPI:
         items = [
             {"counter": 1, "event": "playbook_on_start", "host": None, "play": "patch", "task": None,
              "failed": False, "changed": False, "stdout": "", "created": now_iso()},
-            {"counter": 2, "event": "runner_on_ok", "host": "web-01", "play": "patch", "task": "Install security updates",
-             "failed": False, "changed": True, "stdout": "", "created": now_iso()},
+            {"counter": 2, "event": "runner_on_ok", "host": "web-01", "play": "patch",
+             "task": "Install security updates", "failed": False, "changed": True, "stdout": "", "created": now_iso()},
         ]  # fmt: skip
         return {"items": [e for e in items if e["counter"] > after]}
 
@@ -673,8 +676,8 @@ def test_failed_request_shows_reason_and_failing_hosts(backend):
 
 
 def test_a_failed_loop_item_shows_its_own_reason(backend):
-    """What the follower makes of the recorded item_failed stream (tests/worker/test_real_events_following.py): the failed
-    item's message, not the task's "One or more items failed", in the reason and the host table."""
+    """What the follower makes of the recorded item_failed stream (tests/worker/test_real_events_following.py): the
+    failed item's message, not the task's "One or more items failed", in the reason and the host table."""
     reason = "Check free disk space (item /var): Only 75079 MiB free on /var, 99999999 MiB needed."
     at = send(new_app())
     req = only_request(backend)

@@ -9,7 +9,7 @@ import pytest
 
 from ui.client import ApiError, PatchpilotClient, auth_headers, format_detail
 from ui.meta import Meta
-from ui.models import Live, Me
+from ui.models import Me
 
 BASE = "http://api.test"
 
@@ -18,7 +18,8 @@ REQUEST = {
     "action": "patch",
     "state": "running",
     "stage": "patching",
-    "hosts": [{"name": "web-01", "status": "running", "ok": 3, "changed": 1, "failed": 0, "unreachable": 0, "skipped": 0}],
+    "hosts": [{"name": "web-01", "status": "running", "ok": 3, "changed": 1, "failed": 0, "unreachable": 0,
+               "skipped": 0}],
     "patch_group": "Group-1",
     "patch_group_description": "Monthly security updates",
     "reboot": "if_needed",
@@ -62,7 +63,8 @@ def test_chat_sends_identity_and_body_and_returns_reply():
         seen.append(request)
         return httpx.Response(
             200,
-            json={"conversation_id": "c-1", "reply": "Here is a proposal.", "engine": "rules", "proposal": None, "intent": {}},
+            json={"conversation_id": "c-1", "reply": "Here is a proposal.", "engine": "rules", "proposal": None,
+                  "intent": {}},
         )
 
     reply = make_client(handler).chat("Patch server web-01 with Group-1")
@@ -106,9 +108,11 @@ def test_lists_unwrap_items_and_pass_query_parameters():
         if request.url.path.endswith("/events"):
             return httpx.Response(200, json={"items": [{"counter": 7, "event": "runner_on_ok"}]})
         if request.url.path.endswith("/messages"):
-            return httpx.Response(200, json={"items": [{"role": "user", "text": "hi", "created_at": "x", "proposal_id": None}]})
+            message = {"role": "user", "text": "hi", "created_at": "x", "proposal_id": None}
+            return httpx.Response(200, json={"items": [message]})
         if request.url.path == "/api/v1/conversations":
-            return httpx.Response(200, json={"items": [{"id": "c-1", "title": "web-01", "created_at": "x", "updated_at": "x"}]})
+            conversation = {"id": "c-1", "title": "web-01", "created_at": "x", "updated_at": "x"}
+            return httpx.Response(200, json={"items": [conversation]})
         return httpx.Response(200, json={"items": [REQUEST]})
 
     client = make_client(handler)
@@ -221,7 +225,8 @@ def test_identity_headers_are_built_in_one_place():
     assert auth_headers("", {"host": "ui.example.com", "cookie": "x=1"}) == {}
     # Behind the OAuth proxy, its two identity headers are passed on (whatever the case they came in).
     incoming = {"x-forwarded-user": "gina", "x-forwarded-groups": "staff,patchpilot-approvers", "host": "ui"}
-    assert auth_headers("", incoming) == {"X-Forwarded-User": "gina", "X-Forwarded-Groups": "staff,patchpilot-approvers"}
+    assert auth_headers("", incoming) == {"X-Forwarded-User": "gina",
+                                          "X-Forwarded-Groups": "staff,patchpilot-approvers"}
     assert auth_headers("", {"X-Forwarded-User": "gina"}) == {"X-Forwarded-User": "gina"}
     # The proxy's person is who calls: a token (the default admin one, say) does not go along.
     assert auth_headers("pp_admin", incoming) == auth_headers("", incoming)

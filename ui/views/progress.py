@@ -7,6 +7,8 @@ step of the timeline is the run's end, and its status says how the run ended.
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from ui.client import ApiError, PatchpilotClient
@@ -150,7 +152,7 @@ def _hosts(req: LiveRequest) -> None:
     rows = host_rows(req)
     if not rows:
         return
-    config = {"name": "Host", "status": "Status", "message": "Reason",
+    config: dict[str, Any] = {"name": "Host", "status": "Status", "message": "Reason",
               **{count: st.column_config.NumberColumn(count) for count in HOST_COUNTS}}
     # a dry run changes nothing: apt and dnf's "changed" in check mode means "would change"
     config["changed"] = st.column_config.NumberColumn(WOULD_CHANGE if req.check_mode else "changed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -34,7 +35,7 @@ async def _lifespan(_app: FastAPI):
 
 
 # Every route but the probes needs an identity (401) and may be refused for the caller's role (403).
-AUTH_ERRORS = {401: {"model": ErrorOut, "description": "no or bad credentials"},
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut, "description": "no or bad credentials"},
                403: {"model": ErrorOut, "description": "the caller's role or the policy does not allow it"},
                429: {"model": ErrorOut, "description": "too many requests, or too many refused ones, by this user"},
                503: {"model": ErrorOut, "description": "the database is unavailable"}}

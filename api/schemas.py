@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.settings import get_settings
+from core.states import HostStatus
 
 ID_PATTERN = r"^[0-9a-f]{32}$"
 
@@ -21,7 +22,7 @@ class ChatIn(BaseModel):
 
 class HostView(BaseModel):
     name: str
-    status: str = "pending"
+    status: str = HostStatus.PENDING
     ok: int = 0
     changed: int = 0
     failed: int = 0

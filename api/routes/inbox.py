@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from sqlalchemy import select
 
 from api.deps import CatalogDep, SessionDep, SettingsDep, ViewerDep
 from api.schemas import ID_PATTERN, ErrorOut
 from api.services import requests as service
 from api.services import timeline
-from api.services.decisions import REPLACED_REASON
-from core.models import AuditLog, PatchRequest
 from core.states import APPROVED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, REJECTED
 
 router = APIRouter(prefix="/api/v1", tags=["inbox"])
 RequestId = Annotated[str, Path(pattern=ID_PATTERN, description="The request id (32 hex characters).")]
-ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}}
 NEVER_RAN = frozenset({PROPOSED, APPROVED, QUEUED, LAUNCHING, REJECTED, EXPIRED})  # no play output to show
 
 
@@ -44,14 +41,5 @@ def get_live(request_id: RequestId, session: SessionDep, catalog: CatalogDep, se
         "timeline": timeline.timeline(view, plays),
         "allowed": timeline.refusals(caller, view, catalog, same_person=service.same_person),
         "tasks": timeline.recent_tasks(session, request_id, check_mode=req.check_mode) if started else [],
-        "replaced_by_newer": _replaced(session, req),
+        "replaced_by_newer": service.replaced_by_newer(session, req),
     }
-
-
-def _replaced(session, req: PatchRequest) -> bool:
-    """A proposal rejected because a newer proposal of its conversation took its place (the audit log says so)."""
-    if req.state != REJECTED:
-        return False
-    return session.execute(select(AuditLog.id).where(
-        AuditLog.request_id == req.id, AuditLog.to_state == REJECTED,
-        AuditLog.reason == REPLACED_REASON).limit(1)).first() is not None

@@ -21,7 +21,8 @@ router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
 log = logging.getLogger("patchpilot.api")
 MAX_COUNTER = 2**31 - 1  # job event counters are PostgreSQL integers
 RequestId = Annotated[str, Path(pattern=ID_PATTERN, description="The request id (32 hex characters).")]
-ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"model": ErrorOut}, 403: {"model": ErrorOut},
+                                           404: {"model": ErrorOut}, 409: {"model": ErrorOut}}
 
 
 def validated_json(model: BaseModel) -> Response:
@@ -77,9 +78,10 @@ def events(request_id: RequestId, session: SessionDep, _: ViewerDep,
     return EventList(items=[EventView.model_validate(r, from_attributes=True) for r in rows])
 
 
-STREAM_DOC = {200: {"description": "`text/event-stream`: `event` and `request` messages until the run ends",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-              **ERRORS, 429: {"model": ErrorOut, "description": "the caller has MAX_STREAMS_PER_USER streams open"}}
+STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "`text/event-stream`: `event` and `request` messages until the run ends",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    **ERRORS, 429: {"model": ErrorOut, "description": "the caller has MAX_STREAMS_PER_USER streams open"}}
 
 
 @router.get("/{request_id}/events/stream", response_class=EventSourceResponse, responses=STREAM_DOC)

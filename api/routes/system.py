@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
 from sqlalchemy import select
+from sqlmodel import col
 
 from api.deps import AdminDep, CallerDep, SessionDep, SettingsDep, ViewerDep
 from api.schemas import ID_PATTERN, MeView, SystemView
@@ -122,12 +123,12 @@ def export_audit(session: SessionDep, _: AdminDep,
                                                     "at or after it")] = None,
                  limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000) -> Response:
     """The append-only audit log (admins): every proposal, decision, launch, cancel and denial."""
-    query = select(AuditLog).order_by(AuditLog.id).limit(limit)
+    query = select(AuditLog).order_by(col(AuditLog.id)).limit(limit)
     if request_id:
-        query = query.where(AuditLog.request_id == request_id)
+        query = query.where(col(AuditLog.request_id) == request_id)
     if since:
-        query = query.where(AuditLog.at >= (since if since.tzinfo else since.replace(tzinfo=UTC)))
-    rows = [{f: getattr(r, f) for f in AUDIT_FIELDS} for r in session.execute(query).scalars()]
+        query = query.where(col(AuditLog.at) >= (since if since.tzinfo else since.replace(tzinfo=UTC)))
+    rows = [{f: getattr(r, f) for f in AUDIT_FIELDS} for r in session.scalars(query)]
     for row in rows:
         row["at"] = row["at"].isoformat()
     if format == "json":

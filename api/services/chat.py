@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from agent.memory import Turn
 from agent.service import (
@@ -24,11 +25,12 @@ from api.errors import BadInput, NotFound, Refused
 from api.schemas import ChatOut
 from api.services import decisions
 from api.services import requests as request_service
+from api.services.requests import STAGE_WORDS
 from core.intent import Action, IntentDraft
 from core.inventory import Catalog
 from core.models import Conversation, Message, PatchRequest, utcnow
 from core.settings import Settings
-from core.states import JOBS_SHOWN, PROPOSED, STAGE_LABELS, TERMINAL, IllegalTransition
+from core.states import JOBS_SHOWN, PROPOSED, TERMINAL, IllegalTransition
 from core.validation import validate_draft
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -105,7 +107,7 @@ def chat_turn(session: Session, *, conversation_id: str | None, text: str, user:
         reply = f"{interpretation.notice}\n{reply}"
 
     conversation.updated_at = utcnow()
-    data = {"engine": interpretation.engine, "intent": result.model_dump(mode="json")}
+    data: dict[str, Any] = {"engine": interpretation.engine, "intent": result.model_dump(mode="json")}
     if interpretation.tool_calls:
         data["tool_calls"] = interpretation.tool_calls
     if interpretation.usage:
@@ -144,9 +146,9 @@ def _history(session: Session, conversation: Conversation, settings: Settings) -
     """The conversation's newest messages (the agent bounds them again by characters)."""
     if settings.memory_max_messages <= 0:
         return []
-    rows = session.execute(
-        select(Message).where(Message.conversation_id == conversation.id)
-        .order_by(Message.id.desc()).limit(settings.memory_max_messages)).scalars().all()
+    rows = session.scalars(
+        select(Message).where(col(Message.conversation_id) == conversation.id)
+        .order_by(col(Message.id).desc()).limit(settings.memory_max_messages)).all()
     return [Turn(role=m.role, text=m.text, tool_calls=list((m.data or {}).get("tool_calls") or []))
             for m in reversed(rows)]
 
@@ -200,7 +202,7 @@ def _withdraw_open_proposal(session: Session, conversation: Conversation, user: 
         try:
             # In the turn's transaction: the conversation's row lock (taken first, in _conversation) is held
             # until the turn's single commit, so concurrent turns queue and one proposal stays open.
-            decisions.reject(session, old, user, reason=decisions.REPLACED_REASON)
+            decisions.reject(session, old, user, reason=request_service.REPLACED_REASON)
         except IllegalTransition:
             pass  # approved in the meantime: it stands, the new one is separate
 
@@ -223,7 +225,7 @@ def _about_job(session: Session, interpretation: Interpretation, catalog: Catalo
             return None, "There are no patch requests yet."
         req = recent[0]
     job = f"AWX job {req.awx_job_id}" if req.awx_job_id else f"request {req.id[:8]}"
-    summary = f"{job} on {', '.join(req.hosts)}: {req.state}, {STAGE_LABELS.get(req.stage, req.stage)}."
+    summary = f"{job} on {', '.join(req.hosts)}: {req.state}, {STAGE_WORDS.get(req.stage, req.stage)}."
     if req.failure_reason:
         summary += f" Reason: {req.failure_reason}"
     if result.action == Action.CANCEL:
@@ -234,8 +236,9 @@ def _about_job(session: Session, interpretation: Interpretation, catalog: Catalo
 
 
 # "Failed requests", "Finished requests"; the active ones are the running ones to the user.
-_JOBS_HEADING = {None: "Recent requests", **{name: f"{name.capitalize()} requests" for name in JOBS_SHOWN},
-                 "active": "Running requests"}
+_JOBS_HEADING: dict[str | None, str] = {
+    None: "Recent requests", **{name: f"{name.capitalize()} requests" for name in JOBS_SHOWN},
+    "active": "Running requests"}
 
 
 def _list_jobs(session: Session, jobs: str | None = None) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from api.errors import NotFound, Refused
 from api.services.requests import same_person
@@ -18,7 +18,7 @@ def list_for(session: Session, user: str, limit: int) -> list[Conversation]:
     # Compared in canonical form: a conversation started as "bob " before names were canonical is bob's.
     return list(session.execute(select(Conversation)
                                 .where(func.lower(func.btrim(Conversation.created_by)) == user)
-                                .order_by(Conversation.updated_at.desc()).limit(limit)).scalars())
+                                .order_by(col(Conversation.updated_at).desc()).limit(limit)).scalars())
 
 
 def messages(session: Session, conversation_id: str, caller: Principal) -> list[Message]:
@@ -29,6 +29,6 @@ def messages(session: Session, conversation_id: str, caller: Principal) -> list[
     if not same_person(conversation.created_by, caller.user) and not caller.has("approver"):
         raise Refused(f"{caller.user} may not read conversation {conversation_id}: only its author, approvers and "
                       "admins may", user=caller.user)
-    return list(session.execute(select(Message).where(Message.conversation_id == conversation_id,
-                                                      Message.role.in_(SHOWN_ROLES))
-                                .order_by(Message.id)).scalars())
+    return list(session.scalars(select(Message).where(col(Message.conversation_id) == conversation_id,
+                                                      col(Message.role).in_(SHOWN_ROLES))
+                                .order_by(col(Message.id))))

@@ -36,8 +36,6 @@ from core.states import (
 
 log = logging.getLogger("patchpilot.api")
 
-# The audit reason of a proposal that a newer one of its conversation took the place of (the live view says so).
-REPLACED_REASON = "replaced by a newer proposal"
 NOT_APPROVED_IN_TIME = "not approved in time"
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlmodel import Session
+from sqlalchemy.sql.selectable import ScalarSelect
+from sqlmodel import Session, col
 
 from api.errors import NotFound
 from api.schemas import HostView, RequestView, StageView
 from core.inventory import Catalog
-from core.models import HostResult, JobEvent, PatchRequest, RequestStage
+from core.models import AuditLog, HostResult, JobEvent, PatchRequest, RequestStage
 from core.settings import Settings
 from core.states import (
     ACTIVE,
@@ -28,14 +30,19 @@ from core.states import (
 
 log = logging.getLogger("patchpilot.api")
 
-STAGE_PROGRESS = {Stage.PENDING: 0.0, Stage.PRECHECKS: 0.15, Stage.PATCHING: 0.4, Stage.REBOOT: 0.7,
-                  Stage.POSTCHECKS: 0.85, Stage.COMPLETED: 1.0, Stage.FAILED: 1.0, Stage.CANCELED: 1.0}
+STAGE_PROGRESS: dict[str, float] = {Stage.PENDING: 0.0, Stage.PRECHECKS: 0.15, Stage.PATCHING: 0.4, Stage.REBOOT: 0.7,
+                                     Stage.POSTCHECKS: 0.85, Stage.COMPLETED: 1.0, Stage.FAILED: 1.0,
+                                     Stage.CANCELED: 1.0}
+# The stages in words, looked up by the stage column's plain string.
+STAGE_WORDS: dict[str, str] = {stage.value: label for stage, label in STAGE_LABELS.items()}
+# The audit reason of a proposal that a newer one of its conversation took the place of (the live view says so).
+REPLACED_REASON = "replaced by a newer proposal"
 NO_ENVIRONMENT = "other"  # where hosts the inventory gives no environment are listed (not an environment's name)
 
 
 def stage_label(req: PatchRequest) -> str:
     """The stage in words; a play of the customer's playbook that the stage map does not know is named in it."""
-    label = STAGE_LABELS.get(req.stage, req.stage)
+    label = STAGE_WORDS.get(req.stage, req.stage)
     return f"{label}: {req.stage_detail}" if req.stage_detail else label
 
 
@@ -61,24 +68,24 @@ def environment_of(catalog: Catalog, host: str) -> str:
 
 # A request's host results and stage timeline as two JSON columns of the request's own row: a status read is one
 # query (bench/README.md, benchmark 2), and a list of N requests is one query too.
-_HOSTS_JSON = (
+_HOSTS_JSON: ScalarSelect[Any] = (
     select(func.json_agg(func.json_build_object(
         "host", HostResult.host, "status", HostResult.status, "ok", HostResult.ok, "changed", HostResult.changed,
         "failed", HostResult.failed, "unreachable", HostResult.unreachable, "skipped", HostResult.skipped,
         "message", HostResult.message)))
-    .where(HostResult.request_id == PatchRequest.id).correlate(PatchRequest).scalar_subquery()
+    .where(col(HostResult.request_id) == col(PatchRequest.id)).correlate(PatchRequest).scalar_subquery()
 )
-_STAGES_JSON = (
+_STAGES_JSON: ScalarSelect[Any] = (
     select(func.json_agg(aggregate_order_by(func.json_build_object("stage", RequestStage.stage, "at", RequestStage.at),
-                                            RequestStage.at, RequestStage.id)))
-    .where(RequestStage.request_id == PatchRequest.id).correlate(PatchRequest).scalar_subquery()
+                                            col(RequestStage.at), col(RequestStage.id))))
+    .where(col(RequestStage.request_id) == col(PatchRequest.id)).correlate(PatchRequest).scalar_subquery()
 )
 
 
 def view(session: Session, req: PatchRequest, catalog: Catalog, settings: Settings) -> RequestView:
     """The view of a request already loaded (after a change): its hosts and stages in one more query."""
-    hosts, stages = session.execute(select(_HOSTS_JSON, _STAGES_JSON).where(PatchRequest.id == req.id)).one()
-    return build_view(req, hosts or [], stages or [], catalog, settings)
+    hosts, stages = session.execute(select(_HOSTS_JSON, _STAGES_JSON).where(col(PatchRequest.id) == req.id)).one()
+    return build_view(req, _rows(hosts), _rows(stages), catalog, settings)
 
 
 def read_view(session: Session, request_id: str, catalog: Catalog, settings: Settings) -> RequestView:
@@ -90,21 +97,32 @@ def read_with_view(session: Session, request_id: str, catalog: Catalog,
                    settings: Settings) -> tuple[PatchRequest, RequestView]:
     """The request row and its view, in one query."""
     row = session.execute(select(PatchRequest, _HOSTS_JSON, _STAGES_JSON)
-                          .where(PatchRequest.id == request_id)).one_or_none()
+                          .where(col(PatchRequest.id) == request_id)).one_or_none()
     if row is None:
         raise NotFound(f"no request with id {request_id}")
-    return row[0], build_view(row[0], row[1] or [], row[2] or [], catalog, settings)
+    req, hosts, stages = _unpack(row)
+    return req, build_view(req, hosts, stages, catalog, settings)
 
 
 def list_views(session: Session, *, state: RequestState | None, limit: int, catalog: Catalog,
                settings: Settings) -> list[RequestView]:
     """Newest first, in one query however many there are."""
     query = (select(PatchRequest, _HOSTS_JSON, _STAGES_JSON)
-             .order_by(PatchRequest.created_at.desc(), PatchRequest.id).limit(limit))
+             .order_by(col(PatchRequest.created_at).desc(), col(PatchRequest.id)).limit(limit))
     if state:
-        query = query.where(PatchRequest.state == state)
-    return [build_view(req, hosts or [], stages or [], catalog, settings)
-            for req, hosts, stages in session.execute(query).all()]
+        query = query.where(col(PatchRequest.state) == state)
+    return [build_view(*_unpack(row), catalog, settings) for row in session.execute(query)]
+
+
+def _unpack(row: object) -> tuple[PatchRequest, list[dict[str, Any]], list[dict[str, Any]]]:
+    """A (request, host results, stages) row of the queries above."""
+    req, hosts, stages = cast(tuple[PatchRequest, object, object], row)
+    return req, _rows(hosts), _rows(stages)
+
+
+def _rows(value: object) -> list[dict[str, Any]]:
+    """A json_agg column: its rows, or none (NULL when there is nothing to aggregate)."""
+    return value if isinstance(value, list) else []
 
 
 def build_view(req: PatchRequest, host_rows: list[dict], stage_rows: list[dict], catalog: Catalog,
@@ -169,31 +187,38 @@ def _notes(req: PatchRequest, catalog: Catalog):
 
 def list_requests(session: Session, *, state: RequestState | None, limit: int,
                   states: frozenset[RequestState] | None = None) -> list[PatchRequest]:
-    query = select(PatchRequest).order_by(PatchRequest.created_at.desc(), PatchRequest.id).limit(limit)
+    query = select(PatchRequest).order_by(col(PatchRequest.created_at).desc(), col(PatchRequest.id)).limit(limit)
     if state:
-        query = query.where(PatchRequest.state == state)
+        query = query.where(col(PatchRequest.state) == state)
     if states is not None:
-        query = query.where(PatchRequest.state.in_(sorted(states)))
+        query = query.where(col(PatchRequest.state).in_(sorted(states)))
     return list(session.execute(query).scalars())
 
 
 def events_after(session: Session, request_id: str, after: int, limit: int = 500) -> list[JobEvent]:
     get_request(session, request_id)
     return list(session.execute(
-        select(JobEvent).where(JobEvent.request_id == request_id, JobEvent.counter > after)
-        .order_by(JobEvent.counter).limit(limit)).scalars())
+        select(JobEvent).where(col(JobEvent.request_id) == request_id, col(JobEvent.counter) > after)
+        .order_by(col(JobEvent.counter)).limit(limit)).scalars())
 
 
 def find_by_job(session: Session, job_id: int) -> PatchRequest | None:
-    return session.execute(select(PatchRequest).where(PatchRequest.awx_job_id == job_id)).scalars().first()
+    return session.execute(select(PatchRequest).where(col(PatchRequest.awx_job_id) == job_id)).scalars().first()
 
 
 def latest_for_hosts(session: Session, hosts: list[str], *, active_only: bool = False) -> PatchRequest | None:
-    rows = session.execute(select(PatchRequest).where(PatchRequest.state.notin_((PROPOSED, REJECTED, EXPIRED)))
-                           .order_by(PatchRequest.created_at.desc()).limit(200)).scalars()
+    rows = session.scalars(select(PatchRequest).where(col(PatchRequest.state).notin_((PROPOSED, REJECTED, EXPIRED)))
+                          .order_by(col(PatchRequest.created_at).desc()).limit(200))
     for req in rows:
         if set(req.hosts) & set(hosts) and (not active_only or req.state in ACTIVE):
             return req
     return None
 
 
+def replaced_by_newer(session: Session, req: PatchRequest) -> bool:
+    """A proposal rejected because a newer proposal of its conversation took its place (the audit log says so)."""
+    if req.state != REJECTED:
+        return False
+    return session.execute(select(col(AuditLog.id)).where(
+        col(AuditLog.request_id) == req.id, col(AuditLog.to_state) == REJECTED,
+        col(AuditLog.reason) == REPLACED_REASON).limit(1)).first() is not None

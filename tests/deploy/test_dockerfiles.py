@@ -142,12 +142,16 @@ def test_no_unpinned_syntax_directive(dockerfile) -> None:
             assert re.search(r"@sha256:[0-9a-f]{64}$", match.group(1)), f"{path.name}: unpinned {match.group(1)}"
 
 
+LOCKS = {"Dockerfile.backend": "requirements.lock", "Dockerfile.frontend": "requirements-ui.lock"}
+
+
 def test_dependencies_come_from_the_lock_file(dockerfile) -> None:
     path, instructions = dockerfile
+    lock = LOCKS[path.name]
     builder = stages(instructions)[0]
     runs = [i.args for i in builder if i.keyword == "RUN"]
     installs = [r for r in runs if re.search(r"\bpip\b.*\binstall\b", r)]
-    assert any("--require-hashes -r /src/requirements.lock" in r for r in installs), f"{path.name}: lock not installed"
+    assert any(f"--require-hashes -r /src/{lock}" in r for r in installs), f"{path.name}: {lock} not installed"
     for run in installs:
         for command in re.split(r"&&", run):
             if not re.search(r"\bpip\b.*\binstall\b", command):
@@ -155,10 +159,29 @@ def test_dependencies_come_from_the_lock_file(dockerfile) -> None:
             # every other install is the project's own wheel, without resolving dependencies again
             assert "--require-hashes -r" in command or ("--no-deps" in command and "/wheels/" in command), command
             assert "--upgrade" not in command, f"{path.name}: an unpinned upgrade: {command}"
-    wheel = [r for r in runs if "pip wheel" in r]
-    assert wheel and all("--no-build-isolation" in r for r in wheel), "the build backend comes from the lock too"
     copies = [i.args for i in builder if i.keyword == "COPY"]
-    assert copies.index("requirements.lock /src/requirements.lock") < copies.index(". /src"), "lock layer first"
+    assert f"{lock} /src/{lock}" in copies
+    wheel = [r for r in runs if "pip wheel" in r]
+    if path.name == "Dockerfile.backend":
+        assert wheel and all("--no-build-isolation" in r for r in wheel), "the build backend comes from the lock too"
+        assert copies.index(f"{lock} /src/{lock}") < copies.index(". /src"), "lock layer first"
+    else:
+        assert not wheel, "the UI runs from its source tree: no project wheel, no build backend"
+
+
+def test_the_frontend_image_holds_the_ui_alone() -> None:
+    """Only ui/ and Streamlit's settings are copied in, and only the UI's lock is installed: no backend code and
+    none of its libraries (requirements-ui.lock: tests/deploy/test_lock_file.py)."""
+    instructions = parse(DOCKERFILES[1])
+    copies = [i.args.split() for i in instructions if i.keyword == "COPY" and "--from=" not in i.args]
+    sources = {words[0].rstrip("/") for words in copies}
+    assert sources == {"requirements-ui.lock", "ui", ".streamlit"}, sources
+    assert ["ui", "/app/ui"] in copies and [".streamlit", "/app/.streamlit"] in copies
+    text = DOCKERFILES[1].read_text(encoding="utf-8")
+    assert "requirements.lock" not in text.replace("requirements.lock's", "")
+    env = _env(stages(instructions)[-1])
+    assert env["PYTHONPATH"] == "/app"  # `streamlit run ui/app.py` imports ui.* from /app
+    assert not any(key in env for key in ("INVENTORY_FILE", "PATCH_GROUPS_FILE", "DATABASE_URL"))
 
 
 def test_exposes_8080_and_has_a_healthcheck(dockerfile) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 
 from agent.rules import Reading, RulesDraft, new_draft
+from agent.target_scan import Scan
 from core.intent import DRAFTING, Action, IntentDraft
 from core.inventory import Catalog
 from core.targets import Selection, TargetExpr, Term, evaluate
@@ -132,7 +133,7 @@ def _like_the_last(old: list[Selection], new: list[Selection], vocabulary: Vocab
     return out
 
 
-def _narrows(old: list[Selection], new: list[Selection], scan, vocabulary: Vocabulary) -> bool:
+def _narrows(old: list[Selection], new: list[Selection], scan: Scan, vocabulary: Vocabulary) -> bool:
     """'only the debian ones' after 'live': a filter of another kind than anything said before narrows it.
     Without 'only', a filter of a new kind narrows too: that can only take hosts away, never add one."""
     if not old or scan.replacing:

@@ -28,7 +28,7 @@ NO_KEY = "not-needed"
 
 ModelFactory = Callable[[Settings], BaseChatModel]
 _override: ModelFactory | None = None
-_cache: dict[tuple, BaseChatModel] = {}
+_cache: dict[tuple[object, ...], BaseChatModel] = {}
 _lock = threading.Lock()
 
 
@@ -63,7 +63,7 @@ def get_chat_model(settings: Settings) -> BaseChatModel | None:
         return _cache[key]
 
 
-def _cache_key(settings: Settings) -> tuple:
+def _cache_key(settings: Settings) -> tuple[object, ...]:
     secret = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     return (settings.llm_provider, settings.llm_model, settings.llm_base_url, secret, settings.llm_timeout_seconds,
             settings.llm_max_tokens, settings.llm_temperature, settings.llm_max_retries,

@@ -76,7 +76,7 @@ _FALSE_CLAIM = re.compile(rf"\b(?:{_CLAIM_WORDS})\b")
 class AgentFailure(RuntimeError):
     """The model could not produce a usable answer. `kind` is a short label, `notice` what the user is told."""
 
-    def __init__(self, kind: str, notice: str, usage: dict | None = None):
+    def __init__(self, kind: str, notice: str, usage: dict[str, int] | None = None):
         super().__init__(f"{kind}: {notice}")
         self.kind, self.notice, self.usage = kind, notice, usage or {}
 
@@ -86,8 +86,8 @@ class AgentOutcome:
     draft: IntentDraft
     result: IntentResult
     reply: str | None  # the model's own words, only when it answered without a final tool
-    tool_calls: list[dict] = field(default_factory=list)  # [{"id", "name", "args", "result"}] for memory
-    usage: dict = field(default_factory=dict)  # llm_calls, input_tokens, output_tokens
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # [{"id", "name", "args", "result"}] for memory
+    usage: dict[str, int] = field(default_factory=dict)  # llm_calls, input_tokens, output_tokens
 
 
 # --- the prompt ----------------------------------------------------------------------------------------------------
@@ -266,7 +266,7 @@ class _Deadline:
         self.seconds = seconds
         self.end = time.monotonic() + seconds if seconds else None
 
-    def remaining(self, usage: dict) -> float | None:
+    def remaining(self, usage: dict[str, int]) -> float | None:
         if self.end is None:
             return None
         left = self.end - time.monotonic()
@@ -274,7 +274,7 @@ class _Deadline:
             raise self.failure(usage)
         return left
 
-    def failure(self, usage: dict) -> AgentFailure:
+    def failure(self, usage: dict[str, int]) -> AgentFailure:
         return AgentFailure("deadline", f"did not finish within the time limit of a turn ({self.seconds:g} s)", usage)
 
 
@@ -312,7 +312,7 @@ def _invoke(bound: Any, messages: list[BaseMessage], timeout: float | None) -> A
 def run_agent(text: str, *, catalog: Catalog, model: BaseChatModel, previous: IntentDraft | None = None,
               history: list[Turn] | None = None, jobs: JobReader | None = None, max_calls: int = 4,
               max_history_messages: int = 12, max_history_chars: int = 6000,
-              tool_choice: str | dict = "auto", deadline_seconds: float | None = None) -> AgentOutcome:
+              tool_choice: str | dict[str, Any] = "auto", deadline_seconds: float | None = None) -> AgentOutcome:
     """One chat turn through the model. Raises `AgentFailure` when the model gives no usable answer, or none within
     `deadline_seconds` (all calls of the turn together; None: each call only has the client's own timeout)."""
     deadline = _Deadline(deadline_seconds)
@@ -322,10 +322,11 @@ def run_agent(text: str, *, catalog: Catalog, model: BaseChatModel, previous: In
     messages.append(HumanMessage(text))
     # The user's own words of this conversation: the only thing that grounds a target.
     words = user_words([t.text for t in history if t.role == "user"] + [text], catalog)
-    bound = model.bind_tools(openai_tools(), tool_choice=tool_choice)
+    # A forced tool is a dict ({"type": "function", ...}): ChatOpenAI takes it, BaseChatModel's signature says str.
+    bound = model.bind_tools(openai_tools(), tool_choice=tool_choice)  # type: ignore[arg-type]
     ctx = ToolContext(catalog=catalog, jobs=jobs)
     usage = {"llm_calls": 0, "input_tokens": 0, "output_tokens": 0}
-    trace: list[dict] = []
+    trace: list[dict[str, Any]] = []
     errors_fed_back = 0
 
     while usage["llm_calls"] < max_calls:
@@ -371,6 +372,7 @@ def run_agent(text: str, *, catalog: Catalog, model: BaseChatModel, previous: In
                 final, final_entry = outcome, trace[-1]
         if final is not None:
             draft, result = final.draft, final.result
+            assert draft is not None and result is not None, "every final tool validates a draft"
             if draft.action in RUNS:
                 draft, grounded = _grounded(draft, result, catalog, words)
                 if grounded is not result:  # memory keeps what really came of the call, not the refused proposal
@@ -384,7 +386,7 @@ def run_agent(text: str, *, catalog: Catalog, model: BaseChatModel, previous: In
     raise AgentFailure("exhausted", f"did not finish within {max_calls} calls", usage)
 
 
-def _call(bound: Any, messages: list[BaseMessage], usage: dict, deadline: _Deadline) -> AIMessage:
+def _call(bound: Any, messages: list[BaseMessage], usage: dict[str, int], deadline: _Deadline) -> AIMessage:
     timeout = deadline.remaining(usage)
     usage["llm_calls"] += 1
     try:
@@ -405,7 +407,7 @@ def _call(bound: Any, messages: list[BaseMessage], usage: dict, deadline: _Deadl
     return ai
 
 
-def _failure(exc: Exception, usage: dict) -> AgentFailure:
+def _failure(exc: Exception, usage: dict[str, int]) -> AgentFailure:
     if isinstance(exc, (openai.APITimeoutError, lc_errors.ModelTimeoutError, httpx.TimeoutException, TimeoutError)):
         return AgentFailure("timeout", "did not answer in time", usage)
     if isinstance(exc, (openai.RateLimitError, lc_errors.ModelRateLimitError)):
@@ -421,7 +423,7 @@ def _failure(exc: Exception, usage: dict) -> AgentFailure:
     return AgentFailure("error", f"failed ({type(exc).__name__})", usage)
 
 
-def _check_refusal(ai: AIMessage, usage: dict) -> None:
+def _check_refusal(ai: AIMessage, usage: dict[str, int]) -> None:
     refused = (ai.additional_kwargs.get("refusal")
                or (ai.response_metadata or {}).get("finish_reason") == "content_filter")
     if isinstance(ai.content, list):
@@ -462,7 +464,7 @@ def _short_error(exc: Exception) -> str:
 # --- evals entry point --------------------------------------------------------------------------------------------
 
 def parse_with_llm(text: str, catalog: Catalog, history: list[str] | None = None, *,
-                   model: BaseChatModel | None = None, tool_choice: str | dict = "auto") -> IntentDraft:
+                   model: BaseChatModel | None = None, tool_choice: str | dict[str, Any] = "auto") -> IntentDraft:
     """The LLM path alone (no rules parser), for `python -m evals --provider llm`. Earlier user turns are replayed
     through the agent as a conversation would be, each with the open draft the previous one left."""
     from agent.llm import get_chat_model
@@ -485,4 +487,5 @@ def parse_with_llm(text: str, catalog: Catalog, history: list[str] | None = None
             previous = outcome.draft
         turns += [Turn("user", message), Turn("assistant", outcome.reply or outcome.result.message or "",
                                               outcome.tool_calls)]
+    assert outcome is not None  # the loop read at least the message itself
     return outcome.draft

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
@@ -21,7 +22,7 @@ class Turn:
 
     role: str  # "user" | "assistant"
     text: str
-    tool_calls: list[dict] = field(default_factory=list)  # [{"id", "name", "args", "result"}]
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # [{"id", "name", "args", "result"}]
 
 
 def _turn_messages(turn: Turn) -> list[BaseMessage]:

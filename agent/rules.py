@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import PrivateAttr
 from rapidfuzz.distance import DamerauLevenshtein
@@ -33,12 +34,13 @@ from core.inventory import Catalog
 from core.language import Language, load_language
 from core.targets import TargetExpr, evaluate
 from core.validation import validate_draft
-from core.vocabulary import MAX_PHRASE_WORDS, phrase
+from core.vocabulary import MAX_PHRASE_WORDS, Vocabulary, phrase
 
 MAX_TEXT_CHARS = 2000
 MAX_RANGE = 50
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": " - "})
+_LEADING_MARKS, _TRAILING_MARKS = re.compile(r"^\W*"), re.compile(r"\W*$")
 _RANGE = re.compile(
     r"\b([a-z][a-z0-9-]*?)(\d+)\s*(?:to|through|thru|till|until|\.\.\.?|-|–|bis|à|a|hasta|au)\s*(?:\1)?(\d+)\b")
 
@@ -262,7 +264,7 @@ def _mark_patch_groups(text: str, catalog: Catalog, language: Language) -> str:
             continue
         for size in range(min(MAX_PHRASE_WORDS, len(tokens) - i), 0, -1):
             piece = tokens[i:i + size]
-            lead, tail = re.match(r"^\W*", piece[0]).group(0), re.search(r"\W*$", piece[-1]).group(0)
+            lead, tail = _found(_LEADING_MARKS, piece[0]), _found(_TRAILING_MARKS, piece[-1])
             words_only = " ".join(piece).strip(".,;:!?\"'()")
             found = {m.value for m in catalog.vocabulary.lookup(words_only) if m.kind == "patch_group"}
             others = [m for m in catalog.vocabulary.lookup(words_only) if m.kind != "patch_group"]
@@ -300,7 +302,13 @@ def _cut_asides(text: str, reading: Reading, catalog: Catalog, language: Languag
     return text
 
 
-def _hosts_named(words: list[str], vocabulary) -> set[str]:
+def _found(pattern: re.Pattern[str], text: str) -> str:
+    """What a pattern that may match nothing (and so always matches) finds in `text`."""
+    match = pattern.search(text)
+    return match.group(0) if match else ""
+
+
+def _hosts_named(words: list[str], vocabulary: Vocabulary) -> set[str]:
     """Every host a word may name (a short form: every host it may stand for)."""
     named: set[str] = set()
     for word in words:
@@ -370,7 +378,7 @@ def _read_patch_group(reading: Reading, catalog: Catalog, language: Language) ->
     # A word that describes several patch groups ("security updates" fits two): ask which one.
     described = catalog.vocabulary.described
     for word in list(reading.scan.unplaced):
-        owners = described.get(word, set())
+        owners = described.get(word, frozenset())
         if owners and word not in language.words["filler"]:
             reading.scan.unplaced.remove(word)
             if len(owners) > 1 and not names:
@@ -435,7 +443,7 @@ def _expand_range(match: re.Match[str]) -> str | None:
 
 # --- building a draft -------------------------------------------------------------------------------------------------
 
-def new_draft(reading: Reading, **fields) -> RulesDraft:
+def new_draft(reading: Reading, **fields: Any) -> RulesDraft:
     draft = RulesDraft(**fields)
     draft._unplaced = tuple(reading.unplaced)
     draft._doubts = tuple(reading.all_doubts)

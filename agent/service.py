@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from core.intent import REBOOT_LABELS, Action, IntentDraft, IntentResult
 from core.inventory import Catalog
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from agent.memory import Turn
+    from agent.tools import JobReader
 
 log = logging.getLogger(__name__)
 DEFAULT_TURN_DEADLINE_SECONDS = 20.0
@@ -25,12 +30,13 @@ class Interpretation:
     model_name: str | None = None
     reply: str | None = None  # the model's own answer, when it called no final tool (out of scope, small talk)
     notice: str | None = None  # said before the reply, e.g. that the model failed and the rules parser answered
-    tool_calls: list[dict] = field(default_factory=list)  # stored with the reply: the conversation's memory
-    usage: dict = field(default_factory=dict)  # llm_calls, input_tokens, output_tokens of this turn
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # stored with the reply: the conversation's memory
+    usage: dict[str, int] = field(default_factory=dict)  # llm_calls, input_tokens, output_tokens of this turn
 
 
 def interpret_message(text: str, *, catalog: Catalog, previous: IntentDraft | None = None,
-                      history: list | None = None, jobs=None, settings: Settings | None = None) -> Interpretation:
+                      history: list[Turn] | None = None, jobs: JobReader | None = None,
+                      settings: Settings | None = None) -> Interpretation:
     """The hybrid path: the rules parser when it is confident (no model call), else the LLM agent when one is
     configured, else the rules parser alone. Whatever answers, its draft went through the validator.
     `history` is a list of `agent.memory.Turn`, `jobs` an `agent.tools.JobReader`."""

@@ -164,15 +164,15 @@ class _Scanner:
         self.scan.seen_term = True
         seg = self.current
         if seg is None:
-            self.current = Segment(joined=self.connector)
+            seg = self.current = Segment(joined=self.connector)
         elif self.connector and not (dimension in seg.values and len(seg.values) == 1):
             self.close()
-            self.current = Segment(joined=True)
+            seg = self.current = Segment(joined=True)
         elif not self.connector and dimension != "host" and dimension in seg.values:
             # Side by side without "and", two groups narrow each other ("fra1 lbs"): only names make a list.
             while dimension in seg.values:
                 dimension += "+"
-        self.current.add(dimension, term)
+        seg.add(dimension, term)
         self.connector = False
         if term.kind == "name" and dimension == "host":
             self.last_name = term.value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Protocol
 
@@ -29,9 +30,9 @@ MAX_SEARCH_RESULTS = 20
 class JobReader(Protocol):
     """Read-only access to stored requests and jobs (the chat service implements it over PostgreSQL)."""
 
-    def job_status(self, job_id: int | None, hosts: list[str]) -> dict | None: ...
+    def job_status(self, job_id: int | None, hosts: list[str]) -> dict[str, Any] | None: ...
 
-    def list_jobs(self, limit: int, jobs: str | None = None) -> list[dict]: ...
+    def list_jobs(self, limit: int, jobs: str | None = None) -> list[dict[str, Any]]: ...
 
 
 # --- argument schemas (what the model sees) ---------------------------------------------------------------------
@@ -193,7 +194,7 @@ TOOL_SCHEMAS: dict[str, type[BaseModel]] = {
 FINAL_TOOLS = frozenset({"propose_patch", "job_status", "list_jobs", "propose_cancel"})
 
 
-def openai_tools(names: list[str] | None = None) -> list[dict]:
+def openai_tools(names: list[str] | None = None) -> list[dict[str, Any]]:
     """The tools in OpenAI function format, named as the model must call them. The schemas are trimmed of what
     only our own validation needs (length limits, null alternatives), which keeps the prompt small for models
     with short contexts; the arguments are still validated against the full Pydantic models."""
@@ -396,7 +397,7 @@ def _list_jobs(args: ListJobs, ctx: ToolContext) -> ToolOutcome:
     return ToolOutcome(content=_dump({"jobs": rows}), draft=draft, result=result)
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[Any, ToolContext], ToolOutcome]] = {
     "search_inventory": _search,
     "list_patch_groups": _patch_groups,
     "propose_patch": _propose,

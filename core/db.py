@@ -6,9 +6,10 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 
 from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
@@ -34,6 +35,11 @@ def _create(url: str) -> Engine:
         pool_timeout=5,
         connect_args={"connect_timeout": 5},
     )
+
+
+def rows_changed(result: Result[Any]) -> int:
+    """How many rows an UPDATE or DELETE changed (`Session.execute` types its result as a plain `Result`)."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def get_engine() -> Engine:

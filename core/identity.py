@@ -12,8 +12,9 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from core.db import rows_changed
 from core.models import ApiToken, UserRole, utcnow
 
 ROLES: tuple[str, ...] = ("viewer", "requester", "approver", "admin")
@@ -83,11 +84,11 @@ def create_token(session: Session, *, user: str, roles: list[str], name: str = "
 def principal_for_token(session: Session, token: str) -> Principal | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    row = session.execute(select(ApiToken).where(ApiToken.token_hash == hash_token(token),
-                                                 ApiToken.revoked_at.is_(None))).scalar_one_or_none()
+    row = session.execute(select(ApiToken).where(col(ApiToken.token_hash) == hash_token(token),
+                                                 col(ApiToken.revoked_at).is_(None))).scalar_one_or_none()
     if row is None:
         return None
-    session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=utcnow()))
+    session.execute(update(ApiToken).where(col(ApiToken.id) == row.id).values(last_used_at=utcnow()))
     session.commit()
     try:
         user = canonical_user(row.user)  # a row written before names were canonical ("bob ") is still bob
@@ -135,7 +136,7 @@ def list_roles(session: Session) -> list[UserRole]:
 
 
 def revoke_token(session: Session, token_id: int) -> bool:
-    result = session.execute(update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+    result = session.execute(update(ApiToken).where(col(ApiToken.id) == token_id, col(ApiToken.revoked_at).is_(None))
                              .values(revoked_at=utcnow()))
     session.commit()
-    return result.rowcount == 1
+    return rows_changed(result) == 1

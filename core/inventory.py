@@ -1,8 +1,10 @@
 """The fleet (an Ansible YAML inventory), the patch groups and the policy, loaded once and queried by the
 parser and the validator.
 
-Pure data: no I/O beyond reading the three files at load time. What people may call each thing is derived from
-this data in `core.vocabulary` (`Catalog.vocabulary`).
+A `Catalog` is pure data: its three sources are read once, when it is loaded. They are the inventory, patch-group
+and policy files (INVENTORY_FILE, PATCH_GROUPS_FILE, POLICY_FILE), or, with INVENTORY_SOURCE=awx, the newest
+inventory snapshot synced from AWX with the same patch-group and policy files (`core.inventory_sync`). What people
+may call each thing is derived from this data in `core.vocabulary` (`Catalog.vocabulary`).
 """
 
 from __future__ import annotations
@@ -175,16 +177,18 @@ def get_catalog() -> Catalog:
         from core.inventory_sync import current_catalog
 
         return current_catalog()  # the latest good snapshot synced from AWX, one Catalog per snapshot
-    return load_catalog(Path(s.inventory_file), Path(s.patch_groups_file), Path(s.policy_file) if s.policy_file else None)
+    policy_file = Path(s.policy_file) if s.policy_file else None
+    return load_catalog(Path(s.inventory_file), Path(s.patch_groups_file), policy_file)
 
 
-def check_catalog() -> Catalog:
-    """Load the inventory, patch groups and policy at start-up; exit with a readable reason if one is broken."""
+def check_catalog() -> Catalog | None:
+    """Load the inventory, patch groups and policy at start-up; exit with a readable reason if one is broken.
+    None: the inventory comes from AWX and no snapshot has been synced yet."""
     from core.policy import PolicyError
     from core.settings import get_settings
+    from core.stage_map import StageMapError, get_stage_map
 
     s = get_settings()
-    from core.stage_map import StageMapError, get_stage_map
 
     try:
         get_stage_map()

@@ -17,12 +17,18 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from core.inventory import Catalog, Host, Inventory, PatchGroup, load_patch_groups
 from core.policy import Policy, PolicyError, load_policy
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+    from worker.awx_client import AWXClient
 
 log = logging.getLogger("patchpilot.inventory")
 
@@ -79,10 +85,10 @@ def inventory_from_script(data: dict[str, Any]) -> Inventory:
     for members in direct.values():
         names |= members
     membership: dict[str, set[str]] = {name: set() for name in names}
-    for group, members in expanded.items():
+    for group, grouped in expanded.items():
         if group in ("all", "ungrouped"):
             continue
-        for name in members:
+        for name in grouped:
             membership[name].add(group)
     groups = dict(expanded)
     groups["all"] = frozenset(names)
@@ -132,7 +138,7 @@ def policy_warnings(policy: Policy, inventory: Inventory, patch_groups: dict[str
     return warnings
 
 
-def template_problems(client, patch_groups: dict[str, PatchGroup], inventory_ids: set[int],
+def template_problems(client: AWXClient, patch_groups: dict[str, PatchGroup], inventory_ids: set[int],
                       default_template: str | None = None) -> list[str]:
     """Every job template a patch group maps to (by name and organization) must exist, prompt on launch for the
     limit, the variables and the job type, not be sliced, and run on a synced inventory."""
@@ -185,18 +191,18 @@ class SyncResult:
     error: str | None = None
 
 
-def _inventory_names(settings) -> list[str]:
+def _inventory_names(settings: Settings) -> list[str]:
     return [name.strip() for name in (settings.awx_inventory or "").split(",") if name.strip()]
 
 
-def _files(settings) -> tuple[dict[str, PatchGroup], Policy]:
+def _files(settings: Settings) -> tuple[dict[str, PatchGroup], Policy]:
     patch_groups = load_patch_groups(Path(settings.patch_groups_file))
     policy_path = Path(settings.policy_file) if settings.policy_file else None
     policy = load_policy(policy_path, known_groups=set(patch_groups))
     return patch_groups, policy
 
 
-def sync_inventory(client=None) -> SyncResult:
+def sync_inventory(client: AWXClient | None = None) -> SyncResult:
     """Read the AWX inventories, check the templates and store a snapshot (or the failure). Never raises for an
     AWX or data problem: the result says what happened, and the last good snapshot stays in service."""
     from core.db import session_scope
@@ -242,8 +248,8 @@ def sync_inventory(client=None) -> SyncResult:
     disabled = sum(1 for host in inventory.hosts.values() if not host.enabled)
     groups = len([g for g in inventory.groups if g not in ("all", "ungrouped")])
     with session_scope() as session:
-        previous = session.execute(select(InventorySnapshot).where(InventorySnapshot.ok)
-                                   .order_by(InventorySnapshot.id.desc()).limit(1)).scalar()
+        previous = session.execute(select(InventorySnapshot).where(col(InventorySnapshot.ok))
+                                   .order_by(col(InventorySnapshot.id).desc()).limit(1)).scalar()
         if previous is not None and previous.data == data and previous.source == ", ".join(sources)[:500]:
             # Nothing changed in AWX: the snapshot stays the same one (no process rebuilds its catalog), and
             # its time says when AWX was last read.
@@ -267,13 +273,14 @@ def sync_inventory(client=None) -> SyncResult:
                       disabled_hosts=disabled, seconds=seconds, problems=tuple(problems))
 
 
-def _prune(session) -> None:
+def _prune(session: Session) -> None:
     from core.models import InventorySnapshot
 
-    kept = session.execute(select(InventorySnapshot.id).where(InventorySnapshot.ok)
-                           .order_by(InventorySnapshot.id.desc()).offset(KEEP_SNAPSHOTS - 1).limit(1)).scalar()
+    snapshot_id = col(InventorySnapshot.id)
+    kept = session.execute(select(snapshot_id).where(col(InventorySnapshot.ok))
+                           .order_by(snapshot_id.desc()).offset(KEEP_SNAPSHOTS - 1).limit(1)).scalar()
     if kept is not None:
-        session.execute(delete(InventorySnapshot).where(InventorySnapshot.id < kept))
+        session.execute(delete(InventorySnapshot).where(snapshot_id < kept))
 
 
 # --------------------------------------------------------------------------------------------- serving
@@ -283,7 +290,7 @@ _lock = threading.Lock()
 _served: dict[str, Any] = {"id": None, "catalog": None, "checked": 0.0, "building": None, "generation": 0}
 
 
-def _catalog(snapshot_id: int, inventory: Inventory, settings) -> Catalog:
+def _catalog(snapshot_id: int, inventory: Inventory, settings: Settings) -> Catalog:
     patch_groups, policy = _files(settings)
     return Catalog(inventory=inventory, patch_groups=patch_groups, policy=policy, snapshot_id=snapshot_id)
 
@@ -307,7 +314,9 @@ def latest_good_id() -> int | None:
     from core.models import InventorySnapshot
 
     with get_engine().connect() as conn:
-        return conn.execute(select(func.max(InventorySnapshot.id)).where(InventorySnapshot.ok)).scalar()
+        newest: int | None = conn.execute(select(func.max(col(InventorySnapshot.id)))
+                                          .where(col(InventorySnapshot.ok))).scalar()
+        return newest
 
 
 def current_catalog(*, fresh: bool = False) -> Catalog:
@@ -320,7 +329,7 @@ def current_catalog(*, fresh: bool = False) -> Catalog:
     caller's thread."""
     from core.settings import get_settings
 
-    catalog = _served["catalog"]
+    catalog: Catalog | None = _served["catalog"]
     if catalog is not None and not fresh:
         if time.monotonic() - _served["checked"] >= CHECK_EVERY_SECONDS:
             _served["checked"] = time.monotonic()
@@ -373,12 +382,13 @@ def _refresh_in_background() -> None:
     threading.Thread(target=refresh, name="inventory-snapshot", daemon=True).start()
 
 
-def load_snapshot(snapshot_id: int, settings) -> Catalog:
+def load_snapshot(snapshot_id: int, settings: Settings) -> Catalog:
     from core.db import session_scope
     from core.models import InventorySnapshot
 
     with session_scope() as session:
-        data = session.execute(select(InventorySnapshot.data).where(InventorySnapshot.id == snapshot_id)).scalar()
+        data = session.execute(select(col(InventorySnapshot.data))
+                               .where(col(InventorySnapshot.id) == snapshot_id)).scalar()
     return _catalog(snapshot_id, inventory_from_script(data or {}), settings)
 
 
@@ -390,7 +400,7 @@ def recheck_hosts(hosts: list[str], validated_against: int | None) -> str | None
 
     catalog = current_catalog(fresh=True) if get_settings().inventory_source == "awx" else get_catalog()
     gone = [h for h in hosts if h not in catalog.inventory.hosts]
-    refused = {h: catalog.refusal_reason(h) for h in hosts if h not in gone and catalog.is_refused(h)}
+    refused = {h: reason for h in hosts if h not in gone and (reason := catalog.refusal_reason(h)) is not None}
     if not gone and not refused:
         return None
     where = (f"inventory snapshot {catalog.snapshot_id}" if catalog.snapshot_id is not None else "the inventory")
@@ -401,7 +411,8 @@ def recheck_hosts(hosts: list[str], validated_against: int | None) -> str | None
         parts.append(f"{', '.join(gone)} {'is' if len(gone) == 1 else 'are'} no longer in the AWX inventory")
     for reason in sorted(set(refused.values())):
         names = [h for h, r in refused.items() if r == reason]
-        parts.append(f"{', '.join(names)} {reason}" if len(names) == 1 else f"{', '.join(names)} {reason.replace('is ', 'are ', 1)}")
+        said = reason if len(names) == 1 else reason.replace("is ", "are ", 1)
+        parts.append(f"{', '.join(names)} {said}")
     return f"refused to launch: {'; '.join(parts)} ({where}{since}); ask again with the hosts as they are now"
 
 
@@ -417,16 +428,16 @@ def sync_status() -> dict[str, Any]:
     settings = get_settings()
     if settings.inventory_source != "awx":
         return {"source": "file", "state": "ok", "file": str(settings.inventory_file)}
-    cols = (InventorySnapshot.id, InventorySnapshot.ok, InventorySnapshot.finished_at, InventorySnapshot.source,
-            InventorySnapshot.hosts, InventorySnapshot.groups, InventorySnapshot.disabled_hosts,
-            InventorySnapshot.problems, InventorySnapshot.error)
+    snapshot = InventorySnapshot
+    cols = (col(snapshot.id), col(snapshot.ok), col(snapshot.finished_at), col(snapshot.source), col(snapshot.hosts),
+            col(snapshot.groups), col(snapshot.disabled_hosts), col(snapshot.problems), col(snapshot.error))
+    newest_first = col(snapshot.id).desc()
     with get_engine().connect() as conn:
-        last = conn.execute(select(*cols).order_by(InventorySnapshot.id.desc()).limit(1)).first()
-        good = conn.execute(select(*cols).where(InventorySnapshot.ok).order_by(InventorySnapshot.id.desc())
-                            .limit(1)).first()
+        last = conn.execute(select(*cols).order_by(newest_first).limit(1)).first()
+        good = conn.execute(select(*cols).where(col(snapshot.ok)).order_by(newest_first).limit(1)).first()
     status: dict[str, Any] = {"source": "awx", "inventories": _inventory_names(settings),
                               "sync_every_seconds": settings.inventory_sync_seconds}
-    if good is None:
+    if good is None or last is None:
         status.update(state="never" if last is None else "failing", snapshot_id=None, last_good_sync_at=None)
     else:
         status.update(state="ok" if last.id == good.id else "stale", snapshot_id=good.id,

@@ -46,7 +46,8 @@ class Language:
     def clause_end(self) -> re.Pattern[str]:
         """Where one clause of a message ends: punctuation (not the dot of a host name, not the colon of a
         patch-group marker), or a word that turns to another thought ("anyway", "so", "but")."""
-        turns = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in sorted(self.words["clause_turns"], key=len, reverse=True))
+        longest_first = sorted(self.words["clause_turns"], key=len, reverse=True)
+        turns = "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in longest_first)
         return re.compile(rf"(\s*(?:[|;!?]|\.(?=\s|$)|(?<!pgref):|,|\b(?:{turns})\b)\s*)")
 
     @property
@@ -68,21 +69,22 @@ def _merged(rewrites: list[tuple[re.Pattern[str], str]]) -> tuple[tuple[re.Patte
     replacement first appears: one pass over the text for each instead of one for every pattern of every language.
     A rewrite whose replacement refers to a group of its own match stays alone, in its place."""
     merged: dict[str, list[str]] = {}
-    order: list[tuple[str, object]] = []
+    # In order: a rewrite that stays alone, or the replacement whose merged alternation goes in its place.
+    order: list[tuple[re.Pattern[str], str] | str] = []
     for pattern, replacement in rewrites:
         if "\\" in replacement or pattern.groups:
-            order.append(("alone", (pattern, replacement)))
+            order.append((pattern, replacement))
             continue
         if replacement not in merged:
             merged[replacement] = []
-            order.append(("merged", replacement))
+            order.append(replacement)
         merged[replacement].append(pattern.pattern)
-    out = []
-    for kind, item in order:
-        if kind == "alone":
-            out.append(item)
-        else:
+    out: list[tuple[re.Pattern[str], str]] = []
+    for item in order:
+        if isinstance(item, str):
             out.append((re.compile("|".join(f"(?:{p})" for p in merged[item])), item))
+        else:
+            out.append(item)
     return tuple(out)
 
 

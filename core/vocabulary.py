@@ -21,6 +21,7 @@ import itertools
 import re
 import unicodedata
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ from core.language import Language, load_language
 
 if TYPE_CHECKING:
     from core.inventory import Catalog
+    from core.policy import Policy
 
 MAX_PHRASE_WORDS = 4
 _SPLIT = re.compile(r"[-_.\s/]+")
@@ -242,7 +244,7 @@ class Vocabulary:
                 if isinstance(value, (str, int, float)) and not isinstance(value, bool):
                     values[(key, fold(str(value)))].add(name)
         for key in policy.filter_variables:
-            own = {value: set() for (k, value) in values if k == key}
+            own: dict[str, set[str]] = {value: set() for (k, value) in values if k == key}
             for value in own:  # 'netsec' for 'team-netsec' when no other value of the variable has it
                 own[value] = set(_unique_parts({value: None}))
             for (k, value) in values:
@@ -320,7 +322,7 @@ def _synonym_forms(text: str, synonyms: tuple[frozenset[str], ...]) -> set[str]:
     return out
 
 
-def _unique_parts(groups: dict[str, object]) -> dict[str, set[str]]:
+def _unique_parts(groups: Mapping[str, object]) -> dict[str, set[str]]:
     """Contiguous parts of multi-word group names -> the groups that have them (one owner: an alias)."""
     owners: dict[str, set[str]] = defaultdict(set)
     for group in groups:
@@ -361,7 +363,7 @@ def _patch_group_forms(name: str, language: Language) -> set[str]:
     return forms
 
 
-def _environments(groups: dict[str, object], policy, language: Language) -> dict[str, bool]:
+def _environments(groups: Mapping[str, object], policy: Policy, language: Language) -> dict[str, bool]:
     """The policy's `environments`, else the groups whose name is an environment word of some language."""
     if policy.environments:
         return {env: spec.production for env, spec in policy.environments.items() if env in groups}
@@ -371,7 +373,7 @@ def _environments(groups: dict[str, object], policy, language: Language) -> dict
     return found
 
 
-def _dimensions(groups: dict[str, object], environments: dict[str, bool]) -> dict[str, str]:
+def _dimensions(groups: Mapping[str, object], environments: dict[str, bool]) -> dict[str, str]:
     """Environment groups, prefix families ('site_fra1', 'site_ams2' -> 'site') and roles (everything else)."""
     prefixes: dict[str, int] = defaultdict(int)
     for group in groups:

@@ -8,6 +8,7 @@ The token lives in the HTTP client's headers only; it never reaches a message, a
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -131,7 +132,7 @@ def _organization_name(template: dict[str, Any]) -> str | None:
 class AWXClient:
     """Synchronous AWX client. `sleep` is injectable so tests do not wait for real backoff."""
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0, verify: bool = True,
+    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0, verify: bool | ssl.SSLContext = True,
                  retry_attempts: int = 5, transport: httpx.BaseTransport | None = None,
                  max_wait_seconds: float = 30.0, sleep: Callable[[float], None] = time.sleep):
         if not token:

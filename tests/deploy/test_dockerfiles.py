@@ -99,7 +99,8 @@ def test_multi_stage_copies_only_the_venv(dockerfile) -> None:
     assert copies_from, "the final stage copies nothing from the builder"
     for args in copies_from:
         assert re.search(r"--from=\S+\s+/opt/venv\s+/opt/venv$", args), f"only the venv comes from the builder: {args}"
-    assert not any(i.keyword == "RUN" and re.search(r"\bpip\b.*\binstall\b", i.args) for i in final), "no pip in the runtime stage"
+    assert not any(i.keyword == "RUN" and re.search(r"\bpip\b.*\binstall\b", i.args) for i in final), \
+        "no pip in the runtime stage"
 
 
 def test_final_user_is_numeric_non_root(dockerfile) -> None:
@@ -204,7 +205,8 @@ def test_no_remote_add_and_no_baked_secrets(dockerfile) -> None:
                 if SECRET_NAME.search(key):
                     assert not value, f"{path.name}:{ins.line}: {key} holds a value in the image"
         if ins.keyword == "COPY":
-            assert not re.search(r"(^|\s)\.env(\s|$)|\.pem\b|id_rsa", ins.args), f"{path.name}:{ins.line}: copies secrets"
+            assert not re.search(r"(^|\s)\.env(\s|$)|\.pem\b|id_rsa", ins.args), \
+                f"{path.name}:{ins.line}: copies secrets"
 
 
 def test_default_commands() -> None:
@@ -221,7 +223,8 @@ def test_dockerignore_keeps_secrets_and_state_out() -> None:
 
 def test_parser_catches_violations(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
-    bad.write_text("FROM python:3.11-slim\nENV AWX_TOKEN=abc \\\n    OTHER=1\nADD https://example.com/x /x\nUSER root\n")
+    bad.write_text("FROM python:3.11-slim\nENV AWX_TOKEN=abc \\\n    OTHER=1\n"
+                   "ADD https://example.com/x /x\nUSER root\n")
     instructions = parse(bad)
     assert [i.keyword for i in instructions] == ["FROM", "ENV", "ADD", "USER"]
     assert env_pairs(instructions[1]) == [("AWX_TOKEN", "abc"), ("OTHER", "1")]

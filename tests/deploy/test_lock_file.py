@@ -93,7 +93,8 @@ def test_the_project_itself_is_not_in_the_lock() -> None:
 
 def test_ci_installs_the_lock() -> None:
     run = (REPO_ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    lock_line = next((i for i, line in enumerate(run.splitlines()) if "--require-hashes -r requirements.lock" in line), None)
+    lock_line = next((i for i, line in enumerate(run.splitlines())
+                      if "--require-hashes -r requirements.lock" in line), None)
     assert lock_line is not None, ".ci/run does not install requirements.lock"
     dev_line = next(i for i, line in enumerate(run.splitlines()) if 'install -q -e ".[dev' in line)
     assert lock_line < dev_line, "the lock first: the dev extras then keep its versions"

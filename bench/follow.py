@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 from bench.stack import Sampler, Stack, install_signal_handlers, proc_roots, summary, write_result
-
-TERMINAL = ("succeeded", "failed", "canceled", "error")
 
 
 def floor_lags(hosts: list[str], job_seconds: float, speed: float) -> list[float]:
@@ -39,7 +37,7 @@ def floor_lags(hosts: list[str], job_seconds: float, speed: float) -> list[float
 
     plan = plan_run(hosts, RunOptions(run_end=job_seconds))
     visible = event_visibility(plan, 0.0, speed, 0.0, 0.0)
-    return [v - e.emit_at / speed for e, v in zip(plan.events, visible)]
+    return [v - e.emit_at / speed for e, v in zip(plan.events, visible, strict=False)]
 
 
 def emit_offsets(hosts: list[str], job_seconds: float, speed: float) -> list[float]:
@@ -69,22 +67,23 @@ async def launch_jobs(double, n: int, hosts: list[str], concurrency: int = 16) -
 
 
 def create_running_requests(jobs: list[dict], hosts: list[str], poll: float) -> None:
-    from datetime import timedelta
-
     from sqlalchemy import insert
 
     from core.db import get_engine
     from core.models import HostResult, PatchRequest, utcnow
+    from core.states import RequestState, Stage
+    from core.statuses import HostStatus
 
     now = utcnow()
-    rows = [dict(id=j["request_id"], action="patch", hosts=hosts, patch_group="Group-1", reboot="if_needed",
-                 check_mode=False, intent={}, engine="bench", state="running", stage="pending", requested_by="bench",
-                 approved_by="bench", created_at=now, updated_at=now, approved_at=now, launch_started_at=now,
-                 started_at=now, awx_job_id=j["job_id"], awx_template_id=j["template_id"], event_cursor=0,
-                 launch_attempts=1, follow_failures=0,
-                 # first polls spread over one interval (the follow rounds' schedule)
-                 next_poll_at=now + timedelta(seconds=poll * i / max(1, len(jobs)))) for i, j in enumerate(jobs)]
-    hosts_rows = [dict(request_id=j["request_id"], host=h, status="pending") for j in jobs for h in hosts]
+    rows = [{"id": j["request_id"], "action": "patch", "hosts": hosts, "patch_group": "Group-1",
+             "reboot": "if_needed", "check_mode": False, "intent": {}, "engine": "bench", "state": RequestState.RUNNING,
+             "stage": Stage.PENDING, "requested_by": "bench", "approved_by": "bench", "created_at": now,
+             "updated_at": now, "approved_at": now, "launch_started_at": now, "started_at": now,
+             "awx_job_id": j["job_id"], "awx_template_id": j["template_id"], "event_cursor": 0, "launch_attempts": 1,
+             "follow_failures": 0,
+             # first polls spread over one interval (the follow rounds' schedule)
+             "next_poll_at": now + timedelta(seconds=poll * i / max(1, len(jobs)))} for i, j in enumerate(jobs)]
+    hosts_rows = [{"request_id": j["request_id"], "host": h, "status": HostStatus.PENDING} for j in jobs for h in hosts]
     with get_engine().begin() as conn:
         for i in range(0, len(rows), 500):
             conn.execute(insert(PatchRequest), rows[i:i + 500])
@@ -115,10 +114,11 @@ def terminal_count() -> int:
 
     from core.db import get_engine
     from core.models import PatchRequest
+    from core.states import TERMINAL
 
     with get_engine().connect() as conn:
         return int(conn.execute(select(func.count()).select_from(PatchRequest)
-                                .where(PatchRequest.state.in_(TERMINAL))).scalar())
+                                .where(PatchRequest.state.in_(sorted(TERMINAL)))).scalar())
 
 
 def stored_events() -> list[tuple[str, int, datetime, datetime]]:
@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--margin", type=float, default=45.0, help="seconds allowed after the jobs end")
     parser.add_argument("--env", action="append", default=[], metavar="K=V", help="extra worker environment")
     parser.add_argument("--app", default="worker.celery_app:celery_app",
-                        help="Celery app of the real follower (bench.experiment_app:celery_app for the candidate fixes)")
+                        help="Celery app of the real follower "
+                             "(bench.experiment_app:celery_app for the candidate fixes)")
     parser.add_argument("--label", default="patchpilot", help="design name of the real follower in the results")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=APP[;K=V...]",
                         help="run each N once per variant (Celery app and worker environment), in this one run")

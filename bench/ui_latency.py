@@ -1,7 +1,8 @@
 """Benchmark: Approve -> first stage visible *in the browser*, on the quick start.
 
     .venv/bin/python -m bench.ui_latency --runs 20 --speed 10
-    .venv/bin/python -m bench.ui_latency --runs 20 --speed 10 --poll 0.5   # the worker polling a new job sooner
+    .venv/bin/python -m bench.ui_latency --runs 20 --speed 10 --poll 0.5   # the worker polling every job sooner
+    .venv/bin/python -m bench.ui_latency --runs 20 --speed 10 --first-poll 0.5   # a new job's first poll sooner
 
 Starts `patchpilot up` (embedded PostgreSQL and Redis, the AWX double at `--speed`, API, worker with its beat, the
 Streamlit UI) in a temporary state folder and drives Debian's Chromium through Playwright. Each run proposes a
@@ -16,6 +17,9 @@ Same-run baseline: the double's floor, the moment the double lets any client rea
 speed). Reported: click -> first stage visible, double's first event readable -> first stage visible, and the
 split from the request's timestamps: click -> approved (UI and API), approved -> launched (queue and launch),
 launched -> stage stored (the double and the follower's first poll), stored -> visible (the UI's refresh and draw).
+
+The worker runs the quick start's defaults unless told: `--poll` sets FOLLOW_POLL_SECONDS, `--first-poll`
+FIRST_POLL_SECONDS (how long after the launch a job is first polled, and polled again if it showed no event yet).
 """
 
 from __future__ import annotations
@@ -37,12 +41,16 @@ import httpx
 
 from bench.e2e import double_floor
 from bench.stack import ROOT, summary, write_result
+from core.settings import Settings
+from core.states import TERMINAL
 
 HOSTS = ["dev-web-01", "dev-app-01", "dev-db-01", "stg-web-01", "stg-web-02", "stg-app-01", "stg-db-01"]
 SEEN_JS = """() => {
   window.__ppSeen = null;
   const pattern = /Pre-checks (running|passed)/;
-  const look = () => { if (window.__ppSeen === null && pattern.test(document.body.textContent)) window.__ppSeen = Date.now(); };
+  const look = () => {
+    if (window.__ppSeen === null && pattern.test(document.body.textContent)) window.__ppSeen = Date.now();
+  };
   new MutationObserver(look).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
 
@@ -52,13 +60,15 @@ def ts(value: str | None) -> float | None:
 
 
 class Up:
-    def __init__(self, state_dir: Path, speed: float, poll: float | None = None):
+    def __init__(self, state_dir: Path, speed: float, poll: float | None = None, first_poll: float | None = None):
         env = {k: v for k, v in os.environ.items() if k not in (
             "DATABASE_URL", "REDIS_URL", "AWX_URL", "AWX_TOKEN", "API_URL", "PATCHPILOT_TOKEN", "AUTH_MODE")}
         env.update(PYTHONUNBUFFERED="1", LLM_PROVIDER="none", APPROVE_RATE_LIMIT="1000/minute",
                    CHAT_RATE_LIMIT="1000/minute")
         if poll is not None:
             env["FOLLOW_POLL_SECONDS"] = str(poll)
+        if first_poll is not None:
+            env["FIRST_POLL_SECONDS"] = str(first_poll)
         self.lines: list[str] = []
         self.proc = subprocess.Popen([sys.executable, "-m", "patchpilot", "up", "--state-dir", str(state_dir),
                                       "--awx-speed", str(speed)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -109,7 +119,7 @@ def one_run(page, api: httpx.Client, ui: str, host: str) -> dict:
     seen = page.evaluate("window.__ppSeen") / 1000.0
     view = api.get(f"/api/v1/requests/{request_id}").json()
     deadline = time.monotonic() + 60
-    while view["state"] not in ("succeeded", "failed", "canceled", "error") and time.monotonic() < deadline:
+    while view["state"] not in TERMINAL and time.monotonic() < deadline:
         time.sleep(0.3)
         view = api.get(f"/api/v1/requests/{request_id}").json()
     approved, started = ts(view.get("approved_at")), ts(view.get("started_at"))
@@ -125,12 +135,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed", type=float, default=10.0)
     parser.add_argument("--poll", type=float, default=None,
                         help="FOLLOW_POLL_SECONDS for the worker (default: the quick start's, 2.5 s)")
+    parser.add_argument("--first-poll", type=float, default=None,
+                        help="FIRST_POLL_SECONDS for the worker (default: the quick start's, 1.0 s)")
     parser.add_argument("--chromium", default=os.environ.get("PATCHPILOT_CHROMIUM", "/usr/bin/chromium"))
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     floor = double_floor(args.speed)
-    up = Up(Path(tempfile.mkdtemp(prefix="patchpilot-bench-ui-")) / "state", args.speed, args.poll)
+    up = Up(Path(tempfile.mkdtemp(prefix="patchpilot-bench-ui-")) / "state", args.speed, args.poll, args.first_poll)
     rows = []
     try:
         ui, api_url, token = up.wait()
@@ -153,7 +165,9 @@ def main(argv: list[str] | None = None) -> None:
     visible = spans("clicked", "seen")
     after_double = [r["seen"] - (r["launched"] + floor) for r in rows if r.get("launched")]
     result = {
-        "runs": len(rows), "speed": args.speed, "follow_poll_seconds": args.poll or 2.5,
+        "runs": len(rows), "speed": args.speed,
+        "follow_poll_seconds": args.poll or Settings.model_fields["follow_poll_seconds"].default,
+        "first_poll_seconds": args.first_poll or Settings.model_fields["first_poll_seconds"].default,
         "double_floor_seconds": round(floor, 3),
         "approve_to_first_stage_visible_seconds": summary(visible),
         "double_first_event_readable_to_visible_seconds": summary(after_double),
@@ -166,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
     }
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2))
-    name = "ui_latency" if args.poll is None else f"ui_latency_poll{args.poll:g}"
+    name = "ui_latency" + (f"_poll{args.poll:g}" if args.poll is not None else "") + (
+        f"_first{args.first_poll:g}" if args.first_poll is not None else "")
     path = write_result(name, {"command": "python -m bench.ui_latency " + " ".join(argv or sys.argv[1:]),
                                        **result})
     print(f"wrote {path.relative_to(ROOT)}")

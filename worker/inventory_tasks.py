@@ -6,6 +6,8 @@ import logging
 
 from celery import signals
 
+from core.db import advisory_lock
+from core.inventory_sync import sync_inventory as run_sync
 from core.settings import get_settings
 from worker.celery_app import celery_app
 
@@ -18,9 +20,6 @@ def sync_inventory() -> dict:
     good snapshot in service and shows in /api/v1/system."""
     if get_settings().inventory_source != "awx":
         return {"skipped": "INVENTORY_SOURCE is file"}
-    from core.db import advisory_lock
-    from core.inventory_sync import sync_inventory as run_sync
-
     with advisory_lock("inventory", "sync") as acquired:
         if not acquired:
             return {"skipped": "another sync is running"}

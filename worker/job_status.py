@@ -1,10 +1,11 @@
 """Job statuses for the follower, read together: one `GET jobs/?id__in=…` (up to 200 jobs a page) answers every
 job a worker process follows, instead of one `GET jobs/{id}/` per job per poll.
 
-`poll` asks for a job's status only when its events do not already show it running. A follow round tells the batch
+A poll asks for a job's status only when its events do not already show it running. A follow round tells the batch
 which jobs it is about to poll (`track`), and the first ask in an interval reads the statuses of every job this
-process follows, so the other asks in that interval come from the same read. A status is then at most `max_age` old, which is harmless: a terminal status never changes back, and
-a stale "running" defers the end of the follow by one poll. AWX's list form leaves out
+process follows, so the other asks in that interval come from the same read. A status is then at most `max_age`
+old, which is harmless: a terminal status never changes back, and a stale "running" defers the end of the follow
+by one poll. AWX's list form leaves out
 `event_processing_finished`, so a job listed as terminal is read once more in full (`poll` does that).
 """
 

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
 import httpx
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from core.db import get_engine
-from core.inventory import get_catalog
+from core.inventory import Catalog
 from core.models import AuditLog, HostResult, Notification, NotifyCursor, PatchRequest, utcnow
-from core.settings import Settings, get_settings
+from core.settings import Settings
+from core.states import APPROVED, CANCELED, ERROR, EXPIRED, FAILED, PROPOSED, REJECTED, RUNNING, SUCCEEDED, RequestState
+from core.statuses import DeliveryState, HostStatus
 
 log = logging.getLogger("patchpilot.notify")
 
@@ -41,11 +43,13 @@ LEASE = timedelta(seconds=30)
 BACKOFF_SECONDS = (1, 2, 5, 15, 60, 300)
 TIMEOUT_SECONDS = 5.0
 FORMATS = ("slack", "teams", "generic")
-# Audit entries that make a message: a new proposal, and these state changes.
-KIND_OF_STATE = {"approved": "approved", "rejected": "rejected", "running": "started", "succeeded": "succeeded",
-                 "failed": "failed", "canceled": "canceled", "error": "failed", "expired": "expired"}
-COLOURS = {"awaiting_approval": "FFA500", "approved": "2EB886", "rejected": "A0A0A0", "started": "439FE0",
-           "succeeded": "2EB886", "failed": "D00000", "canceled": "A0A0A0", "expired": "A0A0A0"}
+# Audit entries that make a message: a new proposal (its audit action is named after its state), and these state
+# changes. A message's kind is the new state, except for these two.
+AWAITING_APPROVAL, STARTED = "awaiting_approval", "started"
+KIND_OF_STATE = {APPROVED: APPROVED, REJECTED: REJECTED, RUNNING: STARTED, SUCCEEDED: SUCCEEDED, FAILED: FAILED,
+                 CANCELED: CANCELED, ERROR: FAILED, EXPIRED: EXPIRED}
+COLOURS = {AWAITING_APPROVAL: "FFA500", APPROVED: "2EB886", REJECTED: "A0A0A0", STARTED: "439FE0",
+           SUCCEEDED: "2EB886", FAILED: "D00000", CANCELED: "A0A0A0", EXPIRED: "A0A0A0"}
 
 
 def webhooks(settings: Settings) -> list[dict[str, str]]:
@@ -68,8 +72,7 @@ def request_link(settings: Settings, request_id: str) -> str:
 # --- messages -----------------------------------------------------------------------------------
 
 
-def _hosts_text(req: PatchRequest) -> str:
-    catalog = get_catalog()
+def _hosts_text(req: PatchRequest, catalog: Catalog) -> str:
     by_env: dict[str, list[str]] = {}
     for host in req.hosts:
         by_env.setdefault(catalog.environment_of(host) or "other", []).append(host)
@@ -83,12 +86,14 @@ def _job_name(req: PatchRequest) -> str:
 
 
 def host_summary(session: Session, req: PatchRequest) -> list[dict[str, Any]]:
-    rows = {r.host: r for r in session.execute(select(HostResult).where(HostResult.request_id == req.id)).scalars()}
+    found: Iterable[HostResult] = session.execute(select(HostResult)
+                                                  .where(col(HostResult.request_id) == req.id)).scalars()
+    rows = {r.host: r for r in found}
     out = []
     for host in req.hosts:
         r = rows.get(host)
-        status = r.status if r else "pending"
-        if req.check_mode and status == "changed":
+        status: str = r.status if r else HostStatus.PENDING
+        if req.check_mode and status == HostStatus.CHANGED:
             status = "would change"  # a dry run changed nothing (apt and dnf report changed in check mode)
         out.append({"host": host, "status": status, "ok": r.ok if r else 0,
                     "changed": r.changed if r else 0, "failed": r.failed if r else 0,
@@ -96,27 +101,29 @@ def host_summary(session: Session, req: PatchRequest) -> list[dict[str, Any]]:
     return out
 
 
-def build_message(session: Session, kind: str, req: PatchRequest, entry: AuditLog, settings: Settings) -> dict[str, Any]:
+def build_message(session: Session, kind: str, req: PatchRequest, entry: AuditLog, settings: Settings,
+                  catalog: Catalog) -> dict[str, Any]:
     """The format-neutral message: kind, one-line text, details, link, per-host summary."""
-    what = f"{'Dry run of' if req.check_mode else 'Patch'} {_hosts_text(req)} with {req.patch_group or 'pre-checks'}"
+    what = (f"{'Dry run of' if req.check_mode else 'Patch'} {_hosts_text(req, catalog)} "
+            f"with {req.patch_group or 'pre-checks'}")
     link = request_link(settings, req.id)
     hosts: list[dict[str, Any]] = []
-    if kind == "awaiting_approval":
+    if kind == AWAITING_APPROVAL:
         text = f"{req.requested_by} asks for approval: {what}"
-    elif kind == "approved":
+    elif kind == APPROVED:
         text = f"{entry.actor} approved {req.requested_by}'s request: {what}"
-    elif kind == "rejected":
-        because = f" ({entry.reason})" if entry.reason and entry.reason != "rejected" else ""
+    elif kind == REJECTED:
+        because = f" ({entry.reason})" if entry.reason and entry.reason != REJECTED else ""
         text = f"{entry.actor} rejected {req.requested_by}'s request{because}: {what}"
-    elif kind == "expired":
+    elif kind == EXPIRED:
         text = f"{req.requested_by}'s proposal expired without a decision: {what}"
-    elif kind == "started":
+    elif kind == STARTED:
         text = f"{_job_name(req)} started: {what}"
     else:
         hosts = host_summary(session, req)
         outcome = ", ".join(f"{h['host']} {h['status']}" for h in hosts)
-        who = f" by {req.decided_by}" if kind == "canceled" and req.decided_by else ""
-        reason = f" ({req.failure_reason})" if kind == "failed" and req.failure_reason else ""
+        who = f" by {req.decided_by}" if kind == CANCELED and req.decided_by else ""
+        reason = f" ({req.failure_reason})" if kind == FAILED and req.failure_reason else ""
         text = f"{_job_name(req)} {kind}{who}{reason}: {outcome}"
     return {"kind": kind, "text": text, "request_id": req.id, "awx_job_id": req.awx_job_id, "link": link,
             "requested_by": req.requested_by, "approved_by": req.approved_by, "hosts": list(req.hosts),
@@ -131,7 +138,8 @@ def render(fmt: str, message: Mapping[str, Any]) -> dict[str, Any]:
     lines = [f"{h['host']}: {h['status']} (ok {h['ok']}, {changed} {h['changed']}, failed {h['failed']}, "
              f"unreachable {h['unreachable']})" for h in message.get("host_results") or []]
     if fmt == "slack":
-        body = f"*{text}*" + ("\n" + "\n".join(f"• {line}" for line in lines) if lines else "") + f"\n<{link}|Open in patchpilot>"
+        listed = "\n" + "\n".join(f"• {line}" for line in lines) if lines else ""
+        body = f"*{text}*{listed}\n<{link}|Open in patchpilot>"
         return {"text": f"{text} {link}", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": body}}]}
     if fmt == "teams":
         return {"@type": "MessageCard", "@context": "https://schema.org/extensions", "summary": text,
@@ -145,41 +153,44 @@ def render(fmt: str, message: Mapping[str, Any]) -> dict[str, Any]:
 # --- the round ----------------------------------------------------------------------------------
 
 
-def collect(session: Session, hooks: list[dict[str, str]], settings: Settings) -> int:
+def collect(session: Session, hooks: list[dict[str, str]], settings: Settings, catalog: Catalog) -> int:
     """Turn new audit rows into messages (one per webhook). Returns how many audit rows made messages."""
     cursor = session.get(NotifyCursor, CURSOR, with_for_update=True)
     if cursor is None:
         session.execute(pg_insert(NotifyCursor).values(name=CURSOR, last_audit_id=0).on_conflict_do_nothing())
         session.flush()
         cursor = session.get(NotifyCursor, CURSOR, with_for_update=True)
+    assert cursor is not None  # inserted just above
     now = utcnow()
-    query = (select(AuditLog).where(AuditLog.id > cursor.last_audit_id,
-                                    or_(AuditLog.action == "proposed",
-                                        (AuditLog.action == "transition") & AuditLog.to_state.in_(list(KIND_OF_STATE))))
-             .order_by(AuditLog.id).limit(BATCH))
+    query = (select(AuditLog).where(col(AuditLog.id) > cursor.last_audit_id,
+                                    or_(col(AuditLog.action) == PROPOSED,
+                                        (col(AuditLog.action) == "transition")
+                                        & col(AuditLog.to_state).in_(list(KIND_OF_STATE))))
+             .order_by(col(AuditLog.id)).limit(BATCH))
     if cursor.last_audit_id == 0:
-        query = query.where(AuditLog.at > now - FIRST_LOOK_BACK)
-    entries = list(session.execute(query).scalars())
+        query = query.where(col(AuditLog.at) > now - FIRST_LOOK_BACK)
+    entries: list[AuditLog] = list(session.execute(query).scalars())
     made = 0
-    requests = {r.id: r for r in session.execute(select(PatchRequest).where(
-        PatchRequest.id.in_({e.request_id for e in entries if e.request_id}))).scalars()} if entries else {}
+    found: Iterable[PatchRequest] = session.execute(select(PatchRequest).where(
+        col(PatchRequest.id).in_({e.request_id for e in entries if e.request_id}))).scalars() if entries else []
+    requests = {r.id: r for r in found}
     for entry in entries:
         req = requests.get(entry.request_id or "")
         if req is None:
             continue
-        kind = "awaiting_approval" if entry.action == "proposed" else KIND_OF_STATE[entry.to_state or ""]
-        message = build_message(session, kind, req, entry, settings)
+        kind = AWAITING_APPROVAL if entry.action == PROPOSED else KIND_OF_STATE[RequestState(str(entry.to_state))]
+        message = build_message(session, kind, req, entry, settings, catalog)
         rows = [{"audit_id": entry.id, "request_id": req.id, "kind": kind, "target": hook["name"],
-                 "payload": {"format": hook["format"], "message": message}, "state": "pending", "attempts": 0,
-                 "next_attempt_at": now, "created_at": now} for hook in hooks]
+                 "payload": {"format": hook["format"], "message": message}, "state": DeliveryState.PENDING,
+                 "attempts": 0, "next_attempt_at": now, "created_at": now} for hook in hooks]
         result = session.execute(pg_insert(Notification).values(rows)
                                  .on_conflict_do_nothing(constraint="uq_notifications_audit_target"))
-        made += 1 if result.rowcount else 0
+        made += 1 if getattr(result, "rowcount", 0) else 0
     settled = [e.id for e in entries if e.at <= now - CURSOR_LAG]
     # Move over the settled prefix only: a younger row may still have an older, not yet visible, neighbour.
     last = cursor.last_audit_id
     for entry in entries:
-        if entry.id in settled and entry.id > last:
+        if entry.id is not None and entry.id in settled and entry.id > last:
             last = entry.id
         else:
             break
@@ -195,9 +206,10 @@ def deliver_due(hooks: list[dict[str, str]], settings: Settings, *, limit: int =
     counts = {"sent": 0, "retry": 0, "dead": 0}
     with Session(get_engine()) as session:
         now = utcnow()
-        due = list(session.execute(
-            select(Notification).where(Notification.state == "pending", Notification.next_attempt_at <= now)
-            .order_by(Notification.id).limit(limit).with_for_update(skip_locked=True)).scalars())
+        due: list[Notification] = list(session.execute(
+            select(Notification).where(col(Notification.state) == DeliveryState.PENDING,
+                                       col(Notification.next_attempt_at) <= now)
+            .order_by(col(Notification.id)).limit(limit).with_for_update(skip_locked=True)).scalars())
         for row in due:
             row.next_attempt_at = now + LEASE  # leased: nobody else sends it while this POST is out
         session.commit()
@@ -222,17 +234,18 @@ def deliver_due(hooks: list[dict[str, str]], settings: Settings, *, limit: int =
             with Session(get_engine()) as session:
                 values: dict[str, Any] = {"attempts": attempts + 1}
                 if error is None:
-                    values.update(state="sent", sent_at=utcnow(), last_error=None)
+                    values.update(state=DeliveryState.SENT, sent_at=utcnow(), last_error=None)
                     counts["sent"] += 1
                 elif attempts + 1 >= settings.notify_attempts or hook is None:
-                    values.update(state="dead", last_error=error)
+                    values.update(state=DeliveryState.DEAD, last_error=error)
                     counts["dead"] += 1
-                    log.warning("notification %s to %s is dead after %d attempts: %s", row_id, target, attempts + 1, error)
+                    log.warning("notification %s to %s is dead after %d attempts: %s", row_id, target, attempts + 1,
+                                error)
                 else:
                     pause = BACKOFF_SECONDS[min(attempts, len(BACKOFF_SECONDS) - 1)]
                     values.update(last_error=error, next_attempt_at=utcnow() + timedelta(seconds=pause))
                     counts["retry"] += 1
-                session.execute(update(Notification).where(Notification.id == row_id).values(**values))
+                session.execute(update(Notification).where(col(Notification.id) == row_id).values(**values))
                 session.commit()
     finally:
         if own:
@@ -240,14 +253,13 @@ def deliver_due(hooks: list[dict[str, str]], settings: Settings, *, limit: int =
     return counts
 
 
-def notify_round(settings: Settings | None = None, *, client: httpx.Client | None = None) -> dict[str, int]:
+def notify_round(settings: Settings, catalog: Catalog, *, client: httpx.Client | None = None) -> dict[str, int]:
     """Collect new messages and deliver what is due. Nothing at all when no webhook is configured."""
-    settings = settings or get_settings()
     hooks = webhooks(settings)
     if not hooks:
         return {}
     with Session(get_engine()) as session:
-        collected = collect(session, hooks, settings)
+        collected = collect(session, hooks, settings, catalog)
     counts = deliver_due(hooks, settings, client=client)
     if collected or any(counts.values()):
         log.info("notifications: %d new, %s", collected, counts)

@@ -1,4 +1,7 @@
-"""Celery tasks: thin wrappers that take a request id, build an AWX client and call `worker.execution`.
+"""Celery tasks: thin wrappers that read the configuration, take the process's AWX client and call the worker.
+
+These task functions are the one place in the worker that reads `get_settings()`, `get_catalog()` and
+`get_stage_map()`: everything below them (`worker.launch`, `worker.follow`, `worker.sweep`) receives them.
 
 Every task is acknowledged as it starts and is safe to lose: PostgreSQL is the truth, the beat's sweep
 re-drives a launch whose message or worker was lost, and following needs no message at all (the rounds poll
@@ -6,33 +9,38 @@ whatever `next_poll_at` says is due). So no message waits unacknowledged in a wo
 takes to start it: no retry or countdown is ever published (a message held for later stays unacknowledged),
 and database errors are retried inside the task, with backoff, while PostgreSQL restarts.
 All tasks are idempotent (they reload the row and return early when the work is done), so a duplicate message
-does nothing twice.
+does nothing twice. Task names must not change: messages in flight and the beat's schedule use them.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from core.inventory import get_catalog
 from core.observability import bind_request
 from core.settings import get_settings
-from worker import execution
+from core.stage_map import get_stage_map
+from worker import follow, launch, notify
+from worker import sweep as sweeping
 from worker.awx_client import AWXClient
 from worker.celery_app import celery_app
-from worker.job_status import JobStatusBatch
+from worker.context import worker_context
+from worker.job_status import JobStatuses
 
 log = logging.getLogger("patchpilot.worker")
 
 DB_RETRY_SECONDS = (1, 2, 4, 8, 15)  # then give up: the sweep re-drives whatever is left
+ROUND_BUDGET_SECONDS = 1.0
 
 
-def with_db_retry(what: str, fn, *args):
+def with_db_retry(what: str, fn: Callable[..., Any], *args: Any) -> Any:
     """Run `fn` again after database errors, in this task (sleeping), never through a new message."""
-    import random
-    import time
-
     for pause in (*DB_RETRY_SECONDS, None):
         try:
             return fn(*args)
@@ -45,35 +53,24 @@ def with_db_retry(what: str, fn, *args):
     return None
 
 
-_client: AWXClient | None = None
-_client_pid: int | None = None
-
-
 def awx() -> AWXClient:
-    """One AWX client per worker process, made after the fork and reused: building an httpx client loads the CA
-    bundle (~24 ms of CPU), more than the rest of a poll, and reuse keeps the connection alive (bench/README.md)."""
-    global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
-        _client, _client_pid = AWXClient.from_settings(), os.getpid()
-    return _client
+    """The process's AWX client (`worker.context`)."""
+    return worker_context(get_settings()).client()
 
 
-ROUND_BUDGET_SECONDS = 1.0
-_statuses: JobStatusBatch | None = None
-
-
-def job_statuses() -> JobStatusBatch:
+def job_statuses() -> JobStatuses:
     """The process's job statuses, read for all the jobs it follows in one AWX request per poll interval."""
-    global _statuses
-    if _statuses is None or _statuses.client is not awx():
-        _statuses = JobStatusBatch(awx(), max_age=get_settings().follow_poll_seconds)
-    return _statuses
+    return worker_context(get_settings()).statuses()
+
+
+def _follower() -> follow.Follower:
+    return follow.Follower(awx(), job_statuses(), get_settings(), get_catalog(), get_stage_map())
 
 
 @celery_app.task(name="worker.tasks.launch_request", acks_late=False)
 def launch_request(request_id: str) -> str | None:
     with bind_request(request_id):
-        outcome = with_db_retry("launch", execution.launch, request_id, awx())
+        outcome = with_db_retry("launch", lambda: launch.launch(request_id, awx(), get_settings(), get_catalog()))
         log.info("launch: %s", outcome)
     return outcome
 
@@ -85,10 +82,9 @@ def follow_due() -> int:
     behind it wait little. The beat starts one every FOLLOW_TICK_SECONDS; a round that runs out of time with
     work left starts the next one at once instead of waiting for a tick. Nothing to retry on errors: requests
     claimed by a round that failed or died come due again on their own."""
-    settings = get_settings()
     try:
-        polls, more_due = execution.follow_round(awx(), job_statuses(), budget_seconds=ROUND_BUDGET_SECONDS,
-                                                 threads=settings.follow_round_threads)
+        polls, more_due = follow.follow_round(_follower(), budget_seconds=ROUND_BUDGET_SECONDS,
+                                              pool=worker_context(get_settings()).round_pool())
     except (OperationalError, DBAPIError) as exc:
         log.warning("follow round stopped: %s", exc)
         return 0
@@ -102,11 +98,11 @@ def follow_due() -> int:
 
 @celery_app.task(name="worker.tasks.follow_request", acks_late=False)
 def follow_request(request_id: str) -> bool:
-    """Poll one request now (right after its launch, or after a cancel); the rounds go on from there, so a
-    lost message only costs a round's delay."""
+    """Poll one request now (after a cancel); the rounds go on from there, so a lost message only costs a round's
+    delay."""
     with bind_request(request_id):
         try:
-            return execution.poll(request_id, awx(), job_statuses())
+            return follow.poll(request_id, _follower())
         except (OperationalError, DBAPIError) as exc:
             log.warning("poll of request %s: database unavailable (%s); the rounds take it up",
                         request_id, exc.__class__.__name__)
@@ -114,27 +110,18 @@ def follow_request(request_id: str) -> bool:
 
 
 @celery_app.task(name="worker.tasks.notify", acks_late=False)
-def notify() -> dict:
+def notify_round() -> dict:
     """Webhook messages from the audit log (worker.notify); nothing when no webhook is configured."""
-    from worker import notify as notifications
-
     try:
-        return notifications.notify_round()
+        return notify.notify_round(get_settings(), get_catalog())
     except (OperationalError, DBAPIError) as exc:
         log.warning("notify round stopped: %s", exc.__class__.__name__)
         return {}
 
 
-if get_settings().notify_webhooks:
-    # On the beat's schedule only when there is somewhere to send to; a lost tick costs one interval.
-    celery_app.conf.beat_schedule["notify"] = {
-        "task": "worker.tasks.notify", "schedule": get_settings().notify_interval_seconds,
-        "options": {"expires": max(1.0, 2 * get_settings().notify_interval_seconds)}}
-
-
 @celery_app.task(name="worker.tasks.sweep", acks_late=False)
 def sweep() -> dict:
-    counts = with_db_retry("sweep", execution.sweep) or {}
+    counts = with_db_retry("sweep", lambda: sweeping.sweep(get_settings())) or {}
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts

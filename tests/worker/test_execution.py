@@ -1,12 +1,14 @@
-"""worker.execution against the real database and the AWX double, without Celery: the races the tasks meet."""
+"""worker.launch against the real database and the AWX double, without Celery: the races the tasks meet."""
 
 import pytest
 from sqlalchemy import update
 from sqlmodel import Session
 
 from core.db import get_engine
+from core.inventory import get_catalog
 from core.models import PatchRequest
-from worker import execution
+from core.settings import get_settings
+from worker import launch as launching
 from worker.awx_client import AWXClient
 
 pytestmark = pytest.mark.integration
@@ -21,6 +23,14 @@ def _approved(**fields) -> str:
         return req.id
 
 
+def _launch(request_id: str, client: AWXClient) -> str:
+    return launching.launch(request_id, client, get_settings(), get_catalog())
+
+
+def _take(request_id: str):
+    return launching.take_launch(request_id, get_settings(), get_catalog())
+
+
 def _state(request_id: str) -> str:
     with Session(get_engine()) as session:
         return session.get(PatchRequest, request_id).state
@@ -28,7 +38,7 @@ def _state(request_id: str) -> str:
 
 def test_launch_takes_a_request_the_api_queued_meanwhile(db, stack_env, awx_double, monkeypatch):
     request_id = _approved()
-    real_transition = execution.transition
+    real_transition = launching.transition
 
     def racing(session, req, to_state, **kw):
         # The API's approved -> queued lands between the worker's read and its own change.
@@ -38,29 +48,26 @@ def test_launch_takes_a_request_the_api_queued_meanwhile(db, stack_env, awx_doub
                 other.commit()
         return real_transition(session, req, to_state, **kw)
 
-    monkeypatch.setattr(execution, "transition", racing)
-    monkeypatch.setattr("worker.dispatch.enqueue_follow", lambda *a, **k: True)
+    monkeypatch.setattr(launching, "transition", racing)
     with AWXClient.from_settings() as client:
-        assert execution.launch(request_id, client) == "launched"
+        assert _launch(request_id, client) == "launched"
     assert _state(request_id) == "running"
     assert awx_double.stats()["launches_by_request"] == {request_id: 1}
 
 
-def test_a_second_launch_of_a_running_request_does_nothing(db, stack_env, awx_double, monkeypatch):
+def test_a_second_launch_of_a_running_request_does_nothing(db, stack_env, awx_double):
     request_id = _approved()
-    monkeypatch.setattr("worker.dispatch.enqueue_follow", lambda *a, **k: True)
     with AWXClient.from_settings() as client:
-        assert execution.launch(request_id, client) == "launched"
-        assert execution.launch(request_id, client) == "skipped"
+        assert _launch(request_id, client) == "launched"
+        assert _launch(request_id, client) == "skipped"
     assert awx_double.stats()["launches"] == 1
 
 
-def test_recovery_adopts_a_job_launched_by_a_dead_attempt(db, stack_env, awx_double, monkeypatch):
+def test_recovery_adopts_a_job_launched_by_a_dead_attempt(db, stack_env, awx_double):
     """State `launching` with no job id recorded, while AWX has the job: adopted, not launched again."""
     from core.models import utcnow
 
     request_id = _approved()
-    monkeypatch.setattr("worker.dispatch.enqueue_follow", lambda *a, **k: True)
     with AWXClient.from_settings() as client:
         template = client.find_job_template("Patch Linux")
         client.launch(int(template["id"]), limit="web-01", extra_vars={"patchpilot_request_id": request_id})
@@ -68,9 +75,26 @@ def test_recovery_adopts_a_job_launched_by_a_dead_attempt(db, stack_env, awx_dou
             session.execute(update(PatchRequest).where(PatchRequest.id == request_id)
                             .values(state="launching", launch_started_at=utcnow(), launch_attempts=1))
             session.commit()
-        assert execution.launch(request_id, client) == "recovered"
+        assert _launch(request_id, client) == "recovered"
     assert _state(request_id) == "running"
     assert awx_double.stats()["launches"] == 1
+
+
+def test_a_launch_schedules_its_first_poll_when_events_are_likely_and_sends_no_message(db, stack_env, awx_double,
+                                                                                       monkeypatch):
+    """The launch POST is not a poll: the first poll is due FIRST_POLL_SECONDS later, from the configuration the
+    launch was given, and the follow rounds take it up (no follow message polling a job AWX has not started)."""
+    sent: list[tuple] = []
+    monkeypatch.setattr("worker.dispatch._send", lambda *args, **kwargs: sent.append(args) or True)
+    settings = get_settings().model_copy(update={"first_poll_seconds": 2.0, "follow_poll_seconds": 2.5})
+    request_id = _approved()
+    with AWXClient.from_settings() as client:
+        assert launching.launch(request_id, client, settings, get_catalog()) == "launched"
+    assert sent == []
+    with Session(get_engine()) as session:
+        req = session.get(PatchRequest, request_id)
+        assert req.state == "running" and req.last_polled_at is None
+        assert (req.next_poll_at - req.started_at).total_seconds() == pytest.approx(2.0, abs=0.01)
 
 
 # --------------------------------------------------------------------------------- the launch fence
@@ -104,11 +128,9 @@ def _drop_lock_connection(request_id: str) -> int:
     return len(pids)
 
 
-def test_a_launch_that_lost_its_lock_while_waiting_on_awx_never_launches_a_second_job(db, stack_env, awx_double,
-                                                                                       monkeypatch):
+def test_a_launch_that_lost_its_lock_while_waiting_on_awx_never_launches_a_second_job(db, stack_env, awx_double):
     """The compound fault: worker A waits out a 429 on the launch path; meanwhile its lock connection drops and
     worker B takes the launch over and launches. A wakes: the fence stops it (or it finds B's job)."""
-    monkeypatch.setattr("worker.dispatch.enqueue_follow", lambda *a, **k: True)
     request_id = _approved()
     awx_double.scenario(rate_limit={"count": 1, "retry_after": 25, "path": "/launch/"})
     outcomes: dict[str, str] = {}
@@ -117,12 +139,12 @@ def test_a_launch_that_lost_its_lock_while_waiting_on_awx_never_launches_a_secon
         assert seconds == 25  # Retry-After honoured
         assert _drop_lock_connection(request_id) == 1
         with AWXClient.from_settings() as b:
-            outcomes["B"] = execution.launch(request_id, b)
+            outcomes["B"] = _launch(request_id, b)
 
-    settings = execution.get_settings()
+    settings = get_settings()
     a = AWXClient(settings.awx_url, settings.awx_token.get_secret_value(), retry_attempts=3, sleep=a_sleeps)
     with a:
-        outcomes["A"] = execution.launch(request_id, a)
+        outcomes["A"] = _launch(request_id, a)
     assert outcomes["B"] == "launched"
     assert outcomes["A"] in ("recovered", "fenced")
     assert awx_double.stats()["launches_by_request"] == {request_id: 1}
@@ -134,17 +156,17 @@ def test_a_launch_that_lost_its_lock_while_waiting_on_awx_never_launches_a_secon
 
 def test_the_fence_refuses_a_replaced_token_and_keeps_others_off_a_proven_post(db, stack_env):
     request_id = _approved()
-    taken_a = execution._take_launch(request_id)
+    taken_a = _take(request_id)
     assert not isinstance(taken_a, str)
     _, token_a, recovering = taken_a
     assert recovering is False
-    taken_b = execution._take_launch(request_id)  # A is not mid-POST: B may take over (A's lock was lost)
+    taken_b = _take(request_id)  # A is not mid-POST: B may take over (A's lock was lost)
     assert not isinstance(taken_b, str)
     _, token_b, recovering = taken_b
     assert recovering is True and token_b != token_a
-    assert execution._prove_launch(request_id, token_a) is False  # A may no longer launch
-    assert execution._prove_launch(request_id, token_b) is True
-    assert execution._take_launch(request_id) == "busy"  # B's POST may be in flight: nobody takes over now
+    assert launching.prove_launch(request_id, token_a, get_settings()) is False  # A may no longer launch
+    assert launching.prove_launch(request_id, token_b, get_settings()) is True
+    assert _take(request_id) == "busy"  # B's POST may be in flight: nobody takes over now
 
 
 def test_a_second_job_is_canceled_at_once_recorded_and_reported(db, stack_env, awx_double, monkeypatch, caplog):
@@ -154,7 +176,6 @@ def test_a_second_job_is_canceled_at_once_recorded_and_reported(db, stack_env, a
 
     from core.observability import DUPLICATE_JOBS
 
-    monkeypatch.setattr("worker.dispatch.enqueue_follow", lambda *a, **k: True)
     request_id = _approved()
     before = DUPLICATE_JOBS._value.get()
     with AWXClient.from_settings() as client:
@@ -170,7 +191,7 @@ def test_a_second_job_is_canceled_at_once_recorded_and_reported(db, stack_env, a
 
         monkeypatch.setattr(client, "launch", launch_with_a_ghost)
         with caplog.at_level(logging.CRITICAL, logger="patchpilot.worker"):
-            assert execution.launch(request_id, client) == "launched"
+            assert _launch(request_id, client) == "launched"
     jobs = _jobs_of(awx_double, request_id)
     assert [j["id"] for j in jobs] == [first["job"], first["job"] + 1]
     assert jobs[1]["status"] in ("canceled", "pending", "waiting")  # the cancel was accepted at once

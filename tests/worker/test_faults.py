@@ -18,12 +18,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import bearer, ensure_test_tokens
 
 from patchpilot.embedded import EmbeddedPostgres, pick_port, stop_process, wait_for_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-from conftest import bearer, ensure_test_tokens
 
 USER = bearer("alice")
 APPROVER = bearer("bob")
@@ -108,7 +108,8 @@ class Stack:
         raise AssertionError(f"timed out waiting; last view: {view}")
 
     def events(self, request_id: str) -> list[dict]:
-        return httpx.get(f"{self.api_url}/api/v1/requests/{request_id}/events", headers=VIEWER, timeout=20).json()["items"]
+        answer = httpx.get(f"{self.api_url}/api/v1/requests/{request_id}/events", headers=VIEWER, timeout=20)
+        return answer.json()["items"]
 
 
 def terminal(view: dict) -> bool:

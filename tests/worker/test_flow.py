@@ -5,9 +5,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import bearer
 
 pytestmark = pytest.mark.integration
-from conftest import bearer
 
 USER = bearer("alice")
 

@@ -2,16 +2,34 @@
 
 import collections
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import httpx
 import pytest
 from sqlmodel import Session, select
 
 from core.db import get_engine
+from core.inventory import get_catalog
 from core.models import JobEvent, PatchRequest, utcnow
-from worker import execution
+from core.settings import get_settings
+from core.stage_map import get_stage_map
+from worker import follow
 from worker.awx_client import AWXClient, AWXError
-from worker.job_status import DirectJobStatus, JobStatusBatch
+from worker.job_status import DirectJobStatus, JobStatusBatch, JobStatuses
+
+
+def _follower(client: AWXClient, statuses: JobStatuses, **settings) -> follow.Follower:
+    return follow.Follower(client, statuses, get_settings().model_copy(update=settings), get_catalog(),
+                           get_stage_map())
+
+
+def _poll(request_id: str, client: AWXClient, statuses: JobStatuses) -> bool:
+    return follow.poll(request_id, _follower(client, statuses))
+
+
+def _claim(limit: int) -> list[follow.FollowTarget]:
+    return follow.claim_due(limit, get_settings())
 
 
 class ListingClient:
@@ -111,7 +129,7 @@ def _running_requests(client: AWXClient, count: int) -> list[str]:
     template = int(client.find_job_template("Patch Linux")["id"])
     made = []
     with Session(get_engine()) as session:
-        for i in range(count):
+        for _ in range(count):
             req = PatchRequest(action="patch", hosts=["web-01", "web-02"], patch_group="Group-1",
                                requested_by="alice", approved_by="bob", state="running", started_at=utcnow())
             session.add(req)
@@ -131,7 +149,7 @@ def _follow_to_the_end(request_ids, client, statuses, poll_seconds=0.5, limit=90
         started, rounds = time.monotonic(), rounds + 1
         for request_id in sorted(pending):
             polls += 1
-            if not execution.poll(request_id, client, statuses):
+            if not _poll(request_id, client, statuses):
                 with Session(get_engine()) as session:
                     if session.get(PatchRequest, request_id).state != "running":
                         pending.discard(request_id)
@@ -194,7 +212,7 @@ def test_a_cancel_is_sent_from_the_batched_status(own_database, awx_double):
         [request_id] = _running_requests(client, 1)
         statuses = JobStatusBatch(client, max_age=0.5)
         time.sleep(0.6)
-        assert execution.poll(request_id, client, statuses)
+        assert _poll(request_id, client, statuses)
         with Session(get_engine()) as session:
             session.get(PatchRequest, request_id).cancel_requested_at = utcnow()
             session.commit()
@@ -219,16 +237,16 @@ def _due_now(request_ids) -> None:
 def test_two_workers_claim_disjoint_batches_and_a_claim_is_not_due_again_within_its_lease(own_database, awx_double):
     with AWXClient.from_settings() as client:
         request_ids = _running_requests(client, 5)
-    first, second = execution.claim_due(3), execution.claim_due(3)
+    first, second = _claim(3), _claim(3)
     assert len(first) == 3 and len(second) == 2
     assert {t.request_id for t in first} | {t.request_id for t in second} == set(request_ids)
     assert all(t.job_id and t.cursor == 0 and not t.cancel_wanted and not t.ending for t in first)
-    assert execution.claim_due(10) == []  # all leased
+    assert _claim(10) == []  # all leased
     with Session(get_engine()) as session:
         session.get(PatchRequest, request_ids[0]).state = "canceled"
         session.commit()
     _due_now(request_ids)
-    assert {t.request_id for t in execution.claim_due(10)} == set(request_ids[1:])  # only running ones
+    assert {t.request_id for t in _claim(10)} == set(request_ids[1:])  # only running ones
 
 
 @pytest.mark.integration
@@ -236,11 +254,12 @@ def test_rounds_follow_jobs_to_the_end_and_a_lost_claim_comes_due_again(own_data
     awx_double.scenario(job_seconds=40)
     with AWXClient.from_settings() as client:
         request_ids = _running_requests(client, 4)
-        lost = execution.claim_due(1)  # a round that died right after claiming: nothing polled
-        statuses = JobStatusBatch(client, max_age=0.5)
+        lost = _claim(1)  # a round that died right after claiming: nothing polled
+        follower = _follower(client, JobStatusBatch(client, max_age=0.5))
         deadline, rounds = time.monotonic() + 60, 0
         while time.monotonic() < deadline:
-            execution.follow_round(client, statuses, budget_seconds=1.0, threads=3)
+            with ThreadPoolExecutor(3) as pool:
+                follow.follow_round(follower, budget_seconds=1.0, pool=pool)
             rounds += 1
             with Session(get_engine()) as session:
                 states = {session.get(PatchRequest, r).state for r in request_ids}
@@ -270,7 +289,8 @@ def test_one_broken_job_does_not_stop_the_round_for_the_others(own_database, awx
 
         monkeypatch.setattr(client, "job_events", events)
         time.sleep(0.5)
-        assert execution.follow_round(client, JobStatusBatch(client, max_age=0.5), budget_seconds=5) == (3, False)
+        follower = _follower(client, JobStatusBatch(client, max_age=0.5))
+        assert follow.follow_round(follower, budget_seconds=5) == (3, False)
     with Session(get_engine()) as session:
         polled = {r: session.get(PatchRequest, r).last_polled_at for r in request_ids}
     assert polled[request_ids[0]] is None and all(polled[r] is not None for r in request_ids[1:])
@@ -281,11 +301,84 @@ def test_a_round_out_of_time_says_more_is_due_and_claims_are_left_for_the_next(o
     with AWXClient.from_settings() as client:
         request_ids = _running_requests(client, 5)
         time.sleep(0.5)
-        polls, more_due = execution.follow_round(client, JobStatusBatch(client, max_age=0.5), budget_seconds=0.0001,
-                                                 batch=2)
+        follower = _follower(client, JobStatusBatch(client, max_age=0.5))
+        polls, more_due = follow.follow_round(follower, budget_seconds=0.0001, batch=2)
         assert (polls, more_due) == (2, True)
-        polls, more_due = execution.follow_round(client, JobStatusBatch(client, max_age=0.5), budget_seconds=30,
-                                                 batch=2, threads=2)
+        with ThreadPoolExecutor(2) as pool:
+            polls, more_due = follow.follow_round(follower, budget_seconds=30, batch=2, pool=pool)
         assert (polls, more_due) == (3, False)
     with Session(get_engine()) as session:
         assert all(session.get(PatchRequest, r).last_polled_at is not None for r in request_ids)
+
+
+# --------------------------------------------------------------------------------------------- first polls
+
+
+class _NotStartedYet:
+    """AWX while a job waits for its execution environment: pending, no events yet; then it starts."""
+
+    def __init__(self):
+        self.started = False
+
+    def get_job(self, job_id):
+        return {"id": job_id, "status": "running" if self.started else "pending"}
+
+    def job_events(self, job_id, after_counter):
+        if not self.started:
+            return []
+        return [{"counter": after_counter + 1, "event": "playbook_on_start"}]
+
+    def cancel(self, job_id):
+        return True
+
+
+def _running_request(awx_job_id: int) -> str:
+    with Session(get_engine()) as session:
+        req = PatchRequest(action="patch", hosts=["web-01"], patch_group="Group-1", requested_by="alice",
+                           approved_by="bob", state="running", started_at=utcnow(), awx_job_id=awx_job_id)
+        session.add(req)
+        session.commit()
+        return req.id
+
+
+def _pause_after_poll(request_id: str) -> float:
+    """Seconds from the last poll to the next one scheduled; the last poll is then moved back in time, as if the
+    next one had come due."""
+    with Session(get_engine()) as session:
+        req = session.get(PatchRequest, request_id)
+        pause = (req.next_poll_at - req.last_polled_at).total_seconds()
+        req.last_polled_at -= timedelta(seconds=10)
+        session.commit()
+    return pause
+
+
+@pytest.mark.integration
+def test_a_job_with_no_events_yet_is_polled_again_after_the_first_poll_pause_once(db, stack_env):
+    awx = _NotStartedYet()
+    follower = follow.Follower(awx, DirectJobStatus(awx), get_settings().model_copy(
+        update={"first_poll_seconds": 0.7, "follow_poll_seconds": 2.5}), get_catalog(), get_stage_map())
+    request_id = _running_request(90001)
+    assert follow.poll(request_id, follower)  # the first poll finds the job pending, no events
+    assert _pause_after_poll(request_id) == pytest.approx(0.7, abs=0.01)
+    assert follow.poll(request_id, follower)  # still nothing: from now on the contract's cadence
+    assert _pause_after_poll(request_id) == pytest.approx(2.5, abs=0.01)
+    awx.started = True
+    assert follow.poll(request_id, follower)
+    assert _pause_after_poll(request_id) == pytest.approx(2.5, abs=0.01)
+    with Session(get_engine()) as session:
+        req = session.get(PatchRequest, request_id)
+        assert req.event_cursor == 1 and req.awx_status == "running"
+
+    # A job whose first poll already finds events is polled at the contract's cadence at once.
+    other = _running_request(90002)
+    assert follow.poll(other, follower)
+    assert _pause_after_poll(other) == pytest.approx(2.5, abs=0.01)
+
+
+def test_the_first_poll_pause_is_never_longer_than_the_normal_one():
+    settings = get_settings().model_copy(update={"first_poll_seconds": 1.0, "follow_poll_seconds": 2.5})
+    assert follow.first_poll_in(settings) == 1.0
+    assert follow.next_poll_in(settings, quiet_start=True) == 1.0
+    assert follow.next_poll_in(settings, quiet_start=False) == 2.5
+    slow = settings.model_copy(update={"first_poll_seconds": 5.0})
+    assert follow.first_poll_in(slow) == 2.5 == follow.next_poll_in(slow, quiet_start=True)

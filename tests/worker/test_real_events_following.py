@@ -12,10 +12,14 @@ from sqlmodel import Session, select
 
 from awx_double.recorded import plan_recorded
 from awx_double.timeline import RunOptions
+from core.inventory import get_catalog
 from core.models import AuditLog, HostResult, JobEvent, PatchRequest, utcnow
-from worker import execution
+from core.settings import get_settings
+from core.stage_map import get_stage_map
+from worker import events, follow
 from worker.awx_client import AWXClient
-from worker.job_status import DirectJobStatus
+from worker.event_rows import event_row, trim_event_data
+from worker.job_status import DirectJobStatus, JobStatuses
 
 # --- per-host state from real events --------------------------------------------------------------------------
 
@@ -37,6 +41,16 @@ def _awx_rows(plan) -> list[dict]:
             for e in plan.events]
 
 
+def _store(session: Session, req: PatchRequest, rows: list[dict]) -> None:
+    settings = get_settings()
+    events.store_events(session, req, rows, settings, get_stage_map(), events.template_of(req, settings, get_catalog()))
+
+
+def _follower(client: AWXClient, statuses: JobStatuses, **settings) -> follow.Follower:
+    return follow.Follower(client, statuses, get_settings().model_copy(update=settings), get_catalog(),
+                           get_stage_map())
+
+
 def _hosts(session: Session, request_id: str) -> dict[str, HostResult]:
     return {h.host: h for h in session.exec(select(HostResult).where(HostResult.request_id == request_id))}
 
@@ -50,14 +64,14 @@ def test_a_host_whose_task_has_started_is_running_not_ok(db, stack_env) -> None:
     cut = next(i for i, r in enumerate(rows) if r["event"] == "runner_on_start" and r["play"] == "Patching")
     with Session(get_engine()) as session:
         req = _request(session, ["web-01", "web-02"])
-        execution._store_events(session, req, rows[:cut + 1])
+        _store(session, req, rows[:cut + 1])
         hosts = _hosts(session, req.id)
         assert hosts["web-01"].status == "running"
-        execution._store_events(session, req, rows[cut + 1:cut + 4])
+        _store(session, req, rows[cut + 1:cut + 4])
         session.flush()
         hosts = _hosts(session, req.id)
         assert {h.status for h in hosts.values()} <= {"running", "ok", "skipped"}
-        execution._store_events(session, req, rows[cut + 4:])
+        _store(session, req, rows[cut + 4:])
         hosts = _hosts(session, req.id)
         assert hosts["web-01"].status == "changed" and hosts["web-01"].changed == 2  # apt, in check mode
         session.rollback()
@@ -71,7 +85,7 @@ def test_a_failed_item_keeps_its_real_reason(db, stack_env) -> None:
     with Session(get_engine()) as session:
         req = _request(session, ["web-01", "db-01"])
         for start in range(0, len(rows), 7):  # in several polls, as a follower reads them
-            execution._store_events(session, req, rows[start:start + 7])
+            _store(session, req, rows[start:start + 7])
         hosts = _hosts(session, req.id)
         assert hosts["db-01"].status == "failed"
         assert hosts["db-01"].message.startswith("Check free disk space (item /var): Only ")
@@ -88,7 +102,7 @@ def test_unreachable_replay_says_why(db, stack_env) -> None:
     rows = _awx_rows(plan_recorded(["web-01", "db-01"], RunOptions(unreachable_hosts=frozenset({"db-01"}))))
     with Session(get_engine()) as session:
         req = _request(session, ["web-01", "db-01"])
-        execution._store_events(session, req, rows)
+        _store(session, req, rows)
         hosts = _hosts(session, req.id)
         assert hosts["db-01"].status == "unreachable" and "Connection refused" in hosts["db-01"].message
         session.rollback()
@@ -100,29 +114,21 @@ def test_unreachable_replay_says_why(db, stack_env) -> None:
 def test_stored_event_data_is_trimmed_and_says_so() -> None:
     plan = plan_recorded(["web-01"], RunOptions())
     biggest = max(plan.events, key=lambda e: len(json.dumps(e.event_data)))
-    kept = execution.trim_event_data(biggest.event_data, 16384)
+    kept = trim_event_data(biggest.event_data, 16384)
     assert len(json.dumps(kept)) <= 16384 < len(json.dumps(biggest.event_data))
     assert kept["_trimmed"]["bytes"] == len(json.dumps(biggest.event_data)) and kept["_trimmed"]["dropped"]
     assert kept["host"] == "web-01" and kept["task"] == biggest.task and "rc" in kept["res"]
     small = plan.events[0].event_data
-    assert execution.trim_event_data(small, 16384) == small
+    assert trim_event_data(small, 16384) == small
 
 
-def test_a_failures_stdout_is_kept_whole_up_to_its_limit(monkeypatch) -> None:
-    from core.settings import reset_settings_cache
-
-    monkeypatch.setenv("EVENT_DATA_MAX_BYTES", "2048")
-    monkeypatch.setenv("FAILURE_STDOUT_MAX_CHARS", "8192")
-    reset_settings_cache()
-    try:
-        long = "x" * 6000
-        failed = execution._event_row("r", {"counter": 1, "event": "runner_on_failed", "failed": True, "stdout": long})
-        ok = execution._event_row("r", {"counter": 2, "event": "runner_on_ok", "stdout": long})
-        huge = execution._event_row("r", {"counter": 3, "event": "runner_on_failed", "stdout": "y" * 9000,
-                                          "event_data": {"res": {"msg": "boom", "stdout": "z" * 5000}}})
-    finally:
-        monkeypatch.undo()
-        reset_settings_cache()
+def test_a_failures_stdout_is_kept_whole_up_to_its_limit() -> None:
+    settings = get_settings().model_copy(update={"event_data_max_bytes": 2048, "failure_stdout_max_chars": 8192})
+    long = "x" * 6000
+    failed = event_row("r", {"counter": 1, "event": "runner_on_failed", "failed": True, "stdout": long}, settings)
+    ok = event_row("r", {"counter": 2, "event": "runner_on_ok", "stdout": long}, settings)
+    huge = event_row("r", {"counter": 3, "event": "runner_on_failed", "stdout": "y" * 9000,
+                           "event_data": {"res": {"msg": "boom", "stdout": "z" * 5000}}}, settings)
     assert failed["stdout"] == long
     assert ok["stdout"].startswith("x" * 2048) and "3952 more characters not stored" in ok["stdout"]
     assert "808 more characters not stored" in huge["stdout"]
@@ -149,13 +155,13 @@ def _launch_running(client: AWXClient, hosts: list[str], *, check_mode: bool = F
         return req.id
 
 
-def _follow(request_id: str, client: AWXClient, limit: float = 30.0) -> PatchRequest:
+def _follow(request_id: str, client: AWXClient, limit: float = 30.0, **settings) -> PatchRequest:
     from core.db import get_engine
 
-    statuses = DirectJobStatus(client)
+    follower = _follower(client, DirectJobStatus(client), **settings)
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        execution.poll(request_id, client, statuses)
+        follow.poll(request_id, follower)
         with Session(get_engine()) as session:
             req = session.get(PatchRequest, request_id)
             if req.state != "running":
@@ -205,20 +211,13 @@ def test_a_dry_runs_task_output_says_would_change(own_database, awx_double) -> N
 
 
 @pytest.mark.integration
-def test_event_processing_that_never_finishes_gives_up_with_a_note(own_database, awx_double, monkeypatch) -> None:
+def test_event_processing_that_never_finishes_gives_up_with_a_note(own_database, awx_double) -> None:
     from core.db import get_engine
-    from core.settings import reset_settings_cache
 
-    monkeypatch.setenv("EVENT_PROCESSING_GIVE_UP_SECONDS", "2")
-    reset_settings_cache()
     awx_double.scenario(recorded_events="stopped", event_processing_stuck=True)
-    try:
-        with AWXClient.from_settings() as client:
-            request_id = _launch_running(client, ["web-01"])
-            req = _follow(request_id, client)
-    finally:
-        monkeypatch.undo()
-        reset_settings_cache()
+    with AWXClient.from_settings() as client:
+        request_id = _launch_running(client, ["web-01"])
+        req = _follow(request_id, client, event_processing_give_up_seconds=2)
     assert req.state == "error" and req.awx_status == "error"
     assert "event processing had not finished" in req.failure_reason
     with Session(get_engine()) as session:
@@ -240,22 +239,22 @@ def test_retry_async_and_ignored_failures_set_the_host_state(db, stack_env) -> N
 
     with Session(get_engine()) as session:
         req = _request(session, ["web-01"])
-        execution._store_events(session, req, [ev(1, "runner_on_start"), ev(2, "runner_retry", res={"attempts": 1})])
+        _store(session, req, [ev(1, "runner_on_start"), ev(2, "runner_retry", res={"attempts": 1})])
         assert _hosts(session, req.id)["web-01"].status == "running"
-        execution._store_events(session, req, [ev(3, "runner_on_ok"), ev(4, "runner_on_start", task="Apply"),
+        _store(session, req, [ev(3, "runner_on_ok"), ev(4, "runner_on_start", task="Apply"),
                                                ev(5, "runner_on_async_poll", task="Apply")])
         assert _hosts(session, req.id)["web-01"].status == "running"
-        execution._store_events(session, req, [ev(6, "runner_on_async_ok", task="Apply", res={"changed": True}),
+        _store(session, req, [ev(6, "runner_on_async_ok", task="Apply", res={"changed": True}),
                                                ev(7, "verbose"), ev(8, "runner_on_start", task="Probe"),
                                                ev(9, "runner_on_failed", task="Probe", ignore_errors=True,
                                                   res={"msg": "ignored"})])
         host = _hosts(session, req.id)["web-01"]
         assert host.status == "changed" and host.failed == 0  # an ignored failure is no failure
-        execution._store_events(session, req, [ev(10, "runner_on_start", task="Check"),
+        _store(session, req, [ev(10, "runner_on_start", task="Check"),
                                                ev(11, "runner_on_async_failed", task="Check", res={"msg": "rc 1"})])
         host = _hosts(session, req.id)["web-01"]
         assert host.status == "failed" and host.message == "Check: rc 1"
-        execution._store_events(session, req, [ev(12, "runner_on_start", task="Later"), ev(13, "runner_on_ok")])
+        _store(session, req, [ev(12, "runner_on_start", task="Later"), ev(13, "runner_on_ok")])
         assert _hosts(session, req.id)["web-01"].status == "failed"  # failed stays failed
         session.rollback()
 
@@ -289,7 +288,7 @@ def test_a_cancel_racing_the_end_of_the_run_ends_as_the_run_ended(own_database, 
             session.get(PatchRequest, request_id).cancel_requested_at = utcnow()
             session.commit()
         # the status read said running, the job ended before the cancel reached AWX: 403 for this token
-        assert execution.poll(request_id, client, _StaleStatuses())
+        assert follow.poll(request_id, _follower(client, _StaleStatuses()))
         with Session(get_engine()) as session:
             req = session.get(PatchRequest, request_id)
             assert req.state == "running" and req.follow_failures == 0

@@ -11,6 +11,8 @@ from conftest import bearer
 from sqlalchemy import text
 from webhook_receiver import Receiver
 
+from core.inventory import get_catalog
+
 pytestmark = pytest.mark.integration
 
 ALICE, BOB = bearer("alice"), bearer("bob")
@@ -39,7 +41,8 @@ def settings_with(receiver, **extra):
     hooks = [{"name": "slack", "url": receiver.url + "/slack", "format": "slack"},
              {"name": "teams", "url": receiver.url + "/teams", "format": "teams"},
              {"name": "generic", "url": receiver.url + "/generic", "format": "generic"}]
-    return get_settings().model_copy(update={"notify_webhooks": hooks, "ui_base_url": "http://ui.example:8501", **extra})
+    return get_settings().model_copy(update={"notify_webhooks": hooks, "ui_base_url": "http://ui.example:8501",
+                                             **extra})
 
 
 def rounds_until(settings, done, timeout=30.0):
@@ -47,7 +50,7 @@ def rounds_until(settings, done, timeout=30.0):
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        notify_round(settings)
+        notify_round(settings, get_catalog())
         if done():
             return
         time.sleep(0.2)
@@ -115,4 +118,4 @@ def test_no_webhook_configured_means_no_work(clean_outbox):
     from core.settings import get_settings
     from worker.notify import notify_round
 
-    assert notify_round(get_settings().model_copy(update={"notify_webhooks": []})) == {}
+    assert notify_round(get_settings().model_copy(update={"notify_webhooks": []}), get_catalog()) == {}

@@ -1,0 +1,58 @@
+"""The beat's sweep: re-drive whatever a lost message, a dead worker or a broker outage left behind, and expire
+proposals nobody decided on in time. PostgreSQL is the truth; this is how it wins over a lost message."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlmodel import col
+
+from core.db import session_scope
+from core.models import PatchRequest, utcnow
+from core.settings import Settings
+from core.states import APPROVED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, IllegalTransition, Stage, transition
+from worker import dispatch
+
+SYSTEM = "system"  # the actor of changes nobody asked for (expiry, queueing)
+RE_DRIVEN = (APPROVED, QUEUED, LAUNCHING)
+
+
+def sweep(settings: Settings) -> dict[str, int]:
+    """Expire old proposals and enqueue the launch of requests stuck before their job is known."""
+    now = utcnow()
+    stuck_before = now - timedelta(seconds=settings.stuck_after_seconds)
+    counts = {"expired": 0, "relaunched": 0, "queued": 0}
+    with session_scope() as session:
+        proposals: Iterable[PatchRequest] = session.execute(
+            select(PatchRequest).where(col(PatchRequest.state) == PROPOSED, col(PatchRequest.expires_at) < now)
+        ).scalars()
+        for req in proposals:
+            try:
+                transition(session, req, EXPIRED, actor=SYSTEM, reason="not approved in time", stage=Stage.PENDING)
+                counts["expired"] += 1
+            except IllegalTransition:
+                pass
+        to_launch: Sequence[str] = session.execute(select(col(PatchRequest.id)).where(
+            col(PatchRequest.state).in_(RE_DRIVEN), col(PatchRequest.updated_at) < stuck_before)).scalars().all()
+    for request_id in to_launch:
+        if dispatch.enqueue_launch(request_id):
+            counts["relaunched"] += 1
+            mark_queued(request_id)
+    return counts
+
+
+def mark_queued(request_id: str) -> None:
+    """approved -> queued once the launch message is on the broker (and touch `queued` ones for the sweep)."""
+    with session_scope() as session:
+        req = session.get(PatchRequest, request_id)
+        if req is None:
+            return
+        if req.state == APPROVED:
+            try:
+                transition(session, req, QUEUED, actor=SYSTEM, reason="launch enqueued")
+            except IllegalTransition:
+                pass
+        elif req.state in (QUEUED, LAUNCHING):
+            req.updated_at = utcnow()

@@ -25,7 +25,7 @@ def open_request(request_id: str) -> None:
 
 
 def inbox_line(item: InboxItem, meta: Meta) -> str:
-    """'**alice** asks: Patch :red[**production**] (1): www-01 with **Group-1** · Reboot only if needed'."""
+    """'**alice** asks: Patch :red[**production**] (1): www-01 with **monthly** · Reboot only if needed'."""
     envs = "; ".join(environment_line(env, names, meta) for env, names in environment_groups(item, meta))
     what = "Dry run of" if item.check_mode else "Patch"
     return (f"**{md_escape(item.requested_by or '?')}** asks: {what} {envs} with "

@@ -356,7 +356,8 @@ def test_malformed_arguments_are_fed_back_once(catalog):
 
 def test_bad_json_twice_gives_up(catalog):
     broken = AIMessage(content="", invalid_tool_calls=[
-        {"name": "propose_patch", "args": '{"hosts": ["web-01"', "id": "x1", "error": "bad json", "type": "invalid_tool_call"}])
+        {"name": "propose_patch", "args": '{"hosts": ["web-01"', "id": "x1", "error": "bad json",
+         "type": "invalid_tool_call"}])
     unknown_tool = tool("approve_request", "x2", request="all")
     with pytest.raises(AgentFailure) as failure:
         run_agent("sort out web-01", catalog=catalog, model=model(broken, unknown_tool))
@@ -502,14 +503,17 @@ def test_a_misconfigured_model_never_proposes_an_unsure_reading(catalog, model_p
 
 def test_rules_confident_messages_make_no_llm_call(catalog, settings, use_model):
     fake = use_model(model())  # any call would fail the test: the script is empty
-    calls_before = counter("patchpilot_llm_calls_total", outcome="ok") + counter("patchpilot_llm_calls_total", outcome="error")
+
+    def llm_calls() -> float:
+        return sum(counter("patchpilot_llm_calls_total", outcome=outcome) for outcome in ("ok", "error"))
+
+    calls_before = llm_calls()
     confident_before = counter("patchpilot_intent_turns_total", path="rules_confident")
     for text in ("Patch server web-01 with Group-1", "dry-run Group-1 on web-01", "tell me a joke"):
         out = interpret_message(text, catalog=catalog, settings=settings)
         assert out.engine == "rules" and out.usage == {}
     assert fake.calls == []
-    assert counter("patchpilot_llm_calls_total", outcome="ok") + counter("patchpilot_llm_calls_total", outcome="error") \
-        == calls_before
+    assert llm_calls() == calls_before
     assert counter("patchpilot_intent_turns_total", path="rules_confident") == confident_before + 3
 
 
@@ -524,8 +528,8 @@ def test_history_is_bounded_by_messages_and_characters():
     turns = []
     for i in range(30):
         turns += [Turn("user", f"message {i} " + "x" * 100),
-                  Turn("assistant", f"answer {i}", [{"id": f"c{i}", "name": "propose_patch", "args": {"hosts": ["web-01"]},
-                                                     "result": "y" * 5000}])]
+                  Turn("assistant", f"answer {i}", [{"id": f"c{i}", "name": "propose_patch",
+                                                     "args": {"hosts": ["web-01"]}, "result": "y" * 5000}])]
     messages = history_messages(turns, max_messages=12, max_chars=100_000)
     assert sum(isinstance(m, HumanMessage) for m in messages) == 6
     assert isinstance(messages[0], HumanMessage) and "message 24" in messages[0].content
@@ -582,7 +586,8 @@ def test_api_conversation_reaches_a_proposal_through_the_model(api, use_model):
     from core.models import Message
 
     with Session(get_engine()) as session:
-        stored = session.exec(select(Message).where(Message.conversation_id == conversation, Message.role == "assistant")
+        stored = session.exec(select(Message)
+                              .where(Message.conversation_id == conversation, Message.role == "assistant")
                               .order_by(Message.id)).all()
     assert [c["name"] for c in stored[0].data["tool_calls"]] == ["search_inventory", "propose_patch"]
     assert stored[1].data["usage"]["llm_calls"] == 1 and "tool_calls" not in stored[2].data

@@ -38,7 +38,8 @@ def test_patch_requests(text, hosts, group):
 @pytest.mark.parametrize("text, reboot", [
     ("patch web-01 with group 1, no reboot", "never"), ("patch web-01 with group 1, don't restart", "never"),
     ("patch web-01 with group 1, reboot if needed", "if_needed"),
-    ("patch web-01 with group 1 and reboot afterwards", "always"), ("patch web-01 with group 1, force a reboot", "always"),
+    ("patch web-01 with group 1 and reboot afterwards", "always"),
+    ("patch web-01 with group 1, force a reboot", "always"),
 ])
 def test_reboot_phrasing(text, reboot):
     assert view(text).reboot == reboot

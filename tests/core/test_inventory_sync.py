@@ -55,7 +55,7 @@ def test_the_script_of_the_double_is_the_same_inventory_as_the_file():
     for name, host in reference.hosts.items():
         assert synced.hosts[name].groups == host.groups and synced.hosts[name].vars == host.vars
         assert synced.hosts[name].enabled
-    assert {g: m for g, m in synced.groups.items()} == dict(reference.groups)
+    assert dict(synced.groups) == dict(reference.groups)
 
 
 def test_the_script_keeps_the_group_tree_and_marks_disabled_hosts():
@@ -233,7 +233,8 @@ def test_a_failing_sync_keeps_the_last_good_snapshot_and_says_so(awx_source):
         system = api.get("/api/v1/system", headers=bearer("vic")).json()
         chat = api.post("/api/v1/chat", json={"text": "Patch server dev-web-01 with Group-1"},
                         headers=bearer("alice")).json()
-    assert "the last sync failed" in system["inventory_line"] and "serving the last good snapshot" in system["inventory_line"]
+    line = system["inventory_line"]
+    assert "the last sync failed" in line and "serving the last good snapshot" in line
     assert chat["proposal"], chat
 
 
@@ -242,7 +243,8 @@ def test_no_snapshot_yet_is_a_clear_503(awx_source):
     from conftest import bearer
 
     with _api() as api:
-        answer = api.post("/api/v1/chat", json={"text": "Patch server dev-web-01 with Group-1"}, headers=bearer("alice"))
+        answer = api.post("/api/v1/chat", json={"text": "Patch server dev-web-01 with Group-1"},
+                          headers=bearer("alice"))
     assert answer.status_code == 503 and "patchpilot inventory sync" in answer.json()["detail"]
 
 

@@ -21,8 +21,10 @@ PROD_WEB = ["web-01", "web-02", "web-03", "web-04"]
 PATCH_CASES = {
     "de": [
         # exclusion
-        ("alle prod Webserver außer web-03 mit Gruppe 2", ["web-01", "web-02", "web-04"], "Group-2", "if_needed", False),
-        ("alle Datenbanken ausserhalb von prod mit Gruppe 1", ["dev-db-01", "stg-db-01"], "Group-1", "if_needed", False),
+        ("alle prod Webserver außer web-03 mit Gruppe 2", ["web-01", "web-02", "web-04"], "Group-2", "if_needed",
+         False),
+        ("alle Datenbanken ausserhalb von prod mit Gruppe 1", ["dev-db-01", "stg-db-01"], "Group-1", "if_needed",
+         False),
         # negation after the name
         ("web-01 bitte nicht anfassen, nur web-02 mit Gruppe 3", ["web-02"], "Group-3", "if_needed", False),
         # dry run

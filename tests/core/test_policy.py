@@ -52,7 +52,8 @@ def _with_policy(**fields):
 
 def test_max_hosts_per_request_turns_a_big_request_into_a_question():
     catalog = _with_policy(max_hosts_per_request=3)
-    result = validate_draft(IntentDraft(action="patch", groups=["web"], within=["prod"], patch_group="Group-1"), catalog)
+    draft = IntentDraft(action="patch", groups=["web"], within=["prod"], patch_group="Group-1")
+    result = validate_draft(draft, catalog)
     assert result.action == "clarify" and "at most 3" in result.message
     assert not result.is_proposable
 
@@ -69,7 +70,8 @@ def test_reboot_not_allowed_for_a_group():
     catalog = _with_policy(reboot_allowed={"Group-3": False})
     default = validate_draft(IntentDraft(action="patch", hosts=["web-01"], patch_group="Group-3"), catalog)
     assert default.is_proposable and default.reboot == "never"
-    asked = validate_draft(IntentDraft(action="patch", hosts=["web-01"], patch_group="Group-3", reboot="always"), catalog)
+    asked = validate_draft(IntentDraft(action="patch", hosts=["web-01"], patch_group="Group-3", reboot="always"),
+                           catalog)
     assert asked.action == "clarify" and "reboot" in asked.message
 
 
@@ -153,7 +155,8 @@ def test_change_freeze_refuses_approval_naming_its_end(api, as_user, restore_ove
         name="year-end", start=datetime(2020, 1, 1, tzinfo=UTC), end=datetime(2099, 1, 1, tzinfo=UTC))]))
     request_id = _propose(api, "Patch stg-web-01 with Group-1", as_user("alice", "requester"))
     response = api.post(f"/api/v1/requests/{request_id}/approve", headers=as_user("bob", "approver"))
-    assert response.status_code == 409 and "year-end" in response.json()["detail"] and "2099-01-01" in response.json()["detail"]
+    detail = response.json()["detail"]
+    assert response.status_code == 409 and "year-end" in detail and "2099-01-01" in detail
     assert len(_denials(request_id)) == 1
 
 

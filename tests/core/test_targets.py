@@ -61,7 +61,8 @@ def test_the_whole_fleet_is_too_broad_unless_something_is_excluded():
 
 
 def test_a_role_whose_every_host_policy_keeps_out_is_asked_about():
-    draft = IntentDraft(action="patch", patch_group="quarterly", targets=TargetExpr(include=[sel("ber-qa-sql-01"), sel("gateways")]))
+    draft = IntentDraft(action="patch", patch_group="quarterly",
+                        targets=TargetExpr(include=[sel("ber-qa-sql-01"), sel("gateways")]))
     result = validate_draft(draft, CATALOG)
     assert result.action == "clarify" and "targets" in result.missing and "gateways" in result.message
 

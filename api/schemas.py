@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.settings import get_settings
-from core.states import HostStatus
+from core.statuses import HostStatus
 
 ID_PATTERN = r"^[0-9a-f]{32}$"
 

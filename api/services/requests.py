@@ -23,10 +23,10 @@ from core.states import (
     STAGE_LABELS,
     SUCCEEDED,
     TERMINAL,
-    HostStatus,
     RequestState,
     Stage,
 )
+from core.statuses import HostStatus
 
 log = logging.getLogger("patchpilot.api")
 

@@ -26,32 +26,57 @@ from core.vocabulary import Meaning, Vocabulary
 
 def amend(previous: IntentDraft, reading: Reading, catalog: Catalog) -> RulesDraft | None:
     """The open draft changed by this message, or None when the message is not an edit of it."""
-    scan = reading.scan
-    if scan.start_over:
-        if reading.action is None and not scan.has_targets and not reading.patch_group:
-            return new_draft(reading, action=Action.CLARIFY,
-                             note="Starting over. What should I patch, and with which patch group?")
-        return None
+    if reading.scan.start_over:
+        return _start_over(reading)
     if reading.action in (Action.STATUS, Action.CANCEL):
-        if reading.job_id is None and not scan.has_targets and scan.reference and not previous.targets.is_empty:
-            return new_draft(reading, action=reading.action, targets=previous.targets)
-        return None
+        return _job_question(previous, reading)
     if reading.action in (Action.LIST_JOBS, Action.UNSUPPORTED) or previous.action not in DRAFTING:
         return None
     if _carries_nothing(reading):
         return _copy_of(previous)  # only an injection or an approval request: the open draft stays as it was
-
-    edits_targets = bool(scan.include or scan.exclude or scan.whole_fleet)
-    changes = (reading.patch_group or reading.reboot or reading.check_mode is not None or edits_targets
-               or (reading.explicit_action and reading.action != previous.action) or scan.reference)
-    if not changes:
+    if not _changes(previous, reading) or _is_a_new_request(previous, reading, catalog):
         return None
-    marked = scan.additive or scan.replacing or scan.corrected or scan.reference or bool(scan.exclude)
-    if reading.explicit_action and not marked and scan.has_targets:
-        waiting = previous.action == Action.CLARIFY or validate_draft(previous, catalog).action == Action.CLARIFY
-        if reading.patch_group or not waiting:
-            return None  # a new request with its own targets
+    return _edited(previous, reading, catalog)
 
+
+def _start_over(reading: Reading) -> RulesDraft | None:
+    """'start over' alone asks what to do; with a request of its own, that request is read afresh (None)."""
+    if reading.action is None and not reading.scan.has_targets and not reading.patch_group:
+        return new_draft(reading, action=Action.CLARIFY,
+                         note="Starting over. What should I patch, and with which patch group?")
+    return None
+
+
+def _job_question(previous: IntentDraft, reading: Reading) -> RulesDraft | None:
+    """A status or cancel question about 'them' / 'both': about the open draft's hosts."""
+    scan = reading.scan
+    if reading.job_id is None and not scan.has_targets and scan.reference and not previous.targets.is_empty:
+        return new_draft(reading, action=reading.action, targets=previous.targets)
+    return None
+
+
+def _changes(previous: IntentDraft, reading: Reading) -> bool:
+    """Does the message change anything of the open draft (its targets, patch group, reboot, dry run, action)?"""
+    scan = reading.scan
+    edits_targets = bool(scan.include or scan.exclude or scan.whole_fleet)
+    return bool(reading.patch_group or reading.reboot or reading.check_mode is not None or edits_targets
+                or (reading.explicit_action and reading.action != previous.action) or scan.reference)
+
+
+def _is_a_new_request(previous: IntentDraft, reading: Reading, catalog: Catalog) -> bool:
+    """An action word with targets of its own and no edit word ('also', 'instead', 'except', 'those') is a new
+    request, unless the open draft is still waiting for its targets and the message names no patch group."""
+    scan = reading.scan
+    marked = scan.additive or scan.replacing or scan.corrected or scan.reference or bool(scan.exclude)
+    if not (reading.explicit_action and not marked and scan.has_targets):
+        return False
+    waiting = previous.action == Action.CLARIFY or validate_draft(previous, catalog).action == Action.CLARIFY
+    return bool(reading.patch_group or not waiting)
+
+
+def _edited(previous: IntentDraft, reading: Reading, catalog: Catalog) -> RulesDraft:
+    """The open draft with this message's edits: what it says replaces, what it leaves out carries over."""
+    scan = reading.scan
     action = reading.action if reading.explicit_action else previous.action
     if action == Action.CLARIFY:
         action = Action.PATCH

@@ -403,8 +403,7 @@ def inventory_command(args: argparse.Namespace) -> int:
 
 
 def token_command(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-    from sqlmodel import Session
+    from sqlmodel import Session, col, select
 
     from core.db import get_engine
     from core.identity import create_token, revoke_token
@@ -424,7 +423,7 @@ def token_command(args: argparse.Namespace) -> int:
                 return 2
             return 0
         if args.token_command == "list":
-            for row in session.execute(select(ApiToken).order_by(ApiToken.id)).scalars():
+            for row in session.exec(select(ApiToken).order_by(col(ApiToken.id))):
                 state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
                 print(f"{row.id}\t{row.user}\t{','.join(row.roles)}\t{row.name}\t{state}")
             return 0

@@ -248,6 +248,8 @@ def grant_app_role(owner_url: str, role: str = APP_ROLE, password: str | None = 
 
     url = make_url(owner_url)
     database = url.database
+    if not database:
+        raise ValueError(f"{url.render_as_string()} names no database to grant on")
     plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
     ident = sql.Identifier(role)
     with psycopg.connect(plain, autocommit=True) as conn:

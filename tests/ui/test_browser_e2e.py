@@ -91,7 +91,8 @@ class Up:
                 assert match, self.output
                 return match.group(1)
             if self.proc.poll() is not None:
-                raise AssertionError(f"patchpilot up exited with {self.proc.returncode}:\n{self.output}{self.log_tails()}")
+                raise AssertionError(
+                    f"patchpilot up exited with {self.proc.returncode}:\n{self.output}{self.log_tails()}")
             time.sleep(0.2)
         raise AssertionError(f"patchpilot up was not up within {timeout:.0f}s:\n{self.output}{self.log_tails()}")
 
@@ -370,7 +371,8 @@ def test_four_eyes_hand_off_live_run_and_notifications_in_two_browsers(stack, br
         bob_main.get_by_role("button", name="← Back").click()
         bob_sidebar.get_by_role("radiogroup").get_by_text("Jobs", exact=True).click()
         table = bob_main.get_by_test_id("stDataFrame").filter(has=bob.locator("th", has_text="requested by"))
-        expect(table.locator("tbody tr").filter(has=bob.locator("td", has_text=re.compile(rf"^AWX job {job}$")))).to_have_count(1)
+        job_cell = bob.locator("td", has_text=re.compile(rf"^AWX job {job}$"))
+        expect(table.locator("tbody tr").filter(has=job_cell)).to_have_count(1)
         expect(table.locator("td", has_text=re.compile(r"proposed|rejected"))).to_have_count(0)
 
         # --- the webhooks got the hand-off and the outcome --------------------------------------------

@@ -31,7 +31,7 @@ from rapidfuzz import fuzz, process
 from core.language import Language, load_language
 
 if TYPE_CHECKING:
-    from core.inventory import Catalog
+    from core.inventory import Catalog, Inventory
     from core.policy import Policy
 
 MAX_PHRASE_WORDS = 4
@@ -194,100 +194,27 @@ class Vocabulary:
     # --- building ------------------------------------------------------------------------------------------------
     @classmethod
     def build(cls, catalog: Catalog, language: Language | None = None) -> Vocabulary:
+        """Every phrase people may use for the fleet's hosts, groups, host-variable values and patch groups, each
+        ranked: a name beats an alias, an alias a synonym, and so on (see `phrase_rank`)."""
         language = language or load_language()
         inventory, policy = catalog.inventory, catalog.policy
-        hosts = frozenset(inventory.hosts)
-
-        keys: dict[str, set[str]] = defaultdict(set)
-        tails: dict[str, set[str]] = defaultdict(set)
-        for name, host in inventory.hosts.items():
-            keys[compact(name)].add(name)
-            fqdn = str(host.vars.get("ansible_host") or "")
-            for full in {name, fqdn} - {""}:
-                if not re.fullmatch(r"[\d.]+|[\da-f:]+", full):  # an IP address is not a name people type
-                    keys[compact(full)].add(name)
-                    if "." in full:
-                        keys[compact(full.split(".")[0])].add(name)
-            parts = [p for p in re.split(r"[-_]+", fold(name.split(".")[0])) if p]
-            for start in range(1, len(parts)):
-                tail = parts[start:]
-                if any(re.search(r"[a-z]", p) for p in tail) and any(re.search(r"\d", p) for p in tail):
-                    tails["".join(tail)].add(name)
-        exact = {k: next(iter(v)) for k, v in keys.items() if len(v) == 1}
-        for key, names in keys.items():  # 'web01' typed for two hosts: a short form, resolved by scope
-            if len(names) > 1:
-                tails[key] |= names
-
-        groups: dict[str, frozenset[str]] = {g: m for g, m in inventory.groups.items() if g not in ("all", "ungrouped")}
+        exact, tails = _host_keys(inventory)
+        groups: dict[str, frozenset[str]] = {g: m for g, m in inventory.groups.items()
+                                             if g not in ("all", "ungrouped")}
         environments = _environments(groups, policy, language)
-        synonyms = language.synonyms
         ranked = _Ranked()
-        for group in groups:
-            for text in _forms(phrase(group)):
-                ranked.add(text, Meaning("group", group), 0)
-        for env, spec in policy.environments.items():
-            for alias in spec.aliases:
-                for text in _forms(phrase(alias)):
-                    ranked.add(text, Meaning("group", env), 1)
-        for group in groups:
-            for text in _synonym_forms(phrase(group), synonyms):
-                ranked.add(text, Meaning("group", group), 2)
-        for sub, owners in _unique_parts(groups).items():
-            for group in _outermost(owners, groups):
-                for text in _forms(sub) | _synonym_forms(sub, synonyms):
-                    ranked.add(text, Meaning("group", group), 3)
-
-        values: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for name, host in inventory.hosts.items():
-            for key in policy.filter_variables:
-                value = host.vars.get(key)
-                if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-                    values[(key, fold(str(value)))].add(name)
-        for key in policy.filter_variables:
-            own: dict[str, set[str]] = {value: set() for (k, value) in values if k == key}
-            for value in own:  # 'netsec' for 'team-netsec' when no other value of the variable has it
-                own[value] = set(_unique_parts({value: None}))
-            for (k, value) in values:
-                if k != key or re.fullmatch(r"[\d.]+", value) or len(value) < 2:
-                    continue  # '12' alone is not a filter anyone types without the variable's name
-                meaning = Meaning("attribute", value, key)
-                others = set().union(*(parts for v, parts in own.items() if v != value))
-                texts = {phrase(value)} | {p for p in own[value] if p not in others}
-                for text in set().union(*(_forms(t) | _synonym_forms(t, synonyms) for t in texts)):
-                    ranked.add(text, meaning, 4)
-
-        # Words of structured host names (three parts or more) that no group carries ('pg' in 'fra1-prd-pg-01'):
-        # the hosts named so.
-        named_like: dict[str, set[str]] = defaultdict(set)
-        for name in inventory.hosts:
-            parts = [p for p in re.split(r"[-_]+", fold(name.split(".")[0])) if p]
-            if len(parts) > 2:
-                for part in parts:
-                    if re.search(r"[a-z]", part) and len(part) > 1:
-                        named_like[part].add(name)
-        for part, members in named_like.items():
-            if part not in groups and part not in ranked.rank:
-                groups[part] = frozenset(members)
-                for text in _forms(part) | _synonym_forms(part, synonyms):
-                    ranked.add(text, Meaning("group", part), 5)
-
-        described: dict[str, set[str]] = defaultdict(set)
-        for pg_name, pg in catalog.patch_groups.items():
-            for word in re.findall(r"[a-z]+", " ".join((pg.description, *pg.aliases)).lower()):
-                described[word].add(pg_name)
-            meaning = Meaning("patch_group", pg_name)
-            for text in _patch_group_forms(pg_name, language):
-                ranked.add(text, meaning, 0)
-            for alias in pg.aliases:
-                for text in {phrase(alias)} | _synonym_forms(phrase(alias), synonyms):
-                    ranked.add(text, meaning, 1)
-
+        _add_group_phrases(ranked, groups, policy, language.synonyms)
+        values = _attribute_values(inventory, policy)
+        _add_attribute_phrases(ranked, values, policy, language.synonyms)
+        _add_host_name_words(ranked, groups, inventory, language.synonyms)
+        described = _add_patch_group_phrases(ranked, catalog, language)
         for text, meanings in ranked.meanings.items():  # 'redhat' for os_redhat and its children os_rhel8, os_rhel9
             found = {m.value for m in meanings if m.kind == "group"}
             if len(found) > 1 and len(found) == len(meanings):
                 ranked.meanings[text] = {Meaning("group", g) for g in _outermost(found, groups)}
         return cls(
-            all_hosts=hosts, host_keys=exact, host_tails={k: frozenset(v) for k, v in tails.items()},
+            all_hosts=frozenset(inventory.hosts), host_keys=exact,
+            host_tails={k: frozenset(v) for k, v in tails.items()},
             phrases={k: frozenset(v) for k, v in ranked.meanings.items()}, phrase_rank=dict(ranked.rank),
             group_members={g: frozenset(m) for g, m in groups.items()}, environments=environments,
             dimensions=_dimensions(groups, environments), whole_fleet=language.words["whole_fleet"],
@@ -296,6 +223,113 @@ class Vocabulary:
                                          if any(m.kind == "patch_group" for m in meanings)),
             described={k: frozenset(v) for k, v in described.items()},
         )
+
+
+def _host_keys(inventory: Inventory) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """(compact name, FQDN or first label -> the one host it names; compact tail of a structured name -> the
+    hosts it may stand for). A key typed for two hosts ('web01') is a short form, resolved by scope."""
+    keys: dict[str, set[str]] = defaultdict(set)
+    tails: dict[str, set[str]] = defaultdict(set)
+    for name, host in inventory.hosts.items():
+        keys[compact(name)].add(name)
+        fqdn = str(host.vars.get("ansible_host") or "")
+        for full in {name, fqdn} - {""}:
+            if not re.fullmatch(r"[\d.]+|[\da-f:]+", full):  # an IP address is not a name people type
+                keys[compact(full)].add(name)
+                if "." in full:
+                    keys[compact(full.split(".")[0])].add(name)
+        parts = [p for p in re.split(r"[-_]+", fold(name.split(".")[0])) if p]
+        for start in range(1, len(parts)):
+            tail = parts[start:]
+            if any(re.search(r"[a-z]", p) for p in tail) and any(re.search(r"\d", p) for p in tail):
+                tails["".join(tail)].add(name)
+    exact = {k: next(iter(v)) for k, v in keys.items() if len(v) == 1}
+    for key, names in keys.items():
+        if len(names) > 1:
+            tails[key] |= names
+    return exact, tails
+
+
+def _add_group_phrases(ranked: _Ranked, groups: Mapping[str, frozenset[str]], policy: Policy,
+                       synonyms: tuple[frozenset[str], ...]) -> None:
+    """Group names (rank 0), the policy's environment aliases (1), synonyms of group names (2), and a part of a
+    group name no other group has (3)."""
+    for group in groups:
+        for text in _forms(phrase(group)):
+            ranked.add(text, Meaning("group", group), 0)
+    for env, spec in policy.environments.items():
+        for alias in spec.aliases:
+            for text in _forms(phrase(alias)):
+                ranked.add(text, Meaning("group", env), 1)
+    for group in groups:
+        for text in _synonym_forms(phrase(group), synonyms):
+            ranked.add(text, Meaning("group", group), 2)
+    for sub, owners in _unique_parts(groups).items():
+        for group in _outermost(owners, groups):
+            for text in _forms(sub) | _synonym_forms(sub, synonyms):
+                ranked.add(text, Meaning("group", group), 3)
+
+
+def _attribute_values(inventory: Inventory, policy: Policy) -> dict[tuple[str, str], set[str]]:
+    """(filter variable, folded value) -> the hosts that have it."""
+    values: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for name, host in inventory.hosts.items():
+        for key in policy.filter_variables:
+            value = host.vars.get(key)
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                values[(key, fold(str(value)))].add(name)
+    return values
+
+
+def _add_attribute_phrases(ranked: _Ranked, values: Mapping[tuple[str, str], set[str]], policy: Policy,
+                           synonyms: tuple[frozenset[str], ...]) -> None:
+    """A host-variable value (rank 4), and a part of it no other value of the variable has."""
+    for key in policy.filter_variables:
+        own: dict[str, set[str]] = {value: set() for (k, value) in values if k == key}
+        for value in own:  # 'netsec' for 'team-netsec' when no other value of the variable has it
+            own[value] = set(_unique_parts({value: None}))
+        for (k, value) in values:
+            if k != key or re.fullmatch(r"[\d.]+", value) or len(value) < 2:
+                continue  # '12' alone is not a filter anyone types without the variable's name
+            meaning = Meaning("attribute", value, key)
+            others = set().union(*(parts for v, parts in own.items() if v != value))
+            texts = {phrase(value)} | {p for p in own[value] if p not in others}
+            for text in set().union(*(_forms(t) | _synonym_forms(t, synonyms) for t in texts)):
+                ranked.add(text, meaning, 4)
+
+
+def _add_host_name_words(ranked: _Ranked, groups: dict[str, frozenset[str]], inventory: Inventory,
+                         synonyms: tuple[frozenset[str], ...]) -> None:
+    """Words of structured host names (three parts or more) that no group carries ('pg' in 'fra1-prd-pg-01'):
+    a group of the hosts named so (rank 5), added to `groups`."""
+    named_like: dict[str, set[str]] = defaultdict(set)
+    for name in inventory.hosts:
+        parts = [p for p in re.split(r"[-_]+", fold(name.split(".")[0])) if p]
+        if len(parts) > 2:
+            for part in parts:
+                if re.search(r"[a-z]", part) and len(part) > 1:
+                    named_like[part].add(name)
+    for part, members in named_like.items():
+        if part not in groups and part not in ranked.rank:
+            groups[part] = frozenset(members)
+            for text in _forms(part) | _synonym_forms(part, synonyms):
+                ranked.add(text, Meaning("group", part), 5)
+
+
+def _add_patch_group_phrases(ranked: _Ranked, catalog: Catalog, language: Language) -> dict[str, set[str]]:
+    """Patch-group names as people say them (rank 0) and their aliases (1). Returns word of a description or
+    alias -> the patch groups it describes."""
+    described: dict[str, set[str]] = defaultdict(set)
+    for pg_name, pg in catalog.patch_groups.items():
+        for word in re.findall(r"[a-z]+", " ".join((pg.description, *pg.aliases)).lower()):
+            described[word].add(pg_name)
+        meaning = Meaning("patch_group", pg_name)
+        for text in _patch_group_forms(pg_name, language):
+            ranked.add(text, meaning, 0)
+        for alias in pg.aliases:
+            for text in {phrase(alias)} | _synonym_forms(phrase(alias), language.synonyms):
+                ranked.add(text, meaning, 1)
+    return described
 
 
 def _forms(text: str) -> set[str]:
@@ -339,7 +373,7 @@ def _unique_parts(groups: Mapping[str, object]) -> dict[str, set[str]]:
     return owners
 
 
-def _outermost(owners: set[str], groups: dict[str, frozenset[str]]) -> set[str]:
+def _outermost(owners: set[str], groups: Mapping[str, frozenset[str]]) -> set[str]:
     """Of several groups that share a part of their names ('fra1' in 'site_fra1' and 'fra1_production'), the one
     that holds all the others' hosts; none: they stay ambiguous."""
     if len(owners) < 2:

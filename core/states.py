@@ -16,7 +16,6 @@ from sqlmodel import Session, col
 from core.db import rows_changed
 from core.models import AuditLog, PatchRequest, utcnow
 from core.observability import REQUEST_TRANSITIONS
-from core.statuses import HostStatus as HostStatus  # defined with AWX's job statuses; importable from here too
 
 
 class RequestState(StrEnum):

@@ -23,16 +23,17 @@ def fuzz_env(stack_env, database_url):
     return stack_env
 
 
+SUPPRESSED = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much]
+
+
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=SUPPRESSED)
 def test_every_operation_as_admin(case, fuzz_env):
     case.call_and_validate(headers=bearer("root"))
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=SUPPRESSED)
 def test_every_operation_without_credentials(case, fuzz_env):
     response = case.call()
     case.validate_response(response)
@@ -44,8 +45,7 @@ def test_every_operation_without_credentials(case, fuzz_env):
 
 
 @schema.parametrize()
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=SUPPRESSED)
 def test_every_operation_as_a_viewer(case, fuzz_env):
     """The refusals path: every write is a 403 (audited) or, past DENIAL_RATE_LIMIT, a 429; never a 5xx."""
     response = case.call(headers=bearer("vic"))

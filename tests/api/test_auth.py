@@ -135,7 +135,8 @@ def test_chat_rate_limit_is_per_user(api, monkeypatch):
     monkeypatch.setenv("CHAT_RATE_LIMIT", "3/minute")
     reset_settings_cache()
     try:
-        codes = [api.post("/api/v1/chat", json={"text": "hello"}, headers=bearer("alice")).status_code for _ in range(5)]
+        codes = [api.post("/api/v1/chat", json={"text": "hello"}, headers=bearer("alice")).status_code
+                 for _ in range(5)]
         assert codes == [200, 200, 200, 429, 429]
         limited = api.post("/api/v1/chat", json={"text": "hello"}, headers=bearer("alice"))
         assert int(limited.headers["Retry-After"]) >= 1

@@ -8,12 +8,12 @@ and only the stage running now reads "… in progress".
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from core.identity import ROLES, Principal
 from core.intent import ACTION_LABELS, ACTIONS, REBOOT_LABELS, REBOOT_POLICIES, RebootPolicy
@@ -97,17 +97,24 @@ def meta(catalog: Catalog) -> dict[str, Any]:
     }
 
 
+# The row types of the selects below (SQLAlchemy types a row of aggregates and many columns as plain objects).
+_SummaryRows = Sequence[tuple[str | None, int, int, int, datetime | None, datetime | None]]
+_TaskRows = Sequence[tuple[int, datetime | None, str | None, str | None, str | None, str, bool, bool,
+                           dict[str, Any] | None]]
+
+
 def play_summary(session: Session, request_id: str) -> dict[str, dict[str, Any]]:
     """Per stage (from the play names): how many host results ran, were skipped or failed; first and last event time."""
-    stage_of = func.lower(func.trim(JobEvent.play))
-    rows = session.execute(
+    event, created = col(JobEvent.event), col(JobEvent.created)
+    stage_of = func.lower(func.trim(col(JobEvent.play)))
+    rows = cast(_SummaryRows, session.execute(
         select(stage_of,
-               func.count().filter(JobEvent.event.in_(_RAN)),
-               func.count().filter(JobEvent.event.in_(_SKIPPED)),
-               func.count().filter(JobEvent.failed.is_(True)),
-               func.min(JobEvent.created), func.max(JobEvent.created))
-        .where(JobEvent.request_id == request_id, JobEvent.play.is_not(None))
-        .group_by(stage_of)).all()
+               func.count().filter(event.in_(_RAN)),
+               func.count().filter(event.in_(_SKIPPED)),
+               func.count().filter(col(JobEvent.failed).is_(True)),
+               func.min(created), func.max(created))
+        .where(col(JobEvent.request_id) == request_id, col(JobEvent.play).is_not(None))
+        .group_by(stage_of)).all())
     out: dict[str, dict[str, Any]] = {}
     req = session.get(PatchRequest, request_id)  # already in the session: the caller read it
     template, stages = template_for(req.patch_group if req else None), get_stage_map()
@@ -215,7 +222,7 @@ def refusals(caller: Principal, req: Mapping[str, Any], catalog: Catalog, *, sam
     """Why the caller may not approve, reject or cancel this request now (None: they may). The API's own checks
     stay the judge; this lets the UI disable a button with the reason instead of answering a click with a 403."""
     state = req.get("state")
-    hosts = [h.get("name") if isinstance(h, Mapping) else h for h in req.get("hosts") or []]
+    hosts: list[str] = [str(h.get("name")) if isinstance(h, Mapping) else str(h) for h in req.get("hosts") or []]
     own = same_person(caller.user, req.get("requested_by"))
     out: dict[str, str | None] = {"approve": None, "reject": None, "cancel": None}
     if state != PROPOSED:
@@ -254,16 +261,16 @@ def recent_tasks(session: Session, request_id: str, limit: int = 40, *,
                  check_mode: bool = False) -> list[dict[str, Any]]:
     """The newest host results as task output ("TASK [Apply updates] ok: [www-01] Updates applied"). In a dry run a
     changed result reads "would change" (apt and dnf report changed in check mode; nothing changed)."""
-    rows = session.execute(
-        select(JobEvent.counter, JobEvent.created, JobEvent.play, JobEvent.task, JobEvent.host, JobEvent.event,
-               JobEvent.changed, JobEvent.failed, JobEvent.data)
-        .where(JobEvent.request_id == request_id, JobEvent.event.like("runner_%"),
-               JobEvent.event != "runner_on_start")
-        .order_by(JobEvent.counter.desc()).limit(limit)).all()
+    event = col(JobEvent.event)
+    rows = cast(_TaskRows, session.execute(
+        select(col(JobEvent.counter), col(JobEvent.created), col(JobEvent.play), col(JobEvent.task),
+               col(JobEvent.host), event, col(JobEvent.changed), col(JobEvent.failed), col(JobEvent.data))
+        .where(col(JobEvent.request_id) == request_id, event.like("runner_%"), event != "runner_on_start")
+        .order_by(col(JobEvent.counter).desc()).limit(limit)).all())
     out = []
-    for counter, created, play, task, host, event, changed, failed, data in reversed(rows):
+    for counter, created, play, task, host, kind, changed, failed, data in reversed(rows):
         res = (data or {}).get("res") or {}
-        result = _task_result(event, changed=changed, failed=failed, check_mode=check_mode)
+        result = _task_result(kind, changed=changed, failed=failed, check_mode=check_mode)
         message = res.get("msg") if isinstance(res, Mapping) else None
         out.append({"counter": counter, "at": _iso(created), "play": play, "task": task, "host": host,
                     "result": result, "message": str(message)[:300] if message else None})
@@ -286,10 +293,10 @@ def _task_result(event: str, *, changed: bool, failed: bool, check_mode: bool) -
 def inbox(session: Session, caller: Principal, catalog: Catalog, *, same_person, limit: int = 100) -> dict[str, Any]:
     """Proposals the caller may approve now (newest first), and the caller's own proposals waiting for someone."""
     now = utcnow()
-    rows = list(session.execute(
-        select(PatchRequest).where(PatchRequest.state == PROPOSED,
-                                   (PatchRequest.expires_at.is_(None)) | (PatchRequest.expires_at > now))
-        .order_by(PatchRequest.created_at.desc()).limit(limit)).scalars())
+    expires_at = col(PatchRequest.expires_at)
+    rows: list[PatchRequest] = list(session.execute(
+        select(PatchRequest).where(col(PatchRequest.state) == PROPOSED, expires_at.is_(None) | (expires_at > now))
+        .order_by(col(PatchRequest.created_at).desc()).limit(limit)).scalars())
     waiting: list[dict[str, Any]] = []
     mine: list[dict[str, Any]] = []
     for req in rows:

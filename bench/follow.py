@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     env = {"FOLLOW_POLL_SECONDS": str(args.poll), **dict(kv.split("=", 1) for kv in args.env)}
     with Stack(Path("/tmp") / f"patchpilot-bench-follow-{time.time_ns()}") as stack:
         stack.start_services(**env)
-        double = stack.start_double(args.speed, "--log-level", "error")
+        double = stack.start_double(args.speed, "--log-level=error")
         for design, n in plan:
             started = time.monotonic()
             result = run_one(stack, double, n, design, args)

@@ -124,7 +124,7 @@ def one_run(page, api: httpx.Client, ui: str, host: str) -> dict:
         view = api.get(f"/api/v1/requests/{request_id}").json()
     approved, started = ts(view.get("approved_at")), ts(view.get("started_at"))
     stored = min((ts(s["at"]) for s in view.get("stages") or []), default=None)
-    return {"request_id": request_id, "host": host, "clicked": clicked, "seen": seen, "approved": approved,
+    return {"request_id": request_id, "host": host, "clicked": clicked, "seen": seen, "approved_at": approved,
             "launched": started, "stage_stored": stored}
 
 
@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         "approve_to_first_stage_visible_seconds": summary(visible),
         "double_first_event_readable_to_visible_seconds": summary(after_double),
         "split_p50_seconds": {
-            "click_to_approved": summary(spans("clicked", "approved")).get("p50"),
-            "approved_to_launched": summary(spans("approved", "launched")).get("p50"),
+            "click_to_approved": summary(spans("clicked", "approved_at")).get("p50"),
+            "approved_to_launched": summary(spans("approved_at", "launched")).get("p50"),
             "launched_to_stage_stored": summary(spans("launched", "stage_stored")).get("p50"),
             "stage_stored_to_visible": summary(spans("stage_stored", "seen")).get("p50"),
         },

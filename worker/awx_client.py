@@ -1,4 +1,5 @@
-"""The only code in patchpilot that talks to AWX / Automation Controller (REST API v2).
+"""The only code in patchpilot that talks to AWX / Automation Controller (REST API v2). What its answers mean (the
+errors, a launch's result) is `worker.awx_answers`, re-exported here.
 
 Reads are retried with backoff on gateway trouble (5xx, 429, timeouts); a launch is sent exactly once because AWX
 has no idempotency key: after a lost answer the caller finds the job again with `find_job_by_request_id`.
@@ -12,121 +13,34 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin
 
 import httpx
-import yaml
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from core.settings import Settings, get_settings
+from core.statuses import AWX_ACTIVE, AwxStatus
+from worker.awx_answers import (
+    AWXError,
+    AWXLaunchRefused,
+    LaunchResult,
+    Transient,
+    error_for,
+    json_body,
+    organization_name,
+    parse_extra_vars,
+    retry_after_seconds,
+    status_line,
+)
+
+__all__ = ["AWXClient", "AWXError", "AWXLaunchRefused", "LaunchResult"]
 
 log = logging.getLogger("patchpilot.awx")
 
 CLOCK_SKEW = timedelta(minutes=1)
 PAGE_SIZE = 200  # AWX's maximum page size
-JOB_ACTIVE = ("new", "pending", "waiting", "running")
-
-
-class AWXError(Exception):
-    """A failed AWX call. `kind` says what went wrong, `retryable` whether the same call may be tried again later.
-
-    kind: auth | not_found | bad_request | server | timeout | connection | refused | ignored_fields
-    """
-
-    def __init__(self, message: str, *, kind: str, status_code: int | None = None, retryable: bool = False,
-                 job_id: int | None = None):
-        super().__init__(message)
-        self.kind = kind
-        self.status_code = status_code
-        self.retryable = retryable
-        self.job_id = job_id  # set when a job was launched before the failure (ignored_fields)
-
-
-class AWXLaunchRefused(AWXError):
-    """We refused to launch: AWX would have dropped the limit or the extra vars (and patched the wrong hosts)."""
-
-    def __init__(self, message: str):
-        super().__init__(message, kind="refused")
-
-
-@dataclass
-class LaunchResult:
-    job_id: int
-    status: str
-    ignored_fields: dict[str, Any] = field(default_factory=dict)
-
-
-class _Transient(Exception):
-    """A failure worth another attempt; `retry_after` carries the server's hint in seconds."""
-
-    def __init__(self, reason: str, *, kind: str, status_code: int | None = None,
-                 retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
-        self.status_code = status_code
-        self.retry_after = retry_after
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After is either seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
-
-
-def _describe_body(response: httpx.Response) -> str:
-    """AWX's explanation: `detail`, or the 400 field map flattened to `field: message`."""
-    try:
-        body = response.json()
-    except ValueError:
-        text = " ".join(response.text.split())
-        return text[:200]
-    if isinstance(body, dict):
-        if isinstance(body.get("detail"), str):
-            return body["detail"]
-        parts = []
-        for name, messages in body.items():
-            text = "; ".join(map(str, messages)) if isinstance(messages, list) else str(messages)
-            parts.append(f"{name}: {text}")
-        return ", ".join(parts)
-    return str(body)[:200]
-
-
-def _status_line(response: httpx.Response) -> str:
-    return f"{response.status_code} {response.reason_phrase}".strip()
-
-
-def _parse_extra_vars(value: Any) -> dict[str, Any]:
-    """A job's `extra_vars` is a JSON (sometimes YAML) string."""
-    if isinstance(value, dict):
-        return value
-    if not value:
-        return {}
-    try:
-        parsed = yaml.safe_load(value)  # JSON is YAML too
-    except yaml.YAMLError:
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
-
-
-def _organization_name(template: dict[str, Any]) -> str | None:
-    organization = (template.get("summary_fields") or {}).get("organization") or {}
-    return organization.get("name")
 
 
 class AWXClient:
@@ -179,13 +93,13 @@ class AWXClient:
         found = [t for t in self._pages("job_templates/", {"name": name, "page_size": PAGE_SIZE})
                  if t.get("name") == name]
         if organization is not None:
-            found = [t for t in found if _organization_name(t) == organization]
+            found = [t for t in found if organization_name(t) == organization]
         if not found:
             where = f" in organization {organization!r}" if organization is not None else ""
             raise AWXError(f"AWX has no job template named {name!r}{where} (or the token may not see it).",
                            kind="not_found", status_code=404)
         if len(found) > 1:
-            orgs = ", ".join(sorted(repr(_organization_name(t)) for t in found))
+            orgs = ", ".join(sorted(repr(organization_name(t)) for t in found))
             raise AWXError(f"AWX has {len(found)} job templates named {name!r} (organizations {orgs}); name the "
                            "organization of the patch group's template.", kind="bad_request")
         return found[0]
@@ -250,15 +164,15 @@ class AWXClient:
                            "the job may exist, look it up before launching again.",
                            kind="connection", retryable=False) from None
         if response.status_code != 201:
-            raise self._error_for(response, f"launch of template {template_id}")
-        body = self._json(response)
+            raise error_for(response, f"launch of template {template_id}", self._redact)
+        body = json_body(response)
         if body.get("workflow_job") is not None and body.get("job") is None:
             self._refuse_workflow_job(template_id, int(body["workflow_job"]))
         job_id = body.get("job", body.get("id"))
         if job_id is None:
             raise AWXError(f"AWX accepted the launch of template {template_id} but named no job; "
                            "look it up before launching again.", kind="server", status_code=201)
-        result = LaunchResult(job_id=int(job_id), status=str(body.get("status", "pending")),
+        result = LaunchResult(job_id=int(job_id), status=str(body.get("status", AwxStatus.PENDING)),
                               ignored_fields=dict(body.get("ignored_fields") or {}))
         log.info("launched AWX job %s from template %s (limit %s, job_type %s)", result.job_id, template_id,
                  limit, job_type)
@@ -324,7 +238,7 @@ class AWXClient:
         for row in self._pages(f"job_templates/{template_id}/jobs/", params):
             if "extra_vars" not in row:
                 row = self.get_job(int(row["id"]))
-            carried = _parse_extra_vars(row.get("extra_vars")).get("patchpilot_request_id")
+            carried = parse_extra_vars(row.get("extra_vars")).get("patchpilot_request_id")
             if carried is not None and str(carried) == str(request_id):
                 found.setdefault(int(row["id"]), row)
         return [found[job_id] for job_id in sorted(found)]
@@ -382,8 +296,8 @@ class AWXClient:
                               accept=(202, 403, 405))
         if response.status_code == 403:
             status = self.get_job(job_id).get("status")
-            if status in JOB_ACTIVE:
-                raise self._error_for(response, f"cancel of job {job_id}")
+            if status in AWX_ACTIVE:
+                raise error_for(response, f"cancel of job {job_id}", self._redact)
             log.info("AWX job %s had already finished (%s); nothing to cancel", job_id, status)
             return False
         if response.status_code == 405:
@@ -401,13 +315,13 @@ class AWXClient:
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         response = self._send("GET", self._url(path), params=params, what=f"GET {path}")
-        return self._json(response)
+        return json_body(response)
 
     def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
         url: str | None = self._url(path)
         query: dict[str, Any] | None = params
         while url:
-            page = self._json(self._send("GET", url, params=query, what=f"GET {path}"))
+            page = json_body(self._send("GET", url, params=query, what=f"GET {path}"))
             yield from page.get("results", [])
             url = self._url(page["next"]) if page.get("next") else None
             query = None  # `next` carries the whole query
@@ -418,43 +332,43 @@ class AWXClient:
         retrying = Retrying(
             stop=stop_after_attempt(self._attempts),
             wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
+            retry=retry_if_exception_type(Transient),
             sleep=self._counted_sleep,
             before_sleep=self._log_retry,
             reraise=True,
         )
         try:
             response = retrying(self._attempt, method, url, params)
-        except _Transient as exc:
+        except Transient as exc:
             attempts = "attempt" if self._attempts == 1 else "attempts"
             raise AWXError(f"AWX did not answer the {what} after {self._attempts} {attempts}: {exc.reason}",
                            kind=exc.kind, status_code=exc.status_code, retryable=True) from None
         if response.is_success or response.status_code in accept:
             return response
-        raise self._error_for(response, what)
+        raise error_for(response, what, self._redact)
 
     def _attempt(self, method: str, url: str, params: dict[str, Any] | None) -> httpx.Response:
         try:
             response = self._http.request(method, url, params=params)
         except httpx.TimeoutException:
-            raise _Transient(f"timed out after {self._timeout:g} s", kind="timeout") from None
+            raise Transient(f"timed out after {self._timeout:g} s", kind="timeout") from None
         except httpx.TransportError as exc:
-            raise _Transient(f"connection failed ({type(exc).__name__})", kind="connection") from None
+            raise Transient(f"connection failed ({type(exc).__name__})", kind="connection") from None
         if response.status_code == 429 or response.status_code >= 500:
-            raise _Transient(_status_line(response), kind="server", status_code=response.status_code,
-                             retry_after=_retry_after_seconds(response.headers.get("Retry-After")))
+            raise Transient(status_line(response), kind="server", status_code=response.status_code,
+                             retry_after=retry_after_seconds(response.headers.get("Retry-After")))
         if response.is_redirect:
             # AWX redirects every request (302 to /migrations_notran/) while an upgrade runs its migrations;
             # never followed (a redirect would drop the token or land on a login page): waited out like a 503.
-            raise _Transient(f"{_status_line(response)} to {response.headers.get('Location', '?')} (an upgrade "
+            raise Transient(f"{status_line(response)} to {response.headers.get('Location', '?')} (an upgrade "
                              "in progress?)", kind="server", status_code=response.status_code,
-                             retry_after=_retry_after_seconds(response.headers.get("Retry-After")))
+                             retry_after=retry_after_seconds(response.headers.get("Retry-After")))
         return response
 
     def _wait(self, state: RetryCallState) -> float:
         """Honour Retry-After when the gateway sends one, else exponential backoff with jitter; both capped."""
         failure = state.outcome.exception() if state.outcome else None
-        if isinstance(failure, _Transient) and failure.retry_after is not None:
+        if isinstance(failure, Transient) and failure.retry_after is not None:
             return min(failure.retry_after, self._max_wait)
         return self._backoff(state)
 
@@ -462,32 +376,6 @@ class AWXClient:
         failure = state.outcome.exception() if state.outcome else None
         log.warning("AWX call failed (%s), attempt %d of %d; retrying in %.1f s", failure,
                     state.attempt_number, self._attempts, state.next_action.sleep if state.next_action else 0.0)
-
-    def _error_for(self, response: httpx.Response, what: str) -> AWXError:
-        """A final answer (no retry left or none allowed) as a readable, token-free AWXError."""
-        status = response.status_code
-        reason = self._redact(_describe_body(response))
-        if status == 401:
-            return AWXError(f"AWX rejected the token (401): {reason}", kind="auth", status_code=401)
-        if status == 403:
-            return AWXError(f"AWX refused the {what} for this token (403): {reason}", kind="auth", status_code=403)
-        if status == 404:
-            return AWXError(f"AWX found nothing for the {what} (404): {reason}", kind="not_found", status_code=404)
-        if status == 429 or status >= 500:
-            return AWXError(f"AWX failed the {what}: {_status_line(response)}: {reason}", kind="server",
-                            status_code=status)
-        return AWXError(f"AWX refused the {what} ({status}): {reason}", kind="bad_request", status_code=status)
-
-    def _json(self, response: httpx.Response) -> dict[str, Any]:
-        try:
-            body = response.json()
-        except ValueError:
-            raise AWXError(f"AWX answered {response.request.url.path} with something that is not JSON "
-                           "(a login page from a proxy?).", kind="server", status_code=response.status_code) from None
-        if not isinstance(body, dict):
-            raise AWXError(f"AWX answered {response.request.url.path} with an unexpected body.", kind="server",
-                           status_code=response.status_code)
-        return body
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "***")

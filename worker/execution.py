@@ -1,7 +1,7 @@
 """What other packages imported from `worker.execution` before the worker was split, with the signatures they
 call. The work itself lives in `worker.launch`, `worker.jobs`, `worker.follow`, `worker.events`, `worker.finish` and
-`worker.sweep`, which receive their configuration; these wrappers, for callers outside the worker's tasks (the
-API's `mark_queued`, benchmarks, tests of other packages), read it the way the tasks do.
+`worker.sweep`, which receive their configuration; these wrappers, for callers outside the worker's tasks
+(benchmarks, tests of other packages), read it the way the tasks do. (`mark_queued` is `worker.dispatch`'s now.)
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from worker.awx_client import AWXClient
 from worker.event_rows import trim_event_data
 from worker.follow import claim_due as _claim_due
 from worker.job_status import JobStatuses
-from worker.sweep import mark_queued
 
-__all__ = ["apply_event", "claim_due", "follow_round", "launch", "mark_queued", "poll", "trim_event_data"]
+__all__ = ["apply_event", "claim_due", "follow_round", "launch", "poll", "trim_event_data"]
 
 
 def _follower(client: AWXClient, statuses: JobStatuses | None) -> follow.Follower:

@@ -15,7 +15,7 @@ from core.models import HostResult, PatchRequest, utcnow
 from core.observability import DUPLICATE_JOBS
 from core.settings import Settings
 from core.states import APPROVED, LAUNCHING, QUEUED, RUNNING, audit, transition
-from core.statuses import HostStatus
+from core.statuses import AwxStatus, HostStatus
 from worker.awx_client import AWXClient, AWXError
 from worker.finish import WORKER
 from worker.follow import first_poll_in
@@ -58,7 +58,7 @@ def cancel_duplicates(request_id: str, kept: int | None, extra: list[dict[str, A
     for job in extra:
         job_id = int(job["id"])
         try:
-            outcome = "canceled" if client.cancel(job_id) else "already finished"
+            outcome = AwxStatus.CANCELED if client.cancel(job_id) else "already finished"
         except AWXError as exc:
             outcome = f"cancel failed: {exc}"
         records.append({"job_id": job_id, "status": job.get("status"), "cancel": outcome, "found_by": found_by,

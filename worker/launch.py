@@ -215,7 +215,7 @@ def prove_launch(request_id: str, token: str, settings: Settings) -> bool:
 def _launch_failed(request_id: str, token: str, snapshot: LaunchSnapshot, exc: AWXError, settings: Settings) -> str:
     if exc.kind == "auth":
         finish_launch(request_id, token, ERROR, f"AWX rejected the token: {exc}")
-        return "error"
+        return "token_refused"
     if exc.kind in _REFUSED_KINDS:
         finish_launch(request_id, token, FAILED, str(exc))
         return "refused"

@@ -15,7 +15,7 @@ from core.settings import Settings
 from core.states import APPROVED, EXPIRED, LAUNCHING, PROPOSED, QUEUED, IllegalTransition, Stage, transition
 from worker import dispatch
 
-SYSTEM = "system"  # the actor of changes nobody asked for (expiry, queueing)
+SYSTEM = "system"  # the actor of changes nobody asked for (the expiry)
 RE_DRIVEN = (APPROVED, QUEUED, LAUNCHING)
 
 
@@ -23,7 +23,7 @@ def sweep(settings: Settings) -> dict[str, int]:
     """Expire old proposals and enqueue the launch of requests stuck before their job is known."""
     now = utcnow()
     stuck_before = now - timedelta(seconds=settings.stuck_after_seconds)
-    counts = {"expired": 0, "relaunched": 0, "queued": 0}
+    counts = {"proposals_expired": 0, "relaunched": 0}
     with session_scope() as session:
         proposals: Iterable[PatchRequest] = session.execute(
             select(PatchRequest).where(col(PatchRequest.state) == PROPOSED, col(PatchRequest.expires_at) < now)
@@ -31,28 +31,13 @@ def sweep(settings: Settings) -> dict[str, int]:
         for req in proposals:
             try:
                 transition(session, req, EXPIRED, actor=SYSTEM, reason="not approved in time", stage=Stage.PENDING)
-                counts["expired"] += 1
+                counts["proposals_expired"] += 1
             except IllegalTransition:
                 pass
         to_launch: Sequence[str] = session.execute(select(col(PatchRequest.id)).where(
             col(PatchRequest.state).in_(RE_DRIVEN), col(PatchRequest.updated_at) < stuck_before)).scalars().all()
     for request_id in to_launch:
-        if dispatch.enqueue_launch(request_id):
+        if dispatch.enqueue_launch(request_id):  # which marks an approved one queued, and touches the others
             counts["relaunched"] += 1
-            mark_queued(request_id)
     return counts
 
-
-def mark_queued(request_id: str) -> None:
-    """approved -> queued once the launch message is on the broker (and touch `queued` ones for the sweep)."""
-    with session_scope() as session:
-        req = session.get(PatchRequest, request_id)
-        if req is None:
-            return
-        if req.state == APPROVED:
-            try:
-                transition(session, req, QUEUED, actor=SYSTEM, reason="launch enqueued")
-            except IllegalTransition:
-                pass
-        elif req.state in (QUEUED, LAUNCHING):
-            req.updated_at = utcnow()

@@ -4,6 +4,7 @@ tricks). Through the rules parser and through the agent with a fake model that p
 zero approvals, zero launches, and never a host the text did not name."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,6 @@ def test_the_whole_set_through_the_api_approves_and_launches_nothing(api, awx_do
     for provider in ("none", "openai"):
         llm.set_model_factory(factory if provider == "openai" else None)
         try:
-            import os
-
             from core.settings import reset_settings_cache
 
             os.environ.update(LLM_PROVIDER=provider, LLM_MODEL="attacker")

@@ -4,6 +4,7 @@ double), are stored as snapshots in PostgreSQL and serve the parser, the validat
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -326,8 +327,6 @@ def test_a_host_removed_between_proposal_and_launch_is_refused(awx_source):
 
 @pytest.mark.integration
 def test_an_unchanged_inventory_keeps_its_snapshot_and_a_new_one_is_built_beside_the_chat(awx_source):
-    import time
-
     from core.inventory_sync import current_catalog, sync_inventory, sync_status
 
     first = sync_inventory()

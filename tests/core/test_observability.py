@@ -2,6 +2,7 @@
 
 import json
 import logging
+import sys
 
 from core.observability import JsonFormatter, _ContextFilter, bind_request
 
@@ -42,8 +43,6 @@ def test_json_log_lines_keep_the_traceback_as_a_string():
     try:
         {}["missing"]
     except KeyError:
-        import sys
-
         record = logging.LogRecord("patchpilot.worker", logging.ERROR, __file__, 1, "poll failed", (), sys.exc_info())
     _ContextFilter().filter(record)
     body = json.loads(JsonFormatter().format(record))

@@ -126,7 +126,8 @@ def _fleet_problem(exc: BaseException, files: dict[str, tuple[Path | None, str]]
         inventory_path, inventory_label = files["inventory"]
         return f"{inventory_label} {inventory_path}: {inventory_problem}"
     groups_path, groups_label = files["patch_groups"]
-    for name, body in (parsed.get("patch_groups") or {}).items():
+    groups = parsed.get("patch_groups")
+    for name, body in (groups if isinstance(groups, dict) else {}).items():
         if not isinstance(body, dict) or "job_template" not in body:
             return f"{groups_label} {groups_path}: patch group {name!r} needs a mapping with a job_template"
     inventory_path, inventory_label = files["inventory"]

@@ -48,11 +48,11 @@ def console_lines(run: Run) -> list[str]:
     latency = run.latency()
     lines.append(f"latency per case: p50 {latency['p50']:.3f} ms, p95 {latency['p95']:.3f} ms, "
                  f"max {latency['max']:.3f} ms")
-    used = [r for r in run.results if r.llm_calls is not None]
-    if used:
-        calls = sum(r.llm_calls for r in used) / len(used)
-        tokens = sum(r.llm_tokens or 0 for r in used) / len(used)
-        lines.append(f"model calls per case: mean {calls:.2f}, max {max(r.llm_calls for r in used)}; "
+    call_counts = [r.llm_calls for r in run.results if r.llm_calls is not None]
+    if call_counts:
+        calls = sum(call_counts) / len(call_counts)
+        tokens = sum(r.llm_tokens or 0 for r in run.results if r.llm_calls is not None) / len(call_counts)
+        lines.append(f"model calls per case: mean {calls:.2f}, max {max(call_counts)}; "
                      f"tokens per case: mean {tokens:.0f} (prompt {run.prompt_version}, model {run.model})")
     return lines
 

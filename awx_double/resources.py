@@ -57,8 +57,8 @@ def host(state: DoubleState, base: str, name: str) -> dict[str, Any]:
             "inventory": _inventory_summary(),
             # AWX lists at most 5 of the host's direct groups here, by id, with the full count beside them.
             "groups": {"count": len(groups),
-                       "results": sorted(({"id": state.group_ids[g], "name": g} for g in groups),
-                                         key=lambda g: g["id"])[:5]},
+                       "results": [{"id": state.group_ids[g], "name": g}
+                                   for g in sorted(groups, key=lambda g: state.group_ids[g])[:5]]},
         },
         "related": {"inventory": f"{base}inventories/{INVENTORY_ID}/"},
     }

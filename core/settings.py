@@ -127,8 +127,7 @@ class Settings(BaseSettings):
     first_poll_seconds: float = Field(
         default=1.0, gt=0,
         description="After the launch, the first poll of a job comes this much later, when its first events are "
-        "likely (the launch POST is not a poll); a poll that finds no events yet is repeated once after the same "
-        "pause, then FOLLOW_POLL_SECONDS applies.",
+        "likely (the launch POST is not a poll); from then on FOLLOW_POLL_SECONDS applies.",
     )
     follow_tick_seconds: float = Field(
         default=0.5, gt=0, description="How often the beat starts a follow round (polls whatever is due)."

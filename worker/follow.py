@@ -185,16 +185,14 @@ def _poll_target(target: FollowTarget, follower: Follower) -> bool:
         req = session.get(PatchRequest, target.request_id, with_for_update=True)
         if req is None or req.state != RUNNING:
             return False
-        first_poll, no_events_yet = req.last_polled_at is None, req.event_cursor == 0 and not events
         store_events(session, req, events, settings, follower.stage_map, template_of(req, settings, follower.catalog))
         if job is not None:
             req.awx_status = job.get("status")
         elif events and req.awx_status not in AWX_TERMINAL:
             req.awx_status = AwxStatus.RUNNING  # events are coming: it runs, whatever the last status read said
         now = utcnow()
-        quiet_start = first_poll and no_events_yet and (job is None or job.get("status") in AWX_ACTIVE)
         req.last_polled_at = now
-        req.next_poll_at = now + timedelta(seconds=next_poll_in(settings, quiet_start=quiet_start))
+        req.next_poll_at = now + timedelta(seconds=settings.follow_poll_seconds)
         req.follow_failures = 0
         req.updated_at = now
         if finished and job is not None:
@@ -206,14 +204,9 @@ def _poll_target(target: FollowTarget, follower: Follower) -> bool:
 
 
 def first_poll_in(settings: Settings) -> float:
-    """Seconds from the launch to a job's first poll: FIRST_POLL_SECONDS, never more than a normal interval."""
+    """Seconds from the launch to a job's first poll: FIRST_POLL_SECONDS, never more than a normal interval. The
+    launch POST is not a poll; after the first poll the contract's cadence (FOLLOW_POLL_SECONDS, >= 2 s) holds."""
     return min(settings.first_poll_seconds, settings.follow_poll_seconds)
-
-
-def next_poll_in(settings: Settings, *, quiet_start: bool) -> float:
-    """Seconds to the next poll of a job: the first poll's pause once more after a first poll that found the job
-    not started yet (no events), else FOLLOW_POLL_SECONDS, the contract's cadence."""
-    return first_poll_in(settings) if quiet_start else settings.follow_poll_seconds
 
 
 def _wait_for_event_processing(session, req: PatchRequest, job: dict[str, Any], settings: Settings) -> bool:

@@ -353,14 +353,13 @@ def _pause_after_poll(request_id: str) -> float:
 
 
 @pytest.mark.integration
-def test_a_job_with_no_events_yet_is_polled_again_after_the_first_poll_pause_once(db, stack_env):
+def test_after_the_first_poll_a_job_is_polled_at_the_contracts_cadence_even_before_its_first_event(db, stack_env):
+    """AWX's contract: one job is not polled more often than every 2 to 3 s. Only the first poll comes early."""
     awx = _NotStartedYet()
     follower = follow.Follower(awx, DirectJobStatus(awx), get_settings().model_copy(
         update={"first_poll_seconds": 0.7, "follow_poll_seconds": 2.5}), get_catalog(), get_stage_map())
     request_id = _running_request(90001)
     assert follow.poll(request_id, follower)  # the first poll finds the job pending, no events
-    assert _pause_after_poll(request_id) == pytest.approx(0.7, abs=0.01)
-    assert follow.poll(request_id, follower)  # still nothing: from now on the contract's cadence
     assert _pause_after_poll(request_id) == pytest.approx(2.5, abs=0.01)
     awx.started = True
     assert follow.poll(request_id, follower)
@@ -369,16 +368,9 @@ def test_a_job_with_no_events_yet_is_polled_again_after_the_first_poll_pause_onc
         req = session.get(PatchRequest, request_id)
         assert req.event_cursor == 1 and req.awx_status == "running"
 
-    # A job whose first poll already finds events is polled at the contract's cadence at once.
-    other = _running_request(90002)
-    assert follow.poll(other, follower)
-    assert _pause_after_poll(other) == pytest.approx(2.5, abs=0.01)
-
 
 def test_the_first_poll_pause_is_never_longer_than_the_normal_one():
     settings = get_settings().model_copy(update={"first_poll_seconds": 1.0, "follow_poll_seconds": 2.5})
     assert follow.first_poll_in(settings) == 1.0
-    assert follow.next_poll_in(settings, quiet_start=True) == 1.0
-    assert follow.next_poll_in(settings, quiet_start=False) == 2.5
     slow = settings.model_copy(update={"first_poll_seconds": 5.0})
-    assert follow.first_poll_in(slow) == 2.5 == follow.next_poll_in(slow, quiet_start=True)
+    assert follow.first_poll_in(slow) == 2.5

@@ -20,6 +20,12 @@ class ChatIn(BaseModel):
     text: str = Field(min_length=1, max_length=get_settings().max_chat_chars, description="What the operator typed.")
 
 
+class PackageView(BaseModel):
+    name: str
+    old: str | None = Field(default=None, description="installed version before; none for a new package")
+    new: str | None = Field(default=None, description="version after; none for a removed package")
+
+
 class HostView(BaseModel):
     name: str
     status: str = HostStatus.PENDING
@@ -29,6 +35,9 @@ class HostView(BaseModel):
     unreachable: int = 0
     skipped: int = 0
     message: str | None = None
+    packages: list[PackageView] = Field(
+        default_factory=list,
+        description="packages the run changed on the host or, in a dry run, would change (from its package tasks)")
 
 
 class StageView(BaseModel):

@@ -99,6 +99,25 @@ def reboot_required(host: str, update_scope: str) -> bool:
     return update_scope == "full" or zlib.crc32(host.encode()) % 2 == 0
 
 
+# What the updates bring, per scope: (package, installed, offered) in dnf's epoch:version-release form.
+_UPDATES = {
+    "security": [("openssl-libs", "1:3.0.7-25.el9", "1:3.0.7-27.el9"), ("glibc", "2.34-100.el9", "2.34-125.el9")],
+    "security_bugfix": [("openssl-libs", "1:3.0.7-25.el9", "1:3.0.7-27.el9"), ("glibc", "2.34-100.el9", "2.34-125.el9"),
+                        ("systemd", "252-32.el9", "252-46.el9")],
+}
+_KERNEL = ("kernel-core", "5.14.0-427.el9", "5.14.0-503.el9")
+
+
+def package_lines(host: str, update_scope: str) -> list[str]:
+    """dnf's `results` for the update task (ansible-core's dnf module, check mode included): the new package
+    installed and the old one removed, per package; a kernel where the host will want a reboot."""
+    updates = list(_UPDATES.get(update_scope, [*_UPDATES["security_bugfix"], ("bash", "5.1.8-6.el9", "5.1.8-9.el9")]))
+    if reboot_required(host, update_scope):
+        updates.append(_KERNEL)
+    return [line for name, old, new in updates
+            for line in (f"Installed: {name}-{new}.x86_64", f"Removed: {name}-{old}.x86_64")]
+
+
 class _Recorder:
     """Collects events with a relative cost; `plan_run` later spreads them over the running window."""
 
@@ -138,7 +157,8 @@ def _host_result(play: str, task: str, host: str, options: RunOptions) -> tuple[
             msg = "Depsolve Error occurred: package conflicts with an installed package"
             return "runner_on_failed", False, {"changed": False, "failed": True, "msg": msg, "rc": 1}
         return "runner_on_ok", not dry_run, {"changed": not dry_run, "msg": "Updates applied" if not dry_run
-                                             else "Check mode: updates would be applied"}
+                                             else "Check mode: updates would be applied",
+                                             "results": package_lines(host, options.update_scope)}
     if task == "Check whether a reboot is required":
         return "runner_on_ok", False, {"changed": False,
                                        "reboot_required": reboot_required(host, options.update_scope)}
@@ -214,9 +234,12 @@ def plan_run(hosts: list[str], options: RunOptions) -> RunPlan:
                     count("dark", host)
                 if failed:
                     alive.remove(host)  # a failed or unreachable host gets no further tasks
+                data = {"play": play, "task": task, "host": host, "res": res}
+                if task.startswith("Apply updates"):
+                    data["resolved_action"] = "ansible.builtin.dnf"
                 rec.emit(weight / len(hosts), event=event, play=play, task=task, host_name=host,
                          changed=changed, failed=failed, stdout=_result_stdout(event, host, changed, res),
-                         event_data={"play": play, "task": task, "host": host, "res": res})
+                         event_data=data)
     totals = {key: dict(sorted(per_host.items())) for key, per_host in stats.items()}
     rec.emit(_PLAY_START_WEIGHT, event="playbook_on_stats", stdout=_recap(totals, hosts),
              event_data={**totals, "processed": dict.fromkeys(hosts, 1), "playbook": PLAYBOOK, "artifact_data": {}})

@@ -140,6 +140,8 @@ class HostResult(SQLModel, table=True):
     unreachable: int = 0
     skipped: int = 0
     message: str | None = Field(default=None, sa_column=Column(Text))
+    # [{"name", "old", "new"}]: what the package tasks changed, or in a dry run would change (core.package_changes)
+    packages: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class RequestStage(SQLModel, table=True):

@@ -25,6 +25,14 @@ class ApiModel(BaseModel):
 # --- requests -----------------------------------------------------------------------------------
 
 
+class PackageChange(ApiModel):
+    """A package a run changed on a host or, in a dry run, would change (the API's PackageView)."""
+
+    name: str
+    old: str | None = None
+    new: str | None = None
+
+
 class HostResult(ApiModel):
     """One host of a request and its results (the API's HostView)."""
 
@@ -36,6 +44,7 @@ class HostResult(ApiModel):
     unreachable: int = 0
     skipped: int = 0
     message: str | None = None
+    packages: list[PackageChange] = []
 
 
 class StageEntry(ApiModel):

@@ -2,7 +2,8 @@
 
 `runner_on_start` (one per host per task) marks a host running; a task's result (ok, failed, unreachable, skipped,
 async) sets its state from the results so far; item events keep it running, and a failed item keeps its own reason,
-which the task's "One or more items failed" never overwrites. A host that failed once stays failed.
+which the task's "One or more items failed" never overwrites. A host that failed once stays failed. The packages a
+package task changed (in a dry run: would change) are kept per host (`core.package_changes`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import re
 
 from core.models import HostResult
+from core.package_changes import merge, package_changes
 from core.statuses import HOST_FAILED, HostStatus
 
 _TASK_RESULTS = {"runner_on_ok": HostStatus.OK, "runner_on_async_ok": HostStatus.OK,
@@ -61,6 +63,9 @@ def _count_result(row: HostResult, result: HostStatus, task: str, data: dict, e:
     if result == HostStatus.OK:
         row.ok += 1
         row.changed += 1 if e.get("changed") or res.get("changed") else 0
+        packages = package_changes(data.get("resolved_action"), res)
+        if packages:  # a new list, so the JSON column sees the change
+            row.packages = merge(row.packages or [], packages)
     elif result == HostStatus.SKIPPED:
         row.skipped += 1
     elif result == HostStatus.FAILED:

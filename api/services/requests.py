@@ -72,7 +72,7 @@ _HOSTS_JSON: ScalarSelect[Any] = (
     select(func.json_agg(func.json_build_object(
         "host", HostResult.host, "status", HostResult.status, "ok", HostResult.ok, "changed", HostResult.changed,
         "failed", HostResult.failed, "unreachable", HostResult.unreachable, "skipped", HostResult.skipped,
-        "message", HostResult.message)))
+        "message", HostResult.message, "packages", HostResult.packages)))
     .where(col(HostResult.request_id) == col(PatchRequest.id)).correlate(PatchRequest).scalar_subquery()
 )
 _STAGES_JSON: ScalarSelect[Any] = (
@@ -128,7 +128,8 @@ def _rows(value: object) -> list[dict[str, Any]]:
 def build_view(req: PatchRequest, host_rows: list[dict], stage_rows: list[dict], catalog: Catalog,
                settings: Settings) -> RequestView:
     by_host = {row["host"]: row for row in host_rows}
-    hosts = [HostView(**{k: v for k, v in row.items() if k != "host"}, name=name) if (row := by_host.get(name))
+    hosts = [HostView(**{k: v for k, v in row.items() if k != "host"} | {"packages": row.get("packages") or []},
+                      name=name) if (row := by_host.get(name))
              else HostView(name=name) for name in req.hosts]
     if req.check_mode:
         # apt and dnf report `changed` in check mode: nothing changed, something would.

@@ -22,7 +22,7 @@ def test_chat_proposes_without_launching(api, awx_double):
     proposal = body["proposal"]
     assert proposal["state"] == "proposed"
     assert proposal["hosts"] == [{"name": "web-01", "status": "pending", "ok": 0, "changed": 0, "failed": 0,
-                                  "unreachable": 0, "skipped": 0, "message": None}]
+                                  "unreachable": 0, "skipped": 0, "message": None, "packages": []}]
     assert proposal["patch_group"] == "Group-1"
     assert proposal["patch_group_description"].startswith("Security updates only")
     assert proposal["reboot"] == "if_needed" and proposal["check_mode"] is False

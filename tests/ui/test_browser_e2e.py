@@ -345,6 +345,8 @@ def test_four_eyes_hand_off_live_run_and_notifications_in_two_browsers(stack, br
             expect(body.get_by_text("Post-checks passed", exact=True)).to_be_visible()
             expect(body).not_to_contain_text("in progress")
             expect(body).not_to_contain_text("Traceback")
+            # What the run changed, package by package, from its package task's results.
+            expect(body.get_by_text(re.compile(r"^Packages changed: \d+ on 1 host$"))).to_be_visible()
             text = body.inner_text()
             found = re.search(r"AWX job (\d+) · ✅ succeeded", text)
             assert found, (who, text)

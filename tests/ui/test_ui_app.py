@@ -605,9 +605,17 @@ def test_progress_view_shows_completion_truthful_timeline_and_host_table(backend
     backend.tasks[req["id"]] = [{"counter": 9, "at": now_iso(), "play": "Patching", "task": "Apply updates (security)",
                                  "host": "web-01", "result": "would change", "message": "Updates applied"}]
     req["stages"].insert(2, {"stage": "reboot", "label": "Reboot in progress", "at": now_iso(-10)})
+    req["hosts"][0]["packages"] = [{"name": "libssl3", "old": "3.0.15-1", "new": "3.0.17-1"},
+                                   {"name": "tzdata", "old": None, "new": "2025b-0"}]
     at.run()
     assert not at.exception
     text = all_text(at)
+    # The dry run lists what would change, host by host, from which version to which.
+    packages = next(e for e in at.expander if e.label.startswith("Packages that would change"))
+    assert packages.label == "Packages that would change: 2 on 1 host"
+    assert at.dataframe[1].value.to_dict("records") == [
+        {"host": "web-01", "package": "libssl3", "from": "3.0.15-1", "to": "3.0.17-1"},
+        {"host": "web-01", "package": "tzdata", "from": "(new)", "to": "2025b-0"}]
     # Finished stages in the past tense, the skipped reboot as skipped: nothing "in progress" after the end.
     assert "Pre-checks passed" in text and "Post-checks passed" in text and "Patched" in text
     assert "Reboot skipped (dry run)" in text

@@ -74,6 +74,11 @@ def test_a_host_whose_task_has_started_is_running_not_ok(db, stack_env) -> None:
         _store(session, req, rows[cut + 4:])
         hosts = _hosts(session, req.id)
         assert hosts["web-01"].status == "changed" and hosts["web-01"].changed == 2  # apt, in check mode
+        # apt's simulation in the recorded run lists each package it would upgrade, from and to which version
+        packages = {p["name"]: p for p in hosts["web-01"].packages}
+        assert len(packages) > 10 and packages["libgcrypt20"] == {
+            "name": "libgcrypt20", "old": "1.10.1-3", "new": "1.10.1-3+deb12u1"}
+        assert hosts["web-02"].packages == hosts["web-01"].packages  # both hosts were the recording machine
         session.rollback()
 
 
@@ -198,6 +203,7 @@ def test_a_recorded_failure_shows_the_failed_items_reason_in_the_api(own_databas
 
 @pytest.mark.integration
 def test_a_dry_runs_task_output_says_would_change(own_database, awx_double) -> None:
+    from api.services.requests import read_view
     from api.services.timeline import recent_tasks
     from core.db import get_engine
 
@@ -207,7 +213,11 @@ def test_a_dry_runs_task_output_says_would_change(own_database, awx_double) -> N
         assert _follow(request_id, client).state == "succeeded"
     with Session(get_engine()) as session:
         results = {t["result"] for t in recent_tasks(session, request_id, check_mode=True)}
+        view = read_view(session, request_id, get_catalog(), get_settings())
     assert "would change" in results and "changed" not in results
+    # the API's view of the dry run lists the packages apt would upgrade on the host
+    packages = {p.name: (p.old, p.new) for p in view.hosts[0].packages}
+    assert view.hosts[0].name == "web-01" and packages["libgcrypt20"] == ("1.10.1-3", "1.10.1-3+deb12u1")
 
 
 @pytest.mark.integration

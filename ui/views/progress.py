@@ -157,6 +157,20 @@ def _hosts(req: LiveRequest) -> None:
     # a dry run changes nothing: apt and dnf's "changed" in check mode means "would change"
     config["changed"] = st.column_config.NumberColumn(WOULD_CHANGE if req.check_mode else "changed")
     st.dataframe(rows, hide_index=True, column_config=config)
+    _packages(req)
+
+
+def _packages(req: LiveRequest) -> None:
+    """Which packages the run changed or, in a dry run, would change: host, package, from and to version."""
+    rows = [{"host": host.name, "package": p.name, "from": p.old or "(new)", "to": p.new or "(removed)"}
+            for host in req.hosts for p in host.packages]
+    if not rows:
+        return
+    hosts = len({row["host"] for row in rows})
+    title = (f"Packages that would change: {len(rows)} on {hosts} host{'s' if hosts != 1 else ''}" if req.check_mode
+             else f"Packages changed: {len(rows)} on {hosts} host{'s' if hosts != 1 else ''}")
+    with st.expander(title, expanded=req.check_mode):
+        st.dataframe(rows, hide_index=True)
 
 
 def _cancel(base_url: str, live: Live, meta: Meta) -> None:

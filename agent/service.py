@@ -131,7 +131,7 @@ REBOOT_WORDS = REBOOT_LABELS
 def describe_targets(hosts: list[str], catalog: Catalog) -> str:
     by_env: dict[str, list[str]] = {}
     for host in hosts:
-        env = catalog.environment_of(host) or "other"
+        env = catalog.environment_or_other(host)
         by_env.setdefault(env, []).append(host)
     return "; ".join(f"{env}: {', '.join(sorted(names))}" for env, names in sorted(by_env.items()))
 

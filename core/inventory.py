@@ -19,6 +19,9 @@ import yaml
 from core.policy import Policy, load_policy
 from core.vocabulary import Vocabulary
 
+# Where hosts that belong to no environment are listed (a heading, never an environment's name).
+NO_ENVIRONMENT = "other"
+
 
 @dataclass(frozen=True)
 class Host:
@@ -138,6 +141,10 @@ class Catalog:
 
     def environment_of(self, host: str) -> str | None:
         return self.vocabulary.environment_of(host)
+
+    def environment_or_other(self, host: str) -> str:
+        """The host's environment, or NO_ENVIRONMENT where hosts the inventory gives none are listed."""
+        return self.environment_of(host) or NO_ENVIRONMENT
 
     def is_refused(self, host: str) -> bool:
         """Kept out of chat by the inventory (patch_from_chat: false, or disabled in AWX) or by the policy file."""

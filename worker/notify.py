@@ -75,7 +75,7 @@ def request_link(settings: Settings, request_id: str) -> str:
 def _hosts_text(req: PatchRequest, catalog: Catalog) -> str:
     by_env: dict[str, list[str]] = {}
     for host in req.hosts:
-        by_env.setdefault(catalog.environment_of(host) or "other", []).append(host)
+        by_env.setdefault(catalog.environment_or_other(host), []).append(host)
     production = catalog.policy.production()
     ordered = sorted(by_env, key=lambda env: (env not in production, env))
     return "; ".join(f"{env}: {', '.join(by_env[env])}" for env in ordered)

@@ -37,7 +37,6 @@ STAGE_PROGRESS: dict[str, float] = {Stage.PENDING: 0.0, Stage.PRECHECKS: 0.15, S
 STAGE_WORDS: dict[str, str] = {stage.value: label for stage, label in STAGE_LABELS.items()}
 # The audit reason of a proposal that a newer one of its conversation took the place of (the live view says so).
 REPLACED_REASON = "replaced by a newer proposal"
-NO_ENVIRONMENT = "other"  # where hosts the inventory gives no environment are listed (not an environment's name)
 
 
 def stage_label(req: PatchRequest) -> str:
@@ -62,8 +61,8 @@ def same_person(a: str | None, b: str | None) -> bool:
 
 
 def environment_of(catalog: Catalog, host: str) -> str:
-    """The host's environment from the fleet's data, or NO_ENVIRONMENT for a host the inventory gives none."""
-    return catalog.environment_of(host) or NO_ENVIRONMENT
+    """The host's environment from the fleet's data, or `core.inventory.NO_ENVIRONMENT` for a host without one."""
+    return catalog.environment_or_other(host)
 
 
 # A request's host results and stage timeline as two JSON columns of the request's own row: a status read is one

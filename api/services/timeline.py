@@ -75,7 +75,7 @@ def meta(catalog: Catalog) -> dict[str, Any]:
     `api.routes.meta`)."""
     production = sorted(catalog.policy.production())
     envs = list(catalog.policy.environments) or sorted(
-        {catalog.environment_of(h) or "other" for h in catalog.inventory.hosts})
+        {catalog.environment_or_other(h) for h in catalog.inventory.hosts})
     order = production + [e for e in envs if e not in production]
     return {
         "states": [{"state": s, "value": s, "label": STATE_LABELS.get(s, s), "icon": STATE_ICONS.get(s, "•"),
@@ -238,7 +238,7 @@ def refusals(caller: Principal, req: Mapping[str, Any], catalog: Catalog, *, sam
             elif not catalog.policy.allow_self_approval_non_production:
                 out["approve"] = "the policy does not allow approving your own request"
         if out["approve"] is None:
-            envs = {catalog.environment_of(h) or "other" for h in hosts if h in catalog.inventory.hosts}
+            envs = {catalog.environment_or_other(h) for h in hosts if h in catalog.inventory.hosts}
             window = catalog.policy.when_refused(envs, utcnow())
             if window:
                 out["approve"] = f"cannot approve now: {window}"
@@ -315,7 +315,7 @@ def inbox(session: Session, caller: Principal, catalog: Catalog, *, same_person,
 def inbox_item(req: PatchRequest, catalog: Catalog, now: datetime) -> dict[str, Any]:
     by_env: dict[str, list[str]] = {}
     for name in req.hosts:
-        by_env.setdefault(catalog.environment_of(name) or "other", []).append(name)
+        by_env.setdefault(catalog.environment_or_other(name), []).append(name)
     return {"id": req.id, "requested_by": req.requested_by, "hosts": list(req.hosts), "hosts_by_environment": by_env,
             "production": any(catalog.is_production(h) for h in req.hosts), "patch_group": req.patch_group,
             "reboot": req.reboot, "check_mode": req.check_mode, "conversation_id": req.conversation_id,

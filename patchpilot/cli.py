@@ -3,6 +3,8 @@
     patchpilot up        start everything (embedded PostgreSQL/Redis/AWX double unless URLs are configured)
     patchpilot migrate   apply database migrations to DATABASE_URL
     patchpilot inventory sync|status   the inventory from AWX (INVENTORY_SOURCE=awx)
+    patchpilot token create|list|revoke   API tokens (only their hashes are stored)
+    patchpilot role grant|revoke|list     roles of user names (where roles come from in proxy mode)
 """
 
 from __future__ import annotations

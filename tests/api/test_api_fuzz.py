@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 
 from api.main import app
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 EXAMPLES = 30
 

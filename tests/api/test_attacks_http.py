@@ -26,7 +26,7 @@ import pytest
 
 from patchpilot.embedded import pick_port, stop_process, wait_for_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGURED = ("DATABASE_URL", "REDIS_URL", "AWX_URL", "AWX_TOKEN", "API_URL", "AUTH_MODE")
 FORMULA = ("=", "+", "-", "@", "\t", "\r", "|", "%")

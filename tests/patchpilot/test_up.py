@@ -15,7 +15,7 @@ import httpx
 import psutil
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGURED = ("DATABASE_URL", "REDIS_URL", "AWX_URL", "AWX_TOKEN", "API_URL")
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from test_up import CONFIGURED, ROOT, admin_token, wait_until_up
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 INVENTORY = {"all": {"children": {
     "harbour": {"children": {

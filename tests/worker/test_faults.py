@@ -22,7 +22,7 @@ from conftest import bearer, ensure_test_tokens
 
 from patchpilot.embedded import EmbeddedPostgres, pick_port, stop_process, wait_for_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 USER = bearer("alice")

@@ -196,13 +196,12 @@ FLEET_FILES = {"INVENTORY_FILE": "inventory.yml", "PATCH_GROUPS_FILE": "patch-gr
 
 def use_fleet(folder: str) -> None:
     """`--fleet DIR`: the inventory, patch groups and policy of another fleet, for every process `up` starts."""
+    missing = [name for name in FLEET_FILES.values() if not (Path(folder) / name).is_file()]
+    if missing:  # checked before anything is set: a bad folder changes nothing
+        raise SystemExit(f"--fleet {folder}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing "
+                         f"there (a fleet folder holds {', '.join(FLEET_FILES.values())})")
     for setting, name in FLEET_FILES.items():
-        path = Path(folder) / name
-        if not path.is_file():
-            raise SystemExit(
-                f"--fleet {folder}: {name} is missing there (a fleet folder holds {', '.join(FLEET_FILES.values())})"
-            )
-        os.environ[setting] = str(path.resolve())
+        os.environ[setting] = str((Path(folder) / name).resolve())
     reset_settings_cache()
 
 

@@ -55,6 +55,23 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.integration)
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """A test that changes the process environment (a CLI helper that points the settings at a fleet folder, say)
+    leaves it as it found it, settings re-read: a later test never runs against another test's fleet, whatever the
+    order the tests run in."""
+    before = dict(os.environ)
+    yield
+    if dict(os.environ) != before:
+        os.environ.clear()
+        os.environ.update(before)
+        from core.db import reset_engines
+        from core.settings import reset_settings_cache
+
+        reset_settings_cache()
+        reset_engines()
+
+
 class NetworkInUnitTest(RuntimeError):
     pass
 

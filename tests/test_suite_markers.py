@@ -36,3 +36,23 @@ def test_a_test_using_a_service_fixture_through_another_is_marked_integration():
     assert uses_db.markers == ["integration"] and uses_api.markers == ["integration"]
     assert pure.markers == []
     assert {"db", "api", "worker_process", "awx_double"} <= SERVICE_FIXTURES
+
+
+def test_a_test_that_changes_the_environment_leaves_it_as_it_found_it():
+    """The autouse guard in conftest.py: this pair only passes, in this order, if the first test's change is undone."""
+    import os
+
+    from core.settings import get_settings, reset_settings_cache
+
+    os.environ["POLICY_FILE"] = "/nonexistent/left-behind.yml"
+    reset_settings_cache()
+    assert str(get_settings().policy_file) == "/nonexistent/left-behind.yml"  # left behind for the next test
+
+
+def test_the_next_test_sees_the_environment_as_before():
+    import os
+
+    from core.settings import get_settings
+
+    assert os.environ.get("POLICY_FILE") != "/nonexistent/left-behind.yml"
+    assert str(get_settings().policy_file) != "/nonexistent/left-behind.yml"

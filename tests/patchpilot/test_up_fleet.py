@@ -27,10 +27,12 @@ def test_use_fleet_points_every_setting_at_the_folder(monkeypatch):
         reset_settings_cache()
 
 
-def test_a_folder_without_the_three_files_is_one_clear_error(tmp_path):
+def test_a_folder_without_the_three_files_is_one_clear_error_and_changes_nothing(tmp_path):
     (tmp_path / "inventory.yml").write_text("all: {}\n")
-    with pytest.raises(SystemExit, match="patch-groups.yml is missing"):
+    before = dict(os.environ)
+    with pytest.raises(SystemExit, match="patch-groups.yml, policy.yml are missing"):
         use_fleet(str(tmp_path))
+    assert dict(os.environ) == before  # no setting points at half a fleet
 
 
 @pytest.mark.integration

@@ -19,7 +19,7 @@ split from the request's timestamps: click -> approved (UI and API), approved ->
 launched -> stage stored (the double and the follower's first poll), stored -> visible (the UI's refresh and draw).
 
 The worker runs the quick start's defaults unless told: `--poll` sets FOLLOW_POLL_SECONDS, `--first-poll`
-FIRST_POLL_SECONDS (how long after the launch a job is first polled, and polled again if it showed no event yet).
+FIRST_POLL_SECONDS (how long after the launch a job is first polled; every later poll keeps FOLLOW_POLL_SECONDS).
 """
 
 from __future__ import annotations

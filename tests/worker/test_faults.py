@@ -121,12 +121,15 @@ def wait_exit(proc: subprocess.Popen, timeout: float = 30) -> int:
 
 
 @pytest.fixture
-def stack(db, database_url, own_redis, awx_double, tmp_path):
+def stack(own_database, own_redis, awx_double, tmp_path):
+    """The stack under test, on a database of its own: the session's Celery worker (started by other tests) runs
+    follow rounds on the shared test database and would poll this stack's requests in place of its workers."""
     import redis as redis_lib
 
+    ensure_test_tokens(own_database)
     redis_lib.Redis.from_url(own_redis.url).flushall()
     env = {
-        "DATABASE_URL": database_url, "REDIS_URL": own_redis.url,
+        "DATABASE_URL": own_database, "REDIS_URL": own_redis.url,
         "AWX_URL": awx_double.url, "AWX_TOKEN": awx_double.token,
         "FOLLOW_POLL_SECONDS": "0.5", "SWEEP_INTERVAL_SECONDS": "1", "STUCK_AFTER_SECONDS": "4",
         "AWX_RETRY_ATTEMPTS": "4", "AWX_TIMEOUT_SECONDS": "3", "LAUNCH_FENCE_SECONDS": "8",

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from core.db import get_engine
         from core.models import PatchRequest
-        from worker import execution
+        from worker import execution, follow
         from worker.awx_client import AWXClient
         from worker.job_status import JobStatusBatch
 
@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> None:
             with get_engine().begin() as conn:
                 conn.execute(update(PatchRequest).values(next_poll_at=None, last_polled_at=None))
 
-        execution.claim_due = timed("claim_due", execution.claim_due)
-        execution._store_events = timed("store_events", execution._store_events)
+        # timed where the follower calls them (worker.follow's own names)
+        follow.claim_due = timed("claim_due", follow.claim_due)
+        follow.store_events = timed("store_events", follow.store_events)
         client = AWXClient.from_settings()
         client.get_job = timed("awx_get_job", client.get_job)
         client.job_events = timed("awx_job_events", client.job_events)

@@ -37,7 +37,8 @@ class HostView(BaseModel):
     message: str | None = None
     packages: list[PackageView] = Field(
         default_factory=list,
-        description="packages the run changed on the host or, in a dry run, would change (from its package tasks)")
+        description="packages the run changed on the host or, in a dry run, would change (from its package tasks); "
+        "in one request's view only, a list of requests leaves them out")
 
 
 class StageView(BaseModel):

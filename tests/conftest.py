@@ -46,7 +46,7 @@ TEST_USERS = {
 # Fixtures that start or reach real services. A test that uses one (directly or through another fixture) is an
 # integration test whatever its file says, so `-m "not integration"` never starts a database.
 SERVICE_FIXTURES = frozenset({"services", "own_redis", "database_url", "own_database", "db", "awx_double_process",
-                              "awx_double", "stack_env", "worker_process", "api", "as_user"})
+                              "awx_double", "stack_env", "worker_process", "api", "as_user", "receiver"})
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -381,3 +381,13 @@ def ports() -> dict[str, int]:
     base = {"api": 18100, "awx": 18152, "pg": 18432, "redis": 18379, "ui": 18501, "worker-metrics": 18808,
             "api-metrics": 18809}
     return {name: pick_port(port) for name, port in base.items()}
+
+
+@pytest.fixture
+def receiver():
+    """A local webhook endpoint recording what it is sent (tests/webhook_receiver.py)."""
+    from webhook_receiver import Receiver
+
+    r = Receiver()
+    yield r
+    r.close()

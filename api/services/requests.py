@@ -67,13 +67,20 @@ def environment_of(catalog: Catalog, host: str) -> str:
 
 # A request's host results and stage timeline as two JSON columns of the request's own row: a status read is one
 # query (bench/README.md, benchmark 2), and a list of N requests is one query too.
-_HOSTS_JSON: ScalarSelect[Any] = (
-    select(func.json_agg(func.json_build_object(
+def _hosts_json(*, packages: bool) -> ScalarSelect[Any]:
+    fields: list[Any] = [
         "host", HostResult.host, "status", HostResult.status, "ok", HostResult.ok, "changed", HostResult.changed,
         "failed", HostResult.failed, "unreachable", HostResult.unreachable, "skipped", HostResult.skipped,
-        "message", HostResult.message, "packages", HostResult.packages)))
-    .where(col(HostResult.request_id) == col(PatchRequest.id)).correlate(PatchRequest).scalar_subquery()
-)
+        "message", HostResult.message]
+    if packages:
+        fields += ["packages", HostResult.packages]
+    return (select(func.json_agg(func.json_build_object(*fields)))
+            .where(col(HostResult.request_id) == col(PatchRequest.id)).correlate(PatchRequest).scalar_subquery())
+
+
+_HOSTS_JSON = _hosts_json(packages=True)
+# A list leaves the package lists out (up to MAX_PACKAGES_PER_HOST per host, per request): one request's view has them.
+_HOSTS_JSON_LISTED = _hosts_json(packages=False)
 _STAGES_JSON: ScalarSelect[Any] = (
     select(func.json_agg(aggregate_order_by(func.json_build_object("stage", RequestStage.stage, "at", RequestStage.at),
                                             col(RequestStage.at), col(RequestStage.id))))
@@ -106,7 +113,7 @@ def read_with_view(session: Session, request_id: str, catalog: Catalog,
 def list_views(session: Session, *, state: RequestState | None, limit: int, catalog: Catalog,
                settings: Settings) -> list[RequestView]:
     """Newest first, in one query however many there are."""
-    query = (select(PatchRequest, _HOSTS_JSON, _STAGES_JSON)
+    query = (select(PatchRequest, _HOSTS_JSON_LISTED, _STAGES_JSON)
              .order_by(col(PatchRequest.created_at).desc(), col(PatchRequest.id)).limit(limit))
     if state:
         query = query.where(col(PatchRequest.state) == state)

@@ -164,15 +164,6 @@ def alive(pids: set[int]) -> list[int]:
 
 
 @pytest.fixture
-def receiver():
-    from webhook_receiver import Receiver
-
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def stack(tmp_path, receiver):
     hooks = [{"name": name, "url": f"{receiver.url}/{name}", "format": name} for name in ("slack", "teams", "generic")]
     up = Up(tmp_path / "state", {"NOTIFY_WEBHOOKS": json.dumps(hooks), "NOTIFY_INTERVAL_SECONDS": "0.5"})

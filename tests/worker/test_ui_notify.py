@@ -9,20 +9,12 @@ import time
 import pytest
 from conftest import bearer
 from sqlalchemy import text
-from webhook_receiver import Receiver
 
 from core.inventory import get_catalog
 
 pytestmark = pytest.mark.integration
 
 ALICE, BOB = bearer("alice"), bearer("bob")
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
